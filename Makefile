@@ -1,0 +1,26 @@
+# The two commands: `make run` (main job on local Ray) and `make test` (the test suite).
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.raylign-installed
+
+.PHONY: setup run smoke test test-fast bench clean
+
+$(STAMP): pyproject.toml scripts/setup.sh
+	bash scripts/setup.sh $(VENV)
+
+setup: $(STAMP)
+
+run: setup
+	$(BIN)/raylign smoke
+
+smoke: setup
+	$(BIN)/raylign smoke
+
+test: setup
+	$(BIN)/python -m pytest tests -v --durations=15
+
+test-fast: setup
+	$(BIN)/python -m pytest tests -m "not slow and not integration"
+
+clean:
+	rm -rf $(VENV) .pytest_cache runs

@@ -1,0 +1,73 @@
+"""`raylign` command line: one entry point, subcommands that each own their arguments.
+
+Subcommands are listed here and imported only when used, so `raylign --help`
+stays fast and a missing GPU package never breaks an unrelated command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# (words, "module:function", help). The function receives the remaining argv.
+COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
+    (("smoke",), "raylign.smoke:main", "start Ray, load a model in a sampler actor and generate"),
+    (("train", "rrhf"), "raylign.algorithms.rrhf_job:main", "RRHF on the distributed RLHF engine"),
+    (("train", "rm"), "raylign.training.reward_model_job:main", "train a pairwise (Bradley-Terry) reward model"),
+    (("eval", "rm"), "raylign.evaluation.reward_model_eval:main", "evaluate a reward model on pairwise data"),
+    (("serve", "rm"), "raylign.serving.reward_app:main", "serve a reward model over HTTP with Ray Serve"),
+    (("model", "prepare"), "raylign.models.cli:prepare", "convert the default model (or check a local one)"),
+    (("data", "check"), "raylign.data.cli:check", "read a data file through an adapter and report"),
+]
+
+
+def _usage() -> str:
+    lines = ["usage: raylign <command> [args...]", "", "commands:"]
+    for words, _, text in COMMANDS:
+        lines.append(f"  {' '.join(words):<16} {text}")
+    lines += ["", "Run `raylign <command> --help` for a command's options."]
+    return "\n".join(lines)
+
+
+def _find(argv: list[str]):
+    for words, target, _ in sorted(COMMANDS, key=lambda c: -len(c[0])):
+        if tuple(argv[: len(words)]) == words:
+            return words, target
+    return None, None
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    words, target = _find(argv)
+    if target is None:
+        groups = sorted({w[0] for w, _, _ in COMMANDS})
+        print(f"raylign: unknown command '{' '.join(argv[:2])}' (commands: {', '.join(groups)})\n", file=sys.stderr)
+        print(_usage(), file=sys.stderr)
+        return 2
+    module_name, func_name = target.split(":")
+    func = getattr(importlib.import_module(module_name), func_name)
+    from raylign.config import ConfigError
+    from raylign.data.readers import DataError
+    from raylign.models.registry import ModelNotFoundError
+
+    try:
+        return int(func(argv[len(words) :]) or 0)
+    except (ConfigError, DataError, ModelNotFoundError) as err:
+        print(f"raylign {' '.join(words)}: error: {err}", file=sys.stderr)
+        return 2
+
+
+def recipe_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """The shared shape of recipe commands: --config FILE plus key.sub=value overrides."""
+    parser = argparse.ArgumentParser(prog=f"raylign {prog}", description=description)
+    parser.add_argument("--config", "-c", help="recipe YAML (see jobs/)")
+    parser.add_argument("overrides", nargs="*", help="overrides such as sampling.num_samples=4")
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""Read raw records from JSONL(.gz), JSON arrays, Parquet and HF `datasets` folders.
+
+Each record carries its origin (file and line/index) so adapters can report a
+malformed row precisely instead of failing somewhere deep in a Ray task.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+
+class DataError(ValueError):
+    """Input data is malformed; the message names the file, line and field."""
+
+
+@dataclass(frozen=True)
+class Record:
+    data: dict[str, Any]
+    source: str  # "path:line" for text formats, "path[row]" for columnar ones
+
+    def field(self, name: str, types: type | tuple[type, ...] = str, optional: bool = False) -> Any:
+        if name not in self.data or self.data[name] is None:
+            if optional:
+                return None
+            raise DataError(f"{self.source}: missing field '{name}' (fields present: {sorted(self.data)})")
+        value = self.data[name]
+        if not isinstance(value, types):
+            expected = types.__name__ if isinstance(types, type) else "/".join(t.__name__ for t in types)
+            raise DataError(f"{self.source}: field '{name}' should be {expected}, got {type(value).__name__}")
+        return value
+
+
+def _open_text(path: Path):
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8")
+    return path.open("r", encoding="utf-8")
+
+
+def _iter_jsonl(path: Path) -> Iterator[Record]:
+    with _open_text(path) as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path}:{number}: not valid JSON ({err.msg} at column {err.colno})") from None
+            if not isinstance(data, dict):
+                raise DataError(f"{path}:{number}: expected a JSON object, got {type(data).__name__}")
+            yield Record(data, f"{path}:{number}")
+
+
+def _iter_json_array(path: Path) -> Iterator[Record]:
+    with _open_text(path) as handle:
+        try:
+            data = json.load(handle)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}:{err.lineno}: not valid JSON ({err.msg} at column {err.colno})") from None
+    if isinstance(data, dict):
+        data = next((v for v in data.values() if isinstance(v, list)), None) or [data]
+    for index, item in enumerate(data):
+        if not isinstance(item, dict):
+            raise DataError(f"{path}[{index}]: expected a JSON object, got {type(item).__name__}")
+        yield Record(item, f"{path}[{index}]")
+
+
+def _iter_parquet(path: Path) -> Iterator[Record]:
+    import pyarrow.parquet as pq
+
+    for index, item in enumerate(pq.read_table(path).to_pylist()):
+        yield Record(item, f"{path}[{index}]")
+
+
+def _iter_hf_dataset(path: Path) -> Iterator[Record]:
+    import datasets
+
+    loaded = datasets.load_from_disk(str(path))
+    if isinstance(loaded, datasets.DatasetDict):
+        loaded = loaded["train"] if "train" in loaded else next(iter(loaded.values()))
+    for index, item in enumerate(loaded):
+        yield Record(dict(item), f"{path}[{index}]")
+
+
+def iter_records(path: str | Path, limit: int | None = None) -> Iterator[Record]:
+    """Raw records of a local data file, chosen by extension (or an HF `save_to_disk` folder)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"data file not found: {path}")
+    name = path.name.lower()
+    if path.is_dir():
+        reader = _iter_hf_dataset
+    elif name.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
+        reader = _iter_jsonl
+    elif name.endswith((".json", ".json.gz")):
+        reader = _iter_json_array
+    elif name.endswith(".parquet"):
+        reader = _iter_parquet
+    else:
+        raise DataError(f"{path}: unknown data format (use .jsonl[.gz], .json, .parquet or a datasets folder)")
+    for count, record in enumerate(reader(path)):
+        if limit is not None and count >= limit:
+            return
+        yield record

@@ -1,0 +1,58 @@
+"""Tokenizer loading and the one place where chat templates are applied.
+
+Samplers, trainers and reward models all build prompt token ids here, so a prompt
+is encoded the same way whichever backend generates or scores it.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal, Sequence
+
+OverLong = Literal["truncate", "reject"]
+
+
+class PromptTooLongError(ValueError):
+    pass
+
+
+@lru_cache(maxsize=8)
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def as_messages(row_or_prompt) -> list[dict]:
+    if isinstance(row_or_prompt, str):
+        return [{"role": "user", "content": row_or_prompt}]
+    messages = row_or_prompt.get("messages")
+    if messages:
+        return [{"role": m["role"], "content": m["content"]} for m in messages]
+    return [{"role": "user", "content": row_or_prompt["prompt"]}]
+
+
+def encode_prompt(tokenizer, messages: Sequence[dict], max_tokens: int, over_long: OverLong = "truncate") -> list[int]:
+    """Prompt ids with the generation prompt appended; over-long ones keep their end."""
+    if getattr(tokenizer, "chat_template", None):
+        ids = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=True)
+        if isinstance(ids, dict) or hasattr(ids, "keys"):
+            ids = ids["input_ids"]
+    else:
+        ids = tokenizer("\n\n".join(m["content"] for m in messages) + "\n\n")["input_ids"]
+    ids = list(ids)
+    if len(ids) > max_tokens:
+        if over_long == "reject":
+            raise PromptTooLongError(f"prompt has {len(ids)} tokens, more than max_prompt_tokens={max_tokens}")
+        # Keep the most recent context: the generation prompt sits at the end.
+        ids = ids[-max_tokens:]
+    return ids
+
+
+def encode_response(tokenizer, text: str, max_tokens: int) -> list[int]:
+    """Token ids of a response as the model would emit it, ending with EOS."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"][: max_tokens - 1]
+    return list(ids) + [tokenizer.eos_token_id]

