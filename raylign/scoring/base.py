@@ -1,0 +1,36 @@
+"""The reward role's one interface: every reward source scores rollout rows the same way.
+
+Implementations (see `make_reward_source`): an in-cluster reward-model actor, a Ray
+Serve deployment reached by handle or over HTTP, or a plain Python function.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Literal
+
+from raylign.config import StrictModel
+
+
+class RewardConfig(StrictModel):
+    kind: Literal["actor", "serve", "http", "function"] = "actor"
+    model: str | None = None  # reward model path/name (actor, serve)
+    url: str | None = None  # http: base URL of `raylign serve rm`
+    app_name: str = "reward"  # serve: Ray Serve application name
+    function: str | None = None  # function: "module:callable" taking (rows) -> list[float]
+    token: str | None = None  # bearer token for http
+    batch_size: int = 16
+    max_length: int = 512
+    num_cpus: float = 0.25
+    num_gpus: float = 0.0
+
+
+class RewardSource(ABC):
+    """Scores rows that carry `messages` (or `prompt`) and `response`."""
+
+    @abstractmethod
+    def score(self, rows: list[dict]) -> list[float]:
+        """One scalar reward per row, in order."""
+
+    def close(self) -> None:
+        """Release actors or connections."""
