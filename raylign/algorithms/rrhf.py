@@ -1,0 +1,112 @@
+"""RRHF: rank responses to align human feedback (Yuan et al., 2023).
+
+The policy's length-normalised log-probability of each of k responses to a query is
+pushed to follow the order of their reward scores (a hinge on every mis-ordered pair),
+plus plain fine-tuning on the best-scored response so the policy keeps generating
+fluent text. See /work/shared/ALGORITHMS.md, section RRHF.
+
+Everything here is a pure function of tensors so it can be unit tested against
+hand-computed values; the training loop owns models, sampling and scoring.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from raylign.config import StrictModel
+
+
+class RRHFConfig(StrictModel):
+    """Knobs of the RRHF loss and of how a query's k candidates are assembled."""
+
+    rrhf_weight: float = 1.0
+    length_penalty: float = 1.0
+    # add the dataset's own chosen/rejected responses (HH: k = 4 sampled + 2) to the sampled ones
+    include_dataset_responses: bool = True
+    # None: score dataset responses with the reward model like sampled ones
+    dataset_chosen_score: float | None = None
+
+
+def _masked_sums(token_logprobs: Tensor, response_mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Sum of log-probs over response tokens and the response lengths, per row.
+
+    `torch.where` rather than a product so that -inf/NaN at masked positions (padding)
+    can neither leak into the value nor into the gradient.
+    """
+    if token_logprobs.shape != response_mask.shape:
+        raise ValueError(f"token_logprobs {tuple(token_logprobs.shape)} and response_mask "
+                         f"{tuple(response_mask.shape)} must have the same shape")
+    mask = response_mask.to(token_logprobs.device).bool()
+    total = torch.where(mask, token_logprobs, torch.zeros_like(token_logprobs)).sum(-1)
+    lengths = mask.sum(-1).to(token_logprobs.dtype).clamp(min=1.0)
+    return total, lengths
+
+
+def length_normalized_logprob(token_logprobs: Tensor, response_mask: Tensor,
+                              length_penalty: float = 1.0) -> Tensor:
+    """p_i = sum_t log pi(y_t | x, y_<t) / |y_i| ** length_penalty, one value per row [N].
+
+    Normalising by length keeps the ranking from simply preferring short responses.
+    An empty response counts as length 1 (p = 0) instead of dividing by zero.
+    """
+    total, lengths = _masked_sums(token_logprobs, response_mask)
+    return total / lengths.pow(length_penalty)
+
+
+def rrhf_loss(token_logprobs: Tensor, response_mask: Tensor, scores: Tensor,
+              rrhf_weight: float = 1.0, length_penalty: float = 1.0) -> tuple[Tensor, dict[str, float]]:
+    """RRHF loss L = rrhf_weight * L_rank + L_ft for B queries with k responses each.
+
+    token_logprobs [N, T]: log pi(token_t | tokens_<t) at position t; response_mask [N, T]
+    is 1 on response tokens only (prompt and padding masked). Rows are grouped by query:
+    N = B * k and row i*k + j is response j of query i; scores [B, k].
+
+    - L_rank: per query, the sum over ordered pairs with score_a < score_b of
+      relu(p_a - p_b) (ties skipped, no margin), then the mean over queries. The reference
+      implementation (GanjinZero/RRHF) has one query per batch, so its loss is exactly
+      this per-query sum; averaging over queries keeps the scale independent of B.
+    - L_ft: mean token NLL of the best-scored response (argmax, first index on ties)
+      over its response tokens, averaged over queries. (The reference takes `.mean()`
+      over the padded row, i.e. it also divides by prompt+padding positions; we
+      divide by the response length, which does not depend on padding.)
+
+    Returns (loss, metrics) with metrics {loss, rank_loss, sft_loss, mean_seq_logprob,
+    accuracy_of_order, num_pairs}: mean_seq_logprob is the mean of p over all N rows;
+    accuracy_of_order is the fraction of ordered pairs (score_a < score_b) with
+    p_a < p_b, pooled over queries, and NaN when no pair has distinct scores.
+    """
+    if scores.dim() != 2:
+        raise ValueError(f"scores must be [B, k], got shape {tuple(scores.shape)}")
+    num_queries, k = scores.shape
+    if token_logprobs.dim() != 2 or token_logprobs.shape[0] != num_queries * k:
+        raise ValueError(f"token_logprobs must be [B*k, T] = [{num_queries * k}, T], "
+                         f"got {tuple(token_logprobs.shape)}")
+    total, lengths = _masked_sums(token_logprobs, response_mask)
+    p = (total / lengths.pow(length_penalty)).view(num_queries, k)
+    scores = scores.to(device=p.device, dtype=torch.float32)
+
+    # pair[b, a, c] is True when score_a < score_c in query b: then p_a should be below p_c.
+    pair = scores.unsqueeze(2) < scores.unsqueeze(1)
+    diff = p.unsqueeze(2) - p.unsqueeze(1)  # diff[b, a, c] = p_a - p_c
+    hinge = torch.where(pair, torch.relu(diff), torch.zeros_like(diff))
+    rank_loss = hinge.sum(dim=(1, 2)).mean()
+
+    best = scores.argmax(dim=1)  # first maximal index on ties
+    rows = torch.arange(num_queries, device=p.device) * k + best
+    sft_loss = -(total[rows] / lengths[rows]).mean()
+
+    loss = rrhf_weight * rank_loss + sft_loss
+
+    with torch.no_grad():
+        num_pairs = int(pair.sum().item())
+        agree = (pair & (diff < 0)).sum().item()
+        metrics = {
+            "loss": float(loss.item()),
+            "rank_loss": float(rank_loss.item()),
+            "sft_loss": float(sft_loss.item()),
+            "mean_seq_logprob": float(p.mean().item()),
+            "accuracy_of_order": float(agree / num_pairs) if num_pairs else float("nan"),
+            "num_pairs": float(num_pairs),
+        }
+    return loss, metrics
