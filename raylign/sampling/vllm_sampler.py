@@ -24,6 +24,25 @@ def _on_gpu() -> bool:
         return False
 
 
+def _retie_output_embeddings(worker) -> bool:
+    """Runs inside the vLLM worker after a reload.
+
+    With tied embeddings (SmolLM2, the tiny test model), the reload gives
+    `embed_tokens` a fresh tensor while `lm_head` keeps pointing at the old one, and
+    on CPU also keeps its old prepacked GEMM. Re-tie and re-pack so logits use the
+    new weights.
+    """
+    model = worker.model_runner.model
+    config = getattr(model, "config", None)
+    if not getattr(config, "tie_word_embeddings", False) or not hasattr(model, "lm_head"):
+        return False
+    model.lm_head.weight = model.model.embed_tokens.weight
+    method = getattr(model.lm_head, "quant_method", None)
+    if method is not None and hasattr(method, "process_weights_after_loading"):
+        method.process_weights_after_loading(model.lm_head)
+    return True
+
+
 class VLLMSampler(Sampler):
     def __init__(self, model_path: str, config: SamplingConfig):
         super().__init__(model_path, config)
@@ -90,6 +109,7 @@ class VLLMSampler(Sampler):
         tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
         save_file(tensors, os.path.join(self._shm_dir, "model.safetensors"))
         self.engine.collective_rpc("reload_weights", kwargs={"weights_path": self._shm_dir})
+        self.engine.collective_rpc(_retie_output_embeddings)
         self.engine.reset_prefix_cache()  # cached KV blocks belong to the old weights
         self.policy_version = version
 

@@ -1,0 +1,72 @@
+import pytest
+
+from raylign.config import ConfigError, StrictModel, apply_overrides, load_config
+from raylign.sampling.base import SamplingConfig
+
+
+class Inner(StrictModel):
+    rate: float = 0.1
+    name: str = "x"
+
+
+class Recipe(StrictModel):
+    steps: int = 3
+    inner: Inner = Inner()
+    sampling: SamplingConfig = SamplingConfig()
+
+
+def test_yaml_and_overrides(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("steps: 5\ninner:\n  rate: 0.5\n")
+    config = load_config(Recipe, path, ["inner.name=abc", "sampling.num_samples=8", "sampling.backend=hf"])
+    assert config.steps == 5
+    assert config.inner.rate == 0.5
+    assert config.inner.name == "abc"
+    assert config.sampling.num_samples == 8
+    assert config.sampling.backend == "hf"
+
+
+def test_misspelled_key_in_file_names_the_key(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("inner:\n  rat: 0.5\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'inner\.rat'"):
+        load_config(Recipe, path)
+
+
+def test_misspelled_override_names_the_key():
+    with pytest.raises(ConfigError, match=r"unknown key 'sampling\.temprature'"):
+        load_config(Recipe, None, ["sampling.temprature=0.7"])
+
+
+def test_ill_typed_value_names_the_key():
+    with pytest.raises(ConfigError, match=r"key 'steps'"):
+        load_config(Recipe, None, ["steps=many"])
+    with pytest.raises(ConfigError, match=r"key 'sampling\.backend'"):
+        load_config(Recipe, None, ["sampling.backend=tgi"])
+
+
+def test_override_syntax_errors():
+    with pytest.raises(ConfigError, match="key.sub=value"):
+        apply_overrides({}, ["novalue"])
+    with pytest.raises(ConfigError, match="not a section"):
+        apply_overrides({"steps": 3}, ["steps.x=1"])
+
+
+def test_missing_recipe_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(Recipe, tmp_path / "nope.yaml")
+
+
+def test_shipped_recipes_validate():
+    """Every YAML under jobs/ must load against the config its command uses."""
+    from pathlib import Path
+
+    from raylign.recipes import recipe_config_for
+
+    jobs = Path(__file__).resolve().parents[2] / "jobs"
+    recipes = sorted(jobs.glob("*.yaml"))
+    assert recipes
+    for path in recipes:
+        model = recipe_config_for(path)
+        assert model is not None, f"{path.name}: no config class for this recipe prefix"
+        load_config(model, path)
