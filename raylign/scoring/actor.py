@@ -1,0 +1,25 @@
+"""The reward model as a Ray actor: one loaded `RewardScorer`, fractional CPUs by default."""
+
+from __future__ import annotations
+
+import ray
+
+from raylign.scoring.reward_model import RewardScorer
+
+
+class RewardModelWorker:
+    def __init__(self, model: str, max_length: int, batch_size: int, torch_threads: int | None = None):
+        if torch_threads:
+            import torch
+
+            torch.set_num_threads(torch_threads)
+        self.scorer = RewardScorer(model, max_length=max_length, batch_size=batch_size)
+
+    def score_rows(self, rows: list[dict]) -> list[float]:
+        return self.scorer.score_rows(rows)
+
+    def model_path(self) -> str:
+        return self.scorer.model_path
+
+
+RewardModelActor = ray.remote(RewardModelWorker)

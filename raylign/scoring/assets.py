@@ -1,0 +1,135 @@
+"""Shipped reward models: a small weight delta in the package, a full HF directory on first use.
+
+A trained 135M reward model is ~540 MB; only the part training changed (the top blocks,
+final norm and scalar head, or a merged LoRA) differs from the base model. That delta
+is stored as float16 safetensors under raylign/assets/, and `resolve_reward_model`
+rebuilds the full `AutoModelForSequenceClassification` directory in the raylign cache
+the first time a name such as `hh-rm-smollm2` is used (like the default model itself).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+from raylign.models.registry import ModelNotFoundError, cache_root, resolve_model
+
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+SHIPPED = {"hh-rm-smollm2": ASSETS / "rm_hh_smollm2.safetensors"}
+FORMAT = "raylign-rm-delta-v1"
+
+
+def _state_dict(model_dir: Path) -> dict:
+    from safetensors.torch import load_file
+
+    tensors = {}
+    for file in sorted(Path(model_dir).glob("*.safetensors")):
+        tensors.update(load_file(str(file)))
+    if not tensors:
+        raise ModelNotFoundError(f"{model_dir}: no *.safetensors weights")
+    return tensors
+
+
+def export_delta(trained_dir: Path, base_dir: Path, out_file: Path, max_length: int, base_name: str | None = None) -> dict:
+    """Write the tensors that differ from the base model (as float16 differences; new ones
+    such as the scalar head in full float32) with the metadata needed to rebuild."""
+    import torch
+    from safetensors.torch import save_file
+
+    trained, base = _state_dict(trained_dir), _state_dict(base_dir)
+    delta, changed = {}, 0
+    for key, value in trained.items():
+        if key not in base:
+            delta[key] = value.float().contiguous()
+        elif not torch.equal(value, base[key]):
+            diff = (value.float() - base[key].float()).half()
+            if not torch.isfinite(diff).all():
+                raise ValueError(f"{key}: the weight delta overflows float16")
+            delta[key] = diff.contiguous()
+            changed += 1
+    config = json.loads((Path(trained_dir) / "config.json").read_text())
+    metadata = {
+        "format": FORMAT,
+        "base_model": base_name or Path(base_dir).name,
+        "pad_token_id": str(config.get("pad_token_id")),
+        "max_length": str(max_length),
+    }
+    out_file = Path(out_file)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    save_file(delta, str(out_file), metadata=metadata)
+    return {"tensors": len(delta), "changed": changed, "bytes": out_file.stat().st_size}
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def materialize(delta_file: Path, target: Path) -> Path:
+    """Base model + delta -> a full HF reward-model directory at `target`."""
+    import torch
+    from safetensors import safe_open
+    from transformers import AutoModelForSequenceClassification
+
+    from raylign.models.chat import load_tokenizer
+
+    with safe_open(str(delta_file), "pt") as handle:
+        metadata = handle.metadata() or {}
+        delta = {key: handle.get_tensor(key) for key in handle.keys()}
+    if metadata.get("format") != FORMAT:
+        raise ModelNotFoundError(f"{delta_file}: not a raylign reward-model delta (format {metadata.get('format')!r})")
+    base_dir = resolve_model(metadata["base_model"])
+    model = AutoModelForSequenceClassification.from_pretrained(str(base_dir), num_labels=1, dtype=torch.float32)
+    state = model.state_dict()
+    unknown = sorted(set(delta) - set(state))
+    if unknown:
+        raise ModelNotFoundError(f"{delta_file}: tensors {unknown[:3]} do not exist in {base_dir}")
+    with torch.no_grad():
+        for key, value in delta.items():
+            if value.dtype == torch.float16:
+                state[key].add_(value.float())
+            else:
+                state[key].copy_(value)
+    tokenizer = load_tokenizer(str(base_dir))
+    model.config.pad_token_id = int(metadata.get("pad_token_id") or tokenizer.pad_token_id)
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "raylign_rm.json").write_text(json.dumps({**metadata, "delta_sha256": _sha256(delta_file)}))
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    return target
+
+
+def _is_current(target: Path, delta_file: Path) -> bool:
+    info = target / "raylign_rm.json"
+    if not (target / "config.json").exists() or not info.exists():
+        return False
+    return json.loads(info.read_text()).get("delta_sha256") == _sha256(delta_file)
+
+
+def resolve_reward_model(name_or_path) -> Path:
+    """A local HF reward-model directory for a path, a shipped name or a delta file."""
+    name = str(name_or_path)
+    delta_file = SHIPPED.get(name)
+    if delta_file is None and name.endswith(".safetensors") and Path(name).is_file():
+        delta_file = Path(name).resolve()
+        name = "rm-" + _sha256(delta_file)[:12]
+    if delta_file is None:
+        return resolve_model(name)
+    if not delta_file.exists():
+        raise ModelNotFoundError(f"reward model '{name}': its weight delta {delta_file} is missing from this install")
+    target = cache_root() / "models" / name
+    if _is_current(target, delta_file):
+        return target
+    from filelock import FileLock
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if not _is_current(target, delta_file):
+            print(f"[raylign] building reward model {name} from {delta_file.name} into {target} (once)", flush=True)
+            materialize(delta_file, target)
+    return target

@@ -1,0 +1,168 @@
+"""Reward-model scoring: one pooling rule and one scorer shared by training, eval, Serve and actors.
+
+A reward model is a Hugging Face `AutoModelForSequenceClassification` with
+`num_labels=1`, so checkpoints load with plain transformers. The scalar is read at
+the **last non-pad token** (from the attention mask, so left and right padding give
+the same position) by `sequence_scores`, which trainers and scorers both call.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Literal, Sequence
+
+import torch
+from torch import nn
+
+from raylign.scoring.text import OverLongPair, PairTooLongError, encode_scored_pair
+
+PaddingSide = Literal["left", "right"]
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Index of the last attended position in each row, for left or right padding alike."""
+    positions = torch.arange(attention_mask.shape[-1], device=attention_mask.device)
+    return (positions * attention_mask.long()).argmax(dim=-1)
+
+
+def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int, side: PaddingSide = "right"):
+    """(input_ids, attention_mask) tensors for token-id lists of different lengths."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        if not seq:
+            continue
+        span = slice(width - len(seq), width) if side == "left" else slice(0, len(seq))
+        ids[row, span] = torch.tensor(list(seq), dtype=torch.long)
+        mask[row, span] = 1
+    return ids, mask
+
+
+def _parts(model: nn.Module):
+    """(backbone, scalar head) of a seq-cls model, looking through a peft wrapper."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    backbone = getattr(inner, getattr(inner, "base_model_prefix", ""), None)
+    head = getattr(inner, "score", None)
+    return backbone, head
+
+
+def _accepts(module: nn.Module, name: str) -> bool:
+    try:
+        return name in inspect.signature(module.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def sequence_scores(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """One float32 score per row: the head applied to the hidden state of the last non-pad token.
+
+    Decoder models with a `score` head (Llama, Qwen, GPT-2, Mistral, ...) are pooled
+    here from the attention mask. Encoders whose head pools the first token (BERT,
+    RoBERTa) keep their own pooling, which is what plain transformers computes too.
+    """
+    backbone, head = _parts(model)
+    if backbone is None or head is None:
+        return model(input_ids=input_ids, attention_mask=attention_mask).logits[:, 0].float()
+    kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if _accepts(backbone, "position_ids"):
+        # Positions count real tokens only, so a left-padded row sees the positions a
+        # right-padded one does (and plain transformers uses with right padding).
+        kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    if _accepts(backbone, "use_cache"):
+        kwargs["use_cache"] = False
+    hidden = backbone(**kwargs).last_hidden_state
+    rows = torch.arange(hidden.shape[0], device=hidden.device)
+    pooled = hidden[rows, last_token_index(attention_mask)]
+    return head(pooled.to(head.weight.dtype))[:, 0].float()
+
+
+class PairScorer(nn.Module):
+    """nn.Module around a seq-cls model whose forward returns `sequence_scores`.
+
+    Distributed data parallel wrappers hook `forward`, so training goes through this
+    module rather than calling the backbone directly.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return sequence_scores(self.model, input_ids, attention_mask)
+
+
+def load_reward_model(path: str | Path, dtype: str = "float32"):
+    """(model, tokenizer) from a local directory; a causal-LM checkpoint gets a fresh scalar head."""
+    from transformers import AutoModelForSequenceClassification
+
+    from raylign.models.chat import load_tokenizer
+
+    tokenizer = load_tokenizer(str(path))
+    model = AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1, dtype=DTYPES[dtype])
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+class RewardScorer:
+    """Scores (prompt, response) pairs with a loaded reward model, in batches, without grad."""
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        max_length: int = 512,
+        batch_size: int = 16,
+        dtype: str = "float32",
+        over_long: OverLongPair = "truncate",
+    ):
+        from raylign.scoring.assets import resolve_reward_model
+
+        self.model_path = str(resolve_reward_model(model_path))
+        self.model, self.tokenizer = load_reward_model(self.model_path, dtype)
+        self.model.eval()
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.over_long = over_long
+
+    def encode(self, prompt, response: str) -> list[int]:
+        return encode_scored_pair(self.tokenizer, prompt, response, self.max_length, self.over_long)
+
+    def score_ids(self, sequences: list[list[int]]) -> list[float]:
+        scores: list[float] = []
+        pad_id = self.model.config.pad_token_id
+        # Similar lengths together waste less compute on padding; results go back in order.
+        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+        by_index: dict[int, float] = {}
+        with torch.inference_mode():
+            for start in range(0, len(order), self.batch_size):
+                chunk = order[start : start + self.batch_size]
+                ids, mask = pad_batch([sequences[i] for i in chunk], pad_id)
+                for i, value in zip(chunk, sequence_scores(self.model, ids, mask).tolist()):
+                    by_index[i] = value
+        scores = [by_index[i] for i in range(len(sequences))]
+        return scores
+
+    def score(self, prompts: Sequence, responses: Sequence[str]) -> list[float]:
+        """prompts: strings, message lists or row dicts; raises PairTooLongError under over_long='drop'."""
+        if len(prompts) != len(responses):
+            raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+        return self.score_ids([self.encode(p, r) for p, r in zip(prompts, responses)])
+
+    def score_rows(self, rows: list[dict]) -> list[float]:
+        """Rollout rows carrying `messages` (or `prompt`) and `response`."""
+        return self.score(rows, [row["response"] for row in rows])
+
+
+__all__ = [
+    "PairScorer",
+    "PairTooLongError",
+    "RewardScorer",
+    "last_token_index",
+    "load_reward_model",
+    "pad_batch",
+    "sequence_scores",
+]

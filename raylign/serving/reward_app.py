@@ -1,0 +1,175 @@
+"""`raylign serve rm`: a reward model behind HTTP on Ray Serve, with dynamic batching.
+
+    POST /score   {"items": [{"prompt": "..." | [{"role", "content"}...], "response": "..."}]}
+                  -> {"scores": [float, ...]}
+    GET  /health  -> {"status": "ok", "model": ...}
+
+The ingress validates and tokenizes each request (bad input -> 4xx JSON naming the
+field, the replica keeps serving); `@serve.batch` then merges items from concurrent
+requests into one forward pass. `build_app` is the import path for
+`serve run` / `serve deploy` configs (cluster/serve_rm.yaml).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import time
+from typing import Literal
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import Field
+from ray import serve
+
+from raylign.config import StrictModel
+from raylign.serving.reward_request import RequestError, check_bearer, parse_json, parse_score_request
+
+
+class AutoscalingSettings(StrictModel):
+    min_replicas: int = 1
+    max_replicas: int = 2
+    target_ongoing_requests: float = 4.0
+
+
+class RewardServeConfig(StrictModel):
+    model: str = "hh-rm-smollm2"  # HF reward-model dir or shipped name
+    app_name: str = "reward"
+    route_prefix: str = "/"
+    num_replicas: int = 1
+    autoscaling: AutoscalingSettings | None = None  # replaces num_replicas when set
+    num_cpus: float = 0.25  # per replica; fractional so replicas fit beside trainers
+    num_gpus: float = 0.0
+    max_batch_size: int = 16
+    batch_wait_timeout_s: float = 0.02
+    max_items: int = Field(64, ge=1)  # per request
+    max_chars: int = Field(32_000, ge=1)  # per prompt or response
+    max_length: int | None = None  # tokens; default: the model's training max_length
+    over_long: Literal["truncate", "reject"] = "truncate"  # reject: 413 naming the item
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    torch_threads: int | None = None
+    token: str | None = None  # bearer token; env RAYLIGN_RM_TOKEN also works
+
+
+app = FastAPI(title="raylign reward model")
+
+
+def _error(err: RequestError) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if err.status == 401 else None
+    return JSONResponse(err.body(), status_code=err.status, headers=headers)
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=32)
+@serve.ingress(app)
+class RewardModelServer:
+    def __init__(self, config: dict):
+        import torch
+
+        from raylign.evaluation.reward_model_eval import trained_max_length
+        from raylign.scoring.assets import resolve_reward_model
+        from raylign.scoring.reward_model import RewardScorer
+
+        self.config = RewardServeConfig.model_validate(config)
+        if self.config.torch_threads:
+            torch.set_num_threads(self.config.torch_threads)
+        model_dir = resolve_reward_model(self.config.model)
+        self.max_length = self.config.max_length or trained_max_length(model_dir)
+        over_long = "drop" if self.config.over_long == "reject" else "truncate"
+        self.scorer = RewardScorer(model_dir, self.max_length, self.config.max_batch_size, self.config.dtype, over_long)
+        self.token = self.config.token or os.environ.get("RAYLIGN_RM_TOKEN") or None
+        self._score_batch.set_max_batch_size(self.config.max_batch_size)
+        self._score_batch.set_batch_wait_timeout_s(self.config.batch_wait_timeout_s)
+        self.served = 0
+
+    @app.get("/health")
+    async def health(self) -> dict:
+        return {"status": "ok", "model": self.config.model, "max_length": self.max_length, "served": self.served}
+
+    @app.post("/score")
+    async def score(self, request: Request):
+        try:
+            check_bearer(request.headers.get("authorization"), self.token)
+            pairs = parse_score_request(parse_json(await request.body()), self.config.max_items, self.config.max_chars)
+            sequences = self._encode(pairs)
+        except RequestError as err:
+            return _error(err)
+        started = time.perf_counter()
+        scores = await asyncio.gather(*(self._score_batch(seq) for seq in sequences))
+        self.served += len(scores)
+        return {"scores": scores, "model": self.config.model, "seconds": round(time.perf_counter() - started, 4)}
+
+    def _encode(self, pairs: list) -> list[list[int]]:
+        from raylign.scoring.text import PairTooLongError
+
+        sequences = []
+        for i, (prompt, response) in enumerate(pairs):
+            try:
+                sequences.append(self.scorer.encode(prompt, response))
+            except PairTooLongError as err:
+                raise RequestError(413, f"items[{i}]: {err}") from None
+        return sequences
+
+    async def score_rows(self, rows: list[dict]) -> list[float]:
+        """For deployment handles (RewardConfig kind 'serve'): rows with messages/prompt and response."""
+        sequences = [self.scorer.encode(row.get("messages") or row["prompt"], row["response"]) for row in rows]
+        return list(await asyncio.gather(*(self._score_batch(seq) for seq in sequences)))
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.02)
+    async def _score_batch(self, sequences: list[list[int]]) -> list[float]:
+        # The forward pass runs in a thread so /health stays responsive meanwhile.
+        return await asyncio.to_thread(self.scorer.score_ids, sequences)
+
+
+def build_app(args: dict | None = None):
+    """Serve application builder: `import_path: raylign.serving.reward_app:build_app`."""
+    config = RewardServeConfig.model_validate(args or {})
+    options: dict = {
+        "ray_actor_options": {"num_cpus": config.num_cpus, "num_gpus": config.num_gpus},
+        "name": "RewardModelServer",
+    }
+    if config.autoscaling is not None:
+        options["autoscaling_config"] = config.autoscaling.model_dump()
+    else:
+        options["num_replicas"] = config.num_replicas
+    return RewardModelServer.options(**options).bind(config.model_dump())
+
+
+def start(config: RewardServeConfig, host: str = "127.0.0.1", port: int = 8000, blocking: bool = False):
+    """Deploy on the running (or a new local) Ray cluster; returns the app's base URL."""
+    serve.start(http_options={"host": host, "port": port})
+    serve.run(build_app(config.model_dump()), name=config.app_name, route_prefix=config.route_prefix, blocking=blocking)
+    return f"http://{host}:{port}{config.route_prefix.rstrip('/')}"
+
+
+def main(argv: list[str]) -> int:
+    from raylign.config import load_config
+    from raylign.runtime import init_ray
+
+    parser = argparse.ArgumentParser(prog="raylign serve rm", description="Serve a reward model over HTTP with Ray Serve.")
+    parser.add_argument("--model", help="reward-model directory or shipped name (default hh-rm-smollm2)")
+    parser.add_argument("--config", "-c", help="YAML with RewardServeConfig keys (see cluster/serve_rm.yaml args)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--replicas", type=int, help="number of replicas (fixed)")
+    parser.add_argument("--token", help="require 'Authorization: Bearer TOKEN' (or set RAYLIGN_RM_TOKEN)")
+    parser.add_argument("--ray-address", help="join this Ray cluster instead of starting a local one")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. max_batch_size=32")
+    args = parser.parse_args(argv)
+    overrides = list(args.overrides)
+    if args.model:
+        overrides.append(f"model={args.model}")
+    if args.replicas:
+        overrides.append(f"num_replicas={args.replicas}")
+    config = load_config(RewardServeConfig, args.config, overrides)
+    if args.token:
+        config.token = args.token
+    init_ray(args.ray_address)
+    url = start(config, args.host, args.port)
+    print(f"[raylign] reward model '{config.model}' serving at {url}/score (health: {url}/health); Ctrl-C stops", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        serve.shutdown()
+    return 0

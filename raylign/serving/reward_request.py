@@ -1,0 +1,102 @@
+"""Validation of `/score` request bodies, kept apart from Serve so it is unit-testable.
+
+Every bad request maps to a `RequestError` carrying an HTTP status and a message that
+names the offending field (`items[3].response: ...`), never to an exception that
+would take the replica down.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+class RequestError(ValueError):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+    def body(self) -> dict:
+        return {"error": self.message, "status": self.status}
+
+
+def parse_json(raw: bytes) -> Any:
+    if not raw:
+        raise RequestError(400, "request body is empty; send JSON like {\"items\": [{\"prompt\": ..., \"response\": ...}]}")
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise RequestError(400, f"request body is not valid JSON: {err}") from None
+
+
+def _check_text(value: Any, where: str, max_chars: int) -> str:
+    if not isinstance(value, str):
+        raise RequestError(422, f"{where}: expected a string, got {type(value).__name__}")
+    if len(value) > max_chars:
+        raise RequestError(413, f"{where}: {len(value)} characters, more than the limit of {max_chars}")
+    return value
+
+
+def _check_prompt(value: Any, where: str, max_chars: int) -> str | list[dict]:
+    if isinstance(value, str):
+        return _check_text(value, where, max_chars)
+    if not isinstance(value, list):
+        raise RequestError(422, f"{where}: expected a string or a list of chat messages, got {type(value).__name__}")
+    if not value:
+        raise RequestError(422, f"{where}: the messages list is empty")
+    messages, total = [], 0
+    for i, message in enumerate(value):
+        if not isinstance(message, dict):
+            raise RequestError(422, f"{where}[{i}]: expected an object with 'role' and 'content'")
+        for key in ("role", "content"):
+            if key not in message:
+                raise RequestError(422, f"{where}[{i}]: missing field '{key}'")
+            if not isinstance(message[key], str):
+                raise RequestError(422, f"{where}[{i}].{key}: expected a string, got {type(message[key]).__name__}")
+        total += len(message["content"])
+        messages.append({"role": message["role"], "content": message["content"]})
+    if total > max_chars:
+        raise RequestError(413, f"{where}: {total} characters of messages, more than the limit of {max_chars}")
+    return messages
+
+
+def parse_score_request(payload: Any, max_items: int, max_chars: int) -> list[tuple[str | list[dict], str]]:
+    """(prompt, response) pairs from `{"items": [{"prompt": str | messages, "response": str}, ...]}`."""
+    if not isinstance(payload, dict):
+        raise RequestError(422, f"request body must be a JSON object with 'items', got {type(payload).__name__}")
+    if "items" not in payload:
+        raise RequestError(422, f"missing field 'items' (fields present: {sorted(payload)})")
+    items = payload["items"]
+    if not isinstance(items, list):
+        raise RequestError(422, f"items: expected a list, got {type(items).__name__}")
+    if not items:
+        raise RequestError(422, "items: the list is empty")
+    if len(items) > max_items:
+        raise RequestError(413, f"items: {len(items)} items, more than the limit of {max_items} per request")
+    pairs = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise RequestError(422, f"items[{i}]: expected an object, got {type(item).__name__}")
+        for key in ("prompt", "response"):
+            if key not in item:
+                raise RequestError(422, f"items[{i}]: missing field '{key}'")
+        prompt = _check_prompt(item["prompt"], f"items[{i}].prompt", max_chars)
+        response = _check_text(item["response"], f"items[{i}].response", max_chars)
+        pairs.append((prompt, response))
+    return pairs
+
+
+def check_bearer(header: str | None, token: str | None) -> None:
+    """401 for a missing or wrong bearer token (RFC 6750 uses 401 for both)."""
+    if not token:
+        return
+    if not header:
+        raise RequestError(401, "missing 'Authorization: Bearer <token>' header")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        raise RequestError(401, "the Authorization header must be 'Bearer <token>'")
+    import hmac
+
+    if not hmac.compare_digest(given.strip().encode(), token.encode()):
+        raise RequestError(401, "invalid bearer token")

@@ -1,0 +1,64 @@
+"""Score position = last non-pad token, for left and right padding, in training and inference."""
+
+import pytest
+import torch
+
+from raylign.scoring.reward_model import last_token_index, load_reward_model, pad_batch, sequence_scores
+from raylign.scoring.text import PairTooLongError, encode_scored_pair, render_scored_text
+
+
+def test_last_token_index_right_and_left_padding():
+    right = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]])
+    left = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1], [0, 0, 0, 0, 1]])
+    assert last_token_index(right).tolist() == [2, 4, 0]
+    assert last_token_index(left).tolist() == [4, 4, 4]
+
+
+def test_pad_batch_sides():
+    ids, mask = pad_batch([[5, 6, 7], [8]], pad_id=0, side="right")
+    assert ids.tolist() == [[5, 6, 7], [8, 0, 0]] and mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+    ids, mask = pad_batch([[5, 6, 7], [8]], pad_id=0, side="left")
+    assert ids.tolist() == [[5, 6, 7], [0, 0, 8]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+    assert last_token_index(mask).tolist() == [2, 2]
+
+
+@pytest.fixture(scope="module")
+def tiny_rm(tiny_model_dir):
+    torch.manual_seed(0)
+    model, tokenizer = load_reward_model(tiny_model_dir)
+    return model.eval(), tokenizer
+
+
+def test_scores_do_not_depend_on_padding_side_or_batch_mates(tiny_rm):
+    model, tokenizer = tiny_rm
+    seqs = [
+        encode_scored_pair(tokenizer, "What is the capital of France?", "Paris.", 128),
+        encode_scored_pair(tokenizer, "Write a poem", "The sea, the sky and the wind, a short poem about them all.", 128),
+    ]
+    assert len(seqs[0]) != len(seqs[1])
+    with torch.no_grad():
+        alone = [sequence_scores(model, *pad_batch([s], tokenizer.pad_token_id)).item() for s in seqs]
+        right = sequence_scores(model, *pad_batch(seqs, tokenizer.pad_token_id, "right")).tolist()
+        left = sequence_scores(model, *pad_batch(seqs, tokenizer.pad_token_id, "left")).tolist()
+        plain = model(*pad_batch(seqs, tokenizer.pad_token_id, "right")).logits[:, 0].tolist()
+    assert right == pytest.approx(alone, abs=1e-5)
+    assert left == pytest.approx(alone, abs=1e-5)
+    # plain transformers (its own pooling on right padding) reads the same position
+    assert plain == pytest.approx(alone, abs=1e-5)
+
+
+def test_scored_text_is_the_chat_template_with_an_assistant_turn(tiny_rm):
+    _, tokenizer = tiny_rm
+    text = render_scored_text(tokenizer, [{"role": "user", "content": "Hi"}], "Hello")
+    assert text == "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello<|im_end|>\n"
+    assert render_scored_text(tokenizer, "Hi", "Hello") == text
+    assert render_scored_text(tokenizer, {"prompt": "ignored", "messages": [{"role": "user", "content": "Hi"}]}, "Hello") == text
+
+
+def test_over_long_pairs_keep_their_end_or_are_dropped(tiny_rm):
+    _, tokenizer = tiny_rm
+    full = encode_scored_pair(tokenizer, "a long prompt " * 20, "the response", 10_000)
+    cut = encode_scored_pair(tokenizer, "a long prompt " * 20, "the response", 16)
+    assert len(cut) == 16 and cut == full[-16:]
+    with pytest.raises(PairTooLongError, match="max_length=16"):
+        encode_scored_pair(tokenizer, "a long prompt " * 20, "the response", 16, over_long="drop")
