@@ -110,3 +110,22 @@ def rrhf_loss(token_logprobs: Tensor, response_mask: Tensor, scores: Tensor,
             "num_pairs": float(num_pairs),
         }
     return loss, metrics
+
+
+def rrhf_group_loss(model, group: list[dict], pad_id: int, max_length: int,
+                    rrhf_weight: float = 1.0, length_penalty: float = 1.0):
+    """RRHF loss of one prompt's scored candidates under the current policy.
+
+    `group` holds the rollout rows of a single prompt (sampled and dataset
+    responses), each with prompt/response token ids and a `reward`. Returns the
+    loss, its metrics and the number of tokens the forward pass saw.
+    """
+    from raylign.training.sequences import pack_prompt_responses, token_logprobs
+
+    batch = pack_prompt_responses(
+        [r["prompt_token_ids"] for r in group], [r["response_token_ids"] for r in group], pad_id, max_length
+    )
+    scores = torch.tensor([[float(r["reward"]) for r in group]])
+    logprobs = token_logprobs(model, batch)
+    loss, metrics = rrhf_loss(logprobs, batch["response_mask"], scores, rrhf_weight, length_penalty)
+    return loss, metrics, int(batch["attention_mask"].sum())

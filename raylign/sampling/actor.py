@@ -12,22 +12,27 @@ import time
 
 import ray
 
-from raylign.models.chat import PromptTooLongError, as_messages, encode_prompt
+from raylign.models.chat import PromptTooLongError, as_messages, encode_prompt, encode_response
 from raylign.sampling.base import SamplingConfig, make_sampler
 
 log = logging.getLogger(__name__)
 
 
 class SamplerWorker:
-    def __init__(self, model_path: str, config: SamplingConfig, name: str = "sampler"):
+    def __init__(self, model_path: str, config: SamplingConfig, name: str = "sampler", initial_version: int = 0):
         self.config = config
         self.name = name
         self.sampler = make_sampler(model_path, config)
+        self.sampler.policy_version = initial_version
         self.tokenizer = self.sampler.tokenizer
         self.rejected_prompts = 0
 
-    def generate(self, rows: list[dict], num_samples: int | None = None) -> list[dict]:
-        """Rollout rows: one per (prompt, sample), prompt fields carried through."""
+    def generate(self, rows: list[dict], num_samples: int | None = None, dataset_responses: bool = False) -> list[dict]:
+        """Rollout rows: one per (prompt, sample), prompt fields carried through.
+
+        With `dataset_responses`, a row's own `chosen`/`rejected` answers (e.g. HH-RLHF)
+        are appended as extra candidates (source="dataset"), as RRHF does on HH.
+        """
         kept, prompt_ids = [], []
         for row in rows:
             try:
@@ -59,14 +64,44 @@ class SamplerWorker:
                         "policy_version": sample.policy_version,
                         "sample_index": index,
                         "sampler": self.name,
+                        "source": "policy",
                     }
                 )
+            if dataset_responses:
+                rollouts.extend(self._dataset_rollouts(row, ids, len(samples)))
         return rollouts
+
+    def _dataset_rollouts(self, row: dict, prompt_ids: list[int], first_index: int) -> list[dict]:
+        extra = []
+        for offset, key in enumerate(k for k in ("chosen", "rejected") if row.get(k)):
+            extra.append(
+                {
+                    **row,
+                    "prompt_token_ids": prompt_ids,
+                    "response": row[key],
+                    "response_token_ids": encode_response(self.tokenizer, row[key], self.config.max_new_tokens * 4),
+                    "logprobs": [],
+                    "finish_reason": "dataset",
+                    "policy_version": self.sampler.policy_version,
+                    "sample_index": first_index + offset,
+                    "sampler": self.name,
+                    "source": "dataset",
+                }
+            )
+        return extra
 
     def load_state_dict(self, state_dict: dict, version: int) -> float:
         """Swap in new weights; returns the seconds it took."""
         start = time.perf_counter()
         self.sampler.load_state_dict(state_dict, version)
+        return time.perf_counter() - start
+
+    def init_weight_group(self, host: str, port: int, rank: int, world_size: int) -> None:
+        self.sampler.init_weight_group(host, port, rank, world_size)
+
+    def receive_weights(self, metas: list, version: int) -> float:
+        start = time.perf_counter()
+        self.sampler.receive_weights(metas, version)
         return time.perf_counter() - start
 
     def policy_version(self) -> int:
@@ -79,17 +114,37 @@ class SamplerWorker:
 SamplerActor = ray.remote(SamplerWorker)
 
 
-def create_samplers(model_path: str, config: SamplingConfig, count: int | None = None) -> list:
-    """Start `count` sampler actors with fractional CPU requests (2-core machines fit several)."""
+def create_samplers(
+    model_path: str, config: SamplingConfig, count: int | None = None, initial_version: int = 0
+) -> list:
+    """Start `count` sampler actors in one placement group (a bundle each).
+
+    Fractional CPU bundles let several samplers share a 2-core machine; on GPU nodes
+    each bundle holds `num_gpus_per_sampler` and SPREAD puts samplers on different nodes.
+    """
+    from ray.util.placement_group import placement_group
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
     count = count or config.num_samplers
+    bundle = {"CPU": config.num_cpus_per_sampler}
+    if config.num_gpus_per_sampler:
+        bundle["GPU"] = config.num_gpus_per_sampler
+    group = placement_group([dict(bundle) for _ in range(count)], strategy=config.placement_strategy)
+    try:
+        ray.get(group.ready(), timeout=config.placement_timeout_s)
+    except ray.exceptions.GetTimeoutError:
+        raise RuntimeError(
+            f"the cluster cannot place {count} sampler(s) of {bundle} ({config.placement_strategy}); "
+            f"available: {ray.available_resources()}. Lower sampling.num_samplers or the per-sampler resources."
+        ) from None
     actors = []
     for index in range(count):
         actors.append(
             SamplerActor.options(
                 num_cpus=config.num_cpus_per_sampler,
                 num_gpus=config.num_gpus_per_sampler,
-                name=None,
-            ).remote(str(model_path), config, f"sampler-{index}")
+                scheduling_strategy=PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=index),
+            ).remote(str(model_path), config, f"sampler-{index}", initial_version)
         )
     ray.get([a.policy_version.remote() for a in actors])  # surface start-up errors here
     return actors

@@ -22,6 +22,8 @@ class SamplingConfig(StrictModel):
     num_samplers: int = 2
     num_cpus_per_sampler: float = 0.25
     num_gpus_per_sampler: float = 0.0
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
+    placement_timeout_s: float = 120.0
     vllm_kv_cache_gb: float = 1.0
     vllm_max_model_len: int = 1024
 

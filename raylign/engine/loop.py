@@ -1,0 +1,238 @@
+"""The distributed RLHF loop every algorithm runs on.
+
+    prompts --Ray Data--> sample (sampler actors) --> score (RewardSource) --> RolloutBuffer
+                                                                                   |
+    samplers <--versioned weight sync-- Ray Train workers (policy update) <--------+
+
+The driver feeds the Ray Data stream into the buffer from a background thread while
+`TorchTrainer.fit()` runs; with `max_staleness >= 1` the next step is sampled and
+scored while the current one trains.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Literal
+
+import ray
+
+from raylign.config import StrictModel
+from raylign.engine.buffer import RolloutBuffer
+from raylign.engine.policy_trainer import TrainerConfig, policy_train_loop, read_resume_state
+from raylign.engine.stages import sample_batch, sample_stage, score_batch, score_stage
+from raylign.engine.weight_sync import WeightSyncConfig
+from raylign.metrics import MetricsLogger, progress
+from raylign.sampling.actor import create_samplers
+from raylign.sampling.base import SamplingConfig
+from raylign.scoring.base import RewardSource
+
+log = logging.getLogger(__name__)
+
+
+class EngineConfig(StrictModel):
+    num_iterations: int = 3
+    prompts_per_step: int = 4
+    max_staleness: int = 0  # 0 = synchronous (on-policy); 1 = sample step i+1 while step i trains
+    pipeline: Literal["streaming", "sequential"] = "streaming"
+    output_dir: str = "runs/rrhf"
+    resume: bool = False
+    trainer: TrainerConfig = TrainerConfig()
+    weight_sync: WeightSyncConfig = WeightSyncConfig()
+
+
+def assign_steps(prompts: list[dict], prompts_per_step: int, first_step: int, last_step: int) -> list[dict]:
+    """Give each prompt its training step (cycling through the prompts as epochs)."""
+    if not prompts:
+        raise ValueError("no prompts to train on")
+    rows = []
+    for step in range(first_step, last_step):
+        for j in range(prompts_per_step):
+            prompt = prompts[(step * prompts_per_step + j) % len(prompts)]
+            rows.append({**prompt, "batch_index": step})
+    return rows
+
+
+def _rollout_stats(rows: list[dict]) -> dict[str, float]:
+    policy = [r for r in rows if r.get("source") != "dataset"] or rows
+    rewards = [r["reward"] for r in policy]
+    tokens = sum(len(r["response_token_ids"]) for r in policy)
+    sample_seconds = max(r["sample_seconds"] for r in rows)
+    return {
+        "reward_mean": statistics.fmean(rewards),
+        "reward_max": max(rewards),
+        "reward_min": min(rewards),
+        "reward_std": statistics.pstdev(rewards),
+        "response_tokens_mean": tokens / len(policy),
+        "rollouts": len(rows),
+        "sample_seconds": sample_seconds,
+        "sample_tokens_per_s": tokens / max(sample_seconds, 1e-9),
+        "score_seconds": max(r["score_seconds"] for r in rows),
+    }
+
+
+class _Feeder(threading.Thread):
+    """Moves finished steps from the rollout stream into the buffer, in order."""
+
+    def __init__(self, make_stream: Callable, buffer, on_step: Callable):
+        super().__init__(daemon=True, name="raylign-feeder")
+        self.make_stream, self.buffer, self.on_step = make_stream, buffer, on_step
+        self.error: BaseException | None = None
+
+    def run(self):
+        try:
+            pending: dict[int, list[dict]] = {}
+            for rows in self.make_stream():
+                for row in rows:
+                    pending.setdefault(row["batch_index"], []).append(row)
+                for step in sorted(pending):
+                    if len(pending[step]) == pending[step][0]["rows_in_batch"]:
+                        batch = pending.pop(step)
+                        ray.get(self.buffer.put.remote(step, batch))
+                        self.on_step(step, _rollout_stats(batch))
+        except BaseException as err:  # surfaced by the driver after fit() returns
+            self.error = err
+            log.exception("rollout stream failed")
+            ray.get(self.buffer.close.remote())
+
+
+def run_engine(
+    config: EngineConfig,
+    model_path: str,
+    prompts: list[dict],
+    sampling: SamplingConfig,
+    reward: RewardSource,
+    group_loss: Callable,
+    run_name: str,
+    dataset_responses: bool = False,
+    samplers: list | None = None,
+) -> dict:
+    """Run the loop; returns paths of the outputs and the last metrics.
+
+    Pass `samplers` to keep them after the run (the caller owns them); otherwise the
+    loop starts its own and stops them at the end.
+    """
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    output_dir = Path(config.output_dir).resolve()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    resume = read_resume_state(output_dir) if config.resume else None
+    first_step = resume["step"] if resume else 0
+    if first_step >= config.num_iterations:
+        log.warning("run already finished %d steps", first_step)
+    start_weights = str(output_dir / "latest") if resume else model_path
+    owns_samplers = samplers is None
+    if owns_samplers:
+        samplers = create_samplers(start_weights, sampling, initial_version=first_step)
+    buffer = RolloutBuffer.remote()
+    rows = assign_steps(prompts, config.prompts_per_step, first_step, config.num_iterations)
+    stream = _stream_factory(config, rows, samplers, sampling.num_samples, reward, dataset_responses)
+
+    logger = MetricsLogger(output_dir, run_name)
+    bar = progress(config.num_iterations - first_step, f"{run_name} iterations")
+    rollout_stats: dict[int, dict] = {}
+    last: dict = {}
+    clock = {"previous": time.perf_counter()}
+
+    def flush_reports():
+        for report in ray.get(buffer.pop_reports.remote()):
+            step = report.pop("step")
+            merged = {**rollout_stats.pop(step, {}), **report}
+            now = time.perf_counter()
+            merged["iteration_seconds"] = now - clock["previous"]  # wall time between finished steps
+            clock["previous"] = now
+            logger.log(step + 1, merged)
+            last.update(merged)
+            bar.update(1)
+
+    def on_step(step: int, stats: dict):
+        rollout_stats[step] = stats
+        flush_reports()
+
+    feeder = _Feeder(stream, buffer, on_step)
+    trainer = TorchTrainer(
+        policy_train_loop,
+        train_loop_config={
+            "trainer": config.trainer,
+            "weight_sync": config.weight_sync,
+            "model_path": model_path,
+            "output_dir": str(output_dir),
+            "resume": bool(resume),
+            "num_iterations": config.num_iterations,
+            "buffer": buffer,
+            "samplers": samplers,
+            "group_loss": group_loss,
+        },
+        scaling_config=ScalingConfig(
+            num_workers=config.trainer.num_workers,
+            use_gpu=config.trainer.use_gpu,
+            resources_per_worker={"CPU": config.trainer.cpus_per_worker},
+        ),
+        run_config=RunConfig(name=run_name, storage_path=str(output_dir / "ray_train")),
+    )
+    feeder.start()
+    clock["previous"] = time.perf_counter()
+    try:
+        trainer.fit()
+    finally:
+        ray.get(buffer.close.remote())
+        feeder.join(timeout=30)
+        flush_reports()
+        bar.close()
+    if feeder.error is not None:
+        raise feeder.error
+    plot = logger.plot()
+    logger.close()
+    versions = ray.get([s.policy_version.remote() for s in samplers])
+    if owns_samplers:
+        for sampler in samplers:
+            ray.kill(sampler)
+    return {
+        "output_dir": str(output_dir),
+        "checkpoint": str(output_dir / "final"),
+        "metrics": str(output_dir / "metrics.jsonl"),
+        "plot": str(plot) if plot else None,
+        "sampler_versions": versions,
+        "last": last,
+    }
+
+
+def _stream_factory(config: EngineConfig, rows, samplers, num_samples, reward, dataset_responses):
+    """A function returning an iterator of row lists, one element per finished chunk."""
+    staleness = config.max_staleness
+
+    def sequential():
+        for step in sorted({r["batch_index"] for r in rows}):
+            batch = [r for r in rows if r["batch_index"] == step]
+            yield score_batch(sample_batch(batch, samplers, num_samples, 0, dataset_responses), reward)
+
+    def streaming():
+        context = ray.data.DataContext.get_current()
+        context.execution_options.preserve_order = True
+        context.enable_progress_bars = False
+        steps = len({r["batch_index"] for r in rows})
+        ds = ray.data.from_items(rows, override_num_blocks=steps)
+        ds = ds.map_batches(
+            sample_stage,
+            batch_format="pyarrow",
+            batch_size=None,
+            fn_kwargs={
+                "samplers": samplers,
+                "num_samples": num_samples,
+                "max_staleness": staleness,
+                "dataset_responses": dataset_responses,
+            },
+            num_cpus=0.01,
+            concurrency=1,
+        )
+        ds = ds.map_batches(
+            score_stage, batch_format="pyarrow", batch_size=None, fn_kwargs={"reward": reward}, num_cpus=0.01, concurrency=1
+        )
+        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0):
+            yield batch.to_pylist()
+
+    return sequential if config.pipeline == "sequential" else streaming

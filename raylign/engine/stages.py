@@ -1,0 +1,91 @@
+"""The rollout stages: sample (with a staleness gate) and score.
+
+The same two functions run inside Ray Data `map_batches` (streaming mode) and
+directly from the driver (sequential mode), so both modes compute the same thing.
+"""
+
+from __future__ import annotations
+
+import time
+
+import ray
+
+from raylign.scoring.base import RewardSource
+
+
+class StaleBatchError(RuntimeError):
+    pass
+
+
+def wait_for_version(samplers: list, required: int, timeout_s: float = 3600.0, poll_s: float = 0.1) -> int:
+    """Block until every sampler serves at least policy `required`.
+
+    This is the `max_staleness` bound: prompts of training step i are sampled only
+    once the samplers hold version >= i - max_staleness (0 = strictly on-policy).
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        versions = ray.get([s.policy_version.remote() for s in samplers])
+        if min(versions) >= required:
+            return min(versions)
+        if time.monotonic() > deadline:
+            raise StaleBatchError(f"samplers stuck at versions {versions}, need {required}")
+        time.sleep(poll_s)
+
+
+def sample_batch(
+    rows: list[dict],
+    samplers: list,
+    num_samples: int,
+    max_staleness: int,
+    dataset_responses: bool = False,
+) -> list[dict]:
+    """Generate k responses per prompt, spreading one step's prompts over all samplers."""
+    if not rows:
+        return []
+    step = rows[0]["batch_index"]
+    wait_for_version(samplers, step - max_staleness)
+    start = time.perf_counter()
+    chunks = [rows[i :: len(samplers)] for i in range(len(samplers))]
+    calls = [s.generate.remote(chunk, num_samples, dataset_responses) for s, chunk in zip(samplers, chunks) if chunk]
+    rollouts = [r for part in ray.get(calls) for r in part]
+    seconds = time.perf_counter() - start
+    for r in rollouts:
+        r["sample_seconds"] = seconds
+        r["rows_in_batch"] = len(rollouts)
+    return rollouts
+
+
+def score_batch(rollouts: list[dict], reward: RewardSource) -> list[dict]:
+    if not rollouts:
+        return []
+    start = time.perf_counter()
+    scores = reward.score(rollouts)
+    seconds = time.perf_counter() - start
+    for r, score in zip(rollouts, scores):
+        r["reward"] = float(score)
+        r["score_seconds"] = seconds
+    return rollouts
+
+
+def _by_step(rows: list[dict]) -> list[list[dict]]:
+    steps: dict[int, list[dict]] = {}
+    for row in rows:
+        steps.setdefault(row["batch_index"], []).append(row)
+    return [steps[k] for k in sorted(steps)]
+
+
+def sample_stage(batch, samplers, num_samples, max_staleness, dataset_responses):
+    """Ray Data adapter around `sample_batch` (pyarrow in, pyarrow out)."""
+    import pyarrow as pa
+
+    out = []
+    for rows in _by_step(batch.to_pylist()):
+        out.extend(sample_batch(rows, samplers, num_samples, max_staleness, dataset_responses))
+    return pa.Table.from_pylist(out)
+
+
+def score_stage(batch, reward):
+    import pyarrow as pa
+
+    return pa.Table.from_pylist(score_batch(batch.to_pylist(), reward))
