@@ -9,6 +9,7 @@ the same position) by `sequence_scores`, which trainers and scorers both call.
 from __future__ import annotations
 
 import inspect
+import logging
 from pathlib import Path
 from typing import Literal, Sequence
 
@@ -16,6 +17,8 @@ import torch
 from torch import nn
 
 from raylign.scoring.text import OverLongPair, PairTooLongError, encode_scored_pair
+
+log = logging.getLogger(__name__)
 
 PaddingSide = Literal["left", "right"]
 
@@ -95,17 +98,27 @@ class PairScorer(nn.Module):
         return sequence_scores(self.model, input_ids, attention_mask)
 
 
-def load_reward_model(path: str | Path, dtype: str = "float32"):
-    """(model, tokenizer) from a local directory; a causal-LM checkpoint gets a fresh scalar head."""
+def load_reward_model(path: str | Path, dtype: str = "float32", head_seed: int = 0):
+    """(model, tokenizer, has_head) from a local directory.
+
+    A causal-LM checkpoint gets a fresh scalar head, drawn from `head_seed` so every
+    worker and replica starts from the same one; `has_head` says whether the
+    directory held a trained head.
+    """
     from transformers import AutoModelForSequenceClassification
 
     from raylign.models.chat import load_tokenizer
 
     tokenizer = load_tokenizer(str(path))
-    model = AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1, dtype=DTYPES[dtype])
+    with torch.random.fork_rng():
+        torch.manual_seed(head_seed)
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            str(path), num_labels=1, dtype=DTYPES[dtype], output_loading_info=True
+        )
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
-    return model, tokenizer
+    has_head = not any(key.split(".")[0] in ("score", "classifier") for key in info.get("missing_keys", []))
+    return model, tokenizer, has_head
 
 
 class RewardScorer:
@@ -122,7 +135,13 @@ class RewardScorer:
         from raylign.scoring.assets import resolve_reward_model
 
         self.model_path = str(resolve_reward_model(model_path))
-        self.model, self.tokenizer = load_reward_model(self.model_path, dtype)
+        self.model, self.tokenizer, has_head = load_reward_model(self.model_path, dtype)
+        if not has_head:
+            log.warning(
+                "%s has no trained reward head: its scores come from a fixed random head. "
+                "Train one with `raylign train rm` or use a reward model such as hh-rm-smollm2.",
+                self.model_path,
+            )
         self.model.eval()
         self.max_length = max_length
         self.batch_size = batch_size

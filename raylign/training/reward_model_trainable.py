@@ -56,15 +56,18 @@ def apply_lora(model: nn.Module, settings: LoraSettings) -> nn.Module:
     from peft import LoraConfig, TaskType, get_peft_model
 
     _, blocks = block_list(model)
-    layers = None
+    layers, targets = None, settings.target_modules
     if settings.top_layers is not None:
         layers = list(range(len(blocks) - settings.top_layers, len(blocks)))
+        if isinstance(targets, str):
+            # peft takes a layer subset only with explicit module names: every Linear in a block.
+            targets = sorted({name.rsplit(".", 1)[-1] for name, m in blocks[0].named_modules() if isinstance(m, nn.Linear)})
     config = LoraConfig(
         task_type=TaskType.SEQ_CLS,
         r=settings.r,
         lora_alpha=settings.alpha,
         lora_dropout=settings.dropout,
-        target_modules=settings.target_modules,
+        target_modules=targets,
         layers_to_transform=layers,
         modules_to_save=head_names(model),
     )

@@ -118,9 +118,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
     rank, world = _rank_world()
     threads = config.torch_threads or max(1, round(config.cpus_per_worker))
     torch.set_num_threads(threads)
-    torch.manual_seed(config.seed)  # same fresh head on every worker
+    torch.manual_seed(config.seed)
 
-    model, tokenizer = load_reward_model(loop_config["model_path"])
+    model, tokenizer, _ = load_reward_model(loop_config["model_path"], head_seed=config.seed)
     model = make_trainable(model, config.trainable, config.top_layers, config.lora)
     trained, total = count_parameters(model)
     pad_id = tokenizer.pad_token_id

@@ -25,7 +25,7 @@ def test_pad_batch_sides():
 @pytest.fixture(scope="module")
 def tiny_rm(tiny_model_dir):
     torch.manual_seed(0)
-    model, tokenizer = load_reward_model(tiny_model_dir)
+    model, tokenizer, _ = load_reward_model(tiny_model_dir)
     return model.eval(), tokenizer
 
 
@@ -62,3 +62,10 @@ def test_over_long_pairs_keep_their_end_or_are_dropped(tiny_rm):
     assert len(cut) == 16 and cut == full[-16:]
     with pytest.raises(PairTooLongError, match="max_length=16"):
         encode_scored_pair(tokenizer, "a long prompt " * 20, "the response", 16, over_long="drop")
+
+
+def test_a_fresh_head_is_the_same_everywhere_and_reported(tiny_model_dir):
+    first, _, has_head = load_reward_model(tiny_model_dir)
+    second, _, _ = load_reward_model(tiny_model_dir)
+    assert not has_head
+    assert torch.equal(first.score.weight, second.score.weight)

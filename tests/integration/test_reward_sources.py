@@ -1,0 +1,58 @@
+"""Reward sources 'actor' and 'function' on the real local Ray cluster."""
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.integration
+
+
+def length_reward(rows):
+    """A rule-based reward used through kind='function'."""
+    return [float(len(row["response"])) for row in rows]
+
+
+@pytest.fixture(scope="module")
+def rm_dir(tiny_model_dir, tmp_path_factory):
+    from raylign.scoring.reward_model import load_reward_model
+
+    torch.manual_seed(5)
+    model, tokenizer, _ = load_reward_model(tiny_model_dir)
+    out = tmp_path_factory.mktemp("actor_rm")
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+ROWS = [
+    {"prompt": "What is the capital of France?", "messages": [{"role": "user", "content": "What is the capital of France?"}],
+     "response": "Paris.", "logprobs": [0.1] * 3},
+    {"prompt": "Write a poem", "response": "The sea, the sky and the wind."},
+]
+
+
+def test_actor_source_matches_local_scores(ray_cluster, rm_dir):
+    from raylign.scoring.base import RewardConfig
+    from raylign.scoring.reward_model import RewardScorer
+    from raylign.scoring.sources import make_reward_source
+
+    source = make_reward_source(RewardConfig(kind="actor", model=str(rm_dir), num_cpus=0.25, max_length=128))
+    try:
+        scores = source.score(ROWS)
+    finally:
+        source.close()
+    local = RewardScorer(rm_dir, max_length=128).score_rows(ROWS)
+    assert scores == pytest.approx(local, abs=1e-5)
+
+
+def test_function_source_and_its_errors():
+    from raylign.scoring.base import RewardConfig
+    from raylign.scoring.sources import make_reward_source
+
+    source = make_reward_source(RewardConfig(kind="function", function=f"{__name__}:length_reward"))
+    assert source.score(ROWS) == [6.0, 30.0]
+    with pytest.raises(ValueError, match="module:callable"):
+        make_reward_source(RewardConfig(kind="function", function="no_colon"))
+    with pytest.raises(ValueError, match="has no attribute"):
+        make_reward_source(RewardConfig(kind="function", function=f"{__name__}:missing"))
+    with pytest.raises(ValueError, match="needs reward.url"):
+        make_reward_source(RewardConfig(kind="http"))

@@ -1,0 +1,118 @@
+"""The Serve reward endpoint over real HTTP on loopback: scores, 4xx answers, still serving."""
+
+import socket
+
+import httpx
+import pytest
+import torch
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "test-token"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def rm_dir(tiny_model_dir, tmp_path_factory):
+    from raylign.scoring.reward_model import load_reward_model
+
+    torch.manual_seed(3)
+    model, tokenizer, _ = load_reward_model(tiny_model_dir)
+    out = tmp_path_factory.mktemp("served_rm")
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def service(ray_cluster, rm_dir):
+    from ray import serve
+
+    from raylign.serving.reward_app import RewardServeConfig, start
+
+    config = RewardServeConfig(model=str(rm_dir), app_name="reward-test", num_cpus=0.25, max_items=8,
+                               max_chars=2000, max_length=128, token=TOKEN, torch_threads=1)
+    url = start(config, host="127.0.0.1", port=_free_port())
+    yield url, config
+    serve.shutdown()
+
+
+def _headers(token=TOKEN):
+    return {"Authorization": f"Bearer {token}"}
+
+
+ITEMS = [
+    {"prompt": "What is the capital of France?", "response": "The capital of France is Paris."},
+    {"prompt": [{"role": "user", "content": "Write a poem"}], "response": "The sea, the sky and the wind."},
+    {"prompt": "What is the capital of France?", "response": "I cannot help with that request."},
+]
+
+
+def test_scores_match_local_scorer_and_client(service, rm_dir):
+    from raylign.scoring.reward_model import RewardScorer
+    from raylign.serving.reward_client import RewardClient
+
+    url, _ = service
+    answer = httpx.post(f"{url}/score", json={"items": ITEMS}, headers=_headers(), timeout=60)
+    assert answer.status_code == 200, answer.text
+    scores = answer.json()["scores"]
+    local = RewardScorer(rm_dir, max_length=128).score([i["prompt"] for i in ITEMS], [i["response"] for i in ITEMS])
+    assert scores == pytest.approx(local, abs=1e-4)
+    with RewardClient(url, token=TOKEN, batch_size=2) as client:
+        assert client.health()["status"] == "ok"
+        assert client.score(ITEMS) == pytest.approx(scores, abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    "body, status, fragment",
+    [
+        (b"this is not json", 400, "not valid JSON"),
+        (b"", 400, "empty"),
+        (b'{"things": []}', 422, "missing field 'items'"),
+        (b'{"items": [{"prompt": "a"}]}', 422, "items[0]: missing field 'response'"),
+        (b'{"items": [{"prompt": "a", "response": 5}]}', 422, "items[0].response: expected a string"),
+        (b'{"items": [{"prompt": {"x": 1}, "response": "b"}]}', 422, "items[0].prompt"),
+        (b'{"items": "abc"}', 422, "items: expected a list"),
+        (b'{"items": [' + b",".join([b'{"prompt": "a", "response": "b"}'] * 9) + b"]}", 413, "more than the limit of 8"),
+        (b'{"items": [{"prompt": "a", "response": "' + b"x" * 2001 + b'"}]}', 413, "more than the limit of 2000"),
+    ],
+)
+def test_bad_requests_get_4xx_json(service, body, status, fragment):
+    url, _ = service
+    answer = httpx.post(f"{url}/score", content=body, headers={**_headers(), "Content-Type": "application/json"}, timeout=60)
+    assert answer.status_code == status, answer.text
+    assert fragment in answer.json()["error"]
+
+
+def test_token_is_required(service):
+    url, _ = service
+    for headers in ({}, _headers("wrong"), {"Authorization": "Basic abc"}):
+        answer = httpx.post(f"{url}/score", json={"items": ITEMS}, headers=headers, timeout=60)
+        assert answer.status_code == 401, answer.text
+        assert answer.json()["error"]
+
+
+def test_reward_sources_reach_the_service(service):
+    from raylign.scoring.base import RewardConfig
+    from raylign.scoring.sources import make_reward_source
+
+    url, config = service
+    rows = [{"prompt": i["prompt"] if isinstance(i["prompt"], str) else "x",
+             "messages": i["prompt"] if isinstance(i["prompt"], list) else None, "response": i["response"]} for i in ITEMS]
+    http_source = make_reward_source(RewardConfig(kind="http", url=url, token=TOKEN, batch_size=2))
+    serve_source = make_reward_source(RewardConfig(kind="serve", app_name=config.app_name, batch_size=2))
+    by_http, by_handle = http_source.score(rows), serve_source.score(rows)
+    http_source.close()
+    assert len(by_http) == 3 and by_handle == pytest.approx(by_http, abs=1e-5)
+
+
+def test_replica_still_serves_after_bad_requests(service):
+    url, _ = service
+    assert httpx.get(f"{url}/health", timeout=30).json()["status"] == "ok"
+    answer = httpx.post(f"{url}/score", json={"items": ITEMS[:1]}, headers=_headers(), timeout=60)
+    assert answer.status_code == 200 and len(answer.json()["scores"]) == 1

@@ -1,0 +1,61 @@
+"""`/score` request validation: each kind of bad request gets a 4xx naming the problem."""
+
+import pytest
+
+from raylign.serving.reward_request import RequestError, check_bearer, parse_json, parse_score_request
+
+
+def parse(payload, max_items=4, max_chars=50):
+    return parse_score_request(payload, max_items, max_chars)
+
+
+def test_good_request_with_string_and_messages_prompts():
+    pairs = parse({"items": [
+        {"prompt": "Hi", "response": "Hello"},
+        {"prompt": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"},
+                    {"role": "user", "content": "Bye"}], "response": "Bye!"},
+    ]})
+    assert pairs[0] == ("Hi", "Hello")
+    assert pairs[1][0][2] == {"role": "user", "content": "Bye"} and pairs[1][1] == "Bye!"
+
+
+@pytest.mark.parametrize(
+    "payload, status, fragment",
+    [
+        ([1, 2], 422, "JSON object"),
+        ({"pairs": []}, 422, "missing field 'items'"),
+        ({"items": "x"}, 422, "items: expected a list"),
+        ({"items": []}, 422, "empty"),
+        ({"items": [{"prompt": "a", "response": "b"}] * 5}, 413, "5 items, more than the limit of 4"),
+        ({"items": ["text"]}, 422, "items[0]: expected an object"),
+        ({"items": [{"prompt": "a"}]}, 422, "items[0]: missing field 'response'"),
+        ({"items": [{"prompt": "a", "response": 3}]}, 422, "items[0].response: expected a string, got int"),
+        ({"items": [{"prompt": 7, "response": "b"}]}, 422, "items[0].prompt: expected a string or a list"),
+        ({"items": [{"prompt": [{"role": "user"}], "response": "b"}]}, 422, "items[0].prompt[0]: missing field 'content'"),
+        ({"items": [{"prompt": [{"role": "user", "content": 1}], "response": "b"}]}, 422, "prompt[0].content"),
+        ({"items": [{"prompt": "a", "response": "b" * 51}]}, 413, "items[0].response: 51 characters"),
+        ({"items": [{"prompt": [{"role": "user", "content": "a" * 60}], "response": "b"}]}, 413, "60 characters"),
+    ],
+)
+def test_bad_requests_name_the_problem(payload, status, fragment):
+    with pytest.raises(RequestError) as info:
+        parse(payload)
+    assert info.value.status == status
+    assert fragment in info.value.message
+    assert info.value.body() == {"error": info.value.message, "status": status}
+
+
+def test_non_json_bodies_are_400():
+    for raw in (b"", b"{not json", b"\xff\xfe"):
+        with pytest.raises(RequestError) as info:
+            parse_json(raw)
+        assert info.value.status == 400
+
+
+def test_bearer_token():
+    check_bearer(None, None)  # no token configured: open
+    check_bearer("Bearer s3cret", "s3cret")
+    for header, fragment in ((None, "missing"), ("Bearer nope", "invalid"), ("Basic s3cret", "Bearer <token>")):
+        with pytest.raises(RequestError) as info:
+            check_bearer(header, "s3cret")
+        assert info.value.status == 401 and fragment in info.value.message
