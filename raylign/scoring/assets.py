@@ -2,7 +2,7 @@
 
 A trained 135M reward model is ~540 MB; only the part training changed (the top blocks,
 final norm and scalar head, or a merged LoRA) differs from the base model. That delta
-is stored as float16 safetensors under raylign/assets/, and `resolve_reward_model`
+is stored as safetensors under raylign/assets/ (float16 differences, or LoRA factors), and `resolve_reward_model`
 rebuilds the full `AutoModelForSequenceClassification` directory in the raylign cache
 the first time a name such as `hh-rm-smollm2` is used (like the default model itself).
 """
@@ -33,17 +33,44 @@ def _state_dict(model_dir: Path) -> dict:
     return tensors
 
 
+def _lora_factors(trained_dir: Path) -> tuple[dict, float]:
+    """{base weight key: (A, B)} and the scaling of a LoRA run's saved adapter (adapter/)."""
+    from safetensors.torch import load_file
+
+    adapter = Path(trained_dir) / "adapter"
+    if not (adapter / "adapter_config.json").exists():
+        return {}, 0.0
+    settings = json.loads((adapter / "adapter_config.json").read_text())
+    rank, alpha = settings["r"], settings["lora_alpha"]
+    scaling = alpha / (rank**0.5) if settings.get("use_rslora") else alpha / rank
+    tensors = load_file(str(adapter / "adapter_model.safetensors"))
+    factors: dict = {}
+    for key, value in tensors.items():
+        if ".lora_A." not in key:
+            continue
+        # base_model.model.<module>.lora_A.weight -> <module>.weight
+        module = key.split(".lora_A.")[0].removeprefix("base_model.model.")
+        factors[module + ".weight"] = (value, tensors[key.replace(".lora_A.", ".lora_B.")])
+    return factors, scaling
+
+
 def export_delta(trained_dir: Path, base_dir: Path, out_file: Path, max_length: int, base_name: str | None = None) -> dict:
-    """Write the tensors that differ from the base model (as float16 differences; new ones
-    such as the scalar head in full float32) with the metadata needed to rebuild."""
+    """Write what training changed relative to the base model, with the metadata to rebuild:
+    LoRA factors where the run was LoRA (`KEY.lora_A`, `KEY.lora_B`, merged as
+    scaling*B@A), float16 differences for other changed tensors, new tensors (the
+    scalar head) in full float32."""
     import torch
     from safetensors.torch import save_file
 
     trained, base = _state_dict(trained_dir), _state_dict(base_dir)
+    factors, scaling = _lora_factors(trained_dir)
     delta, changed = {}, 0
     for key, value in trained.items():
         if key not in base:
             delta[key] = value.float().contiguous()
+        elif key in factors:
+            delta[key + ".lora_A"], delta[key + ".lora_B"] = (t.float().contiguous() for t in factors[key])
+            changed += 1
         elif not torch.equal(value, base[key]):
             diff = (value.float() - base[key].float()).half()
             if not torch.isfinite(diff).all():
@@ -56,6 +83,7 @@ def export_delta(trained_dir: Path, base_dir: Path, out_file: Path, max_length: 
         "base_model": base_name or Path(base_dir).name,
         "pad_token_id": str(config.get("pad_token_id")),
         "max_length": str(max_length),
+        "lora_scaling": str(scaling),
     }
     out_file = Path(out_file)
     out_file.parent.mkdir(parents=True, exist_ok=True)
@@ -83,12 +111,19 @@ def materialize(delta_file: Path, target: Path) -> Path:
     base_dir = resolve_model(metadata["base_model"])
     model = AutoModelForSequenceClassification.from_pretrained(str(base_dir), num_labels=1, dtype=torch.float32)
     state = model.state_dict()
-    unknown = sorted(set(delta) - set(state))
+    targets = {key.removesuffix(".lora_A").removesuffix(".lora_B") for key in delta}
+    unknown = sorted(targets - set(state))
     if unknown:
         raise ModelNotFoundError(f"{delta_file}: tensors {unknown[:3]} do not exist in {base_dir}")
+    scaling = float(metadata.get("lora_scaling") or 0.0)
     with torch.no_grad():
         for key, value in delta.items():
-            if value.dtype == torch.float16:
+            if key.endswith(".lora_B"):
+                continue
+            if key.endswith(".lora_A"):
+                weight_key = key.removesuffix(".lora_A")
+                state[weight_key].add_(scaling * (delta[weight_key + ".lora_B"] @ value))
+            elif value.dtype == torch.float16:
                 state[key].add_(value.float())
             else:
                 state[key].copy_(value)

@@ -55,3 +55,28 @@ def test_delta_rebuilds_the_trained_model(tiny_model_dir, tmp_path, monkeypatch)
         want = sequence_scores(model.eval(), *pad_batch(seqs, tokenizer.pad_token_id))
         got = sequence_scores(rebuilt.eval(), *pad_batch(seqs, tokenizer.pad_token_id))
     assert got.tolist() == pytest.approx(want.tolist(), abs=1e-3)
+
+
+def test_lora_delta_ships_factors_and_rebuilds_the_merged_model(tiny_model_dir, tmp_path, monkeypatch):
+    from raylign.training.reward_model_config import RewardTrainConfig
+    from raylign.training.reward_model_trainer import save_reward_model
+
+    monkeypatch.setenv("RAYLIGN_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(2)
+    model, tokenizer, _ = load_reward_model(tiny_model_dir)
+    peft_model = apply_lora(model, LoraSettings(r=4, alpha=8))
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name or "modules_to_save" in name:
+                param.add_(0.05 * torch.randn_like(param))
+    seqs = [encode_scored_pair(tokenizer, "Hi", "Hello there", 128), encode_scored_pair(tokenizer, "Hi", "No.", 128)]
+    with torch.no_grad():
+        want = sequence_scores(peft_model.eval(), *pad_batch(seqs, tokenizer.pad_token_id))
+    trained_dir = tmp_path / "trained"
+    save_reward_model(peft_model, tokenizer, trained_dir, RewardTrainConfig(model=str(tiny_model_dir)))
+    info = export_delta(trained_dir, tiny_model_dir, tmp_path / "lora.safetensors", 128, str(tiny_model_dir))
+    assert info["changed"] > 0
+    rebuilt, _, _ = load_reward_model(resolve_reward_model(str(tmp_path / "lora.safetensors")))
+    with torch.no_grad():
+        got = sequence_scores(rebuilt.eval(), *pad_batch(seqs, tokenizer.pad_token_id))
+    assert got.tolist() == pytest.approx(want.tolist(), abs=1e-4)
