@@ -17,6 +17,7 @@ COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("train", "rm"), "raylign.training.reward_model_job:main", "train a pairwise (Bradley-Terry) reward model"),
     (("eval", "rm"), "raylign.evaluation.reward_model_eval:main", "evaluate a reward model on pairwise data"),
     (("serve", "rm"), "raylign.serving.reward_app:main", "serve a reward model over HTTP with Ray Serve"),
+    (("bench", "engine"), "raylign.benchmarks.engine_bench:main", "benchmark sampling, streaming overlap and weight sync"),
     (("model", "prepare"), "raylign.models.cli:prepare", "convert the default model (or check a local one)"),
     (("data", "check"), "raylign.data.cli:check", "read a data file through an adapter and report"),
 ]

@@ -37,7 +37,7 @@ def run(config: RRHFJobConfig) -> dict:
     from raylign.data.adapters import load_rows
     from raylign.models.registry import resolve_model
     from raylign.runtime import init_ray
-    from raylign.scoring import make_reward_source
+    from raylign.scoring.sources import make_reward_source
 
     model_path = str(resolve_model(config.model))
     prompts = load_rows(config.data.path, config.data.kind, config.data.format, config.data.limit, config.data.on_error)

@@ -110,6 +110,7 @@ def policy_train_loop(cfg: dict) -> None:
         optimizer.load_state_dict(torch.load(output_dir / "latest" / "optimizer.pt", weights_only=True))
     sync = make_weight_sync(cfg["samplers"], cfg["weight_sync"]) if rank == 0 else None
     deepspeed = trainer.deepspeed_config is not None
+    previous_end = time.perf_counter()
 
     for step in range(start_step, cfg["num_iterations"]):
         groups = ray.get(buffer.get.remote(step, rank, world))
@@ -151,6 +152,10 @@ def policy_train_loop(cfg: dict) -> None:
                 "trainable_params": trainable,
                 **sync_stats,
             }
+            now = time.perf_counter()
+            # Wall time per step as the trainer lives it: waiting for rollouts + update + sync.
+            report["iteration_seconds"] = now - previous_end
+            previous_end = now
             if trainer.save_every and version % trainer.save_every == 0 and version < cfg["num_iterations"]:
                 _save_resumable(model, optimizer, tokenizer, output_dir, version, deepspeed)
             ray.get(buffer.report.remote(step, report))

@@ -48,6 +48,7 @@ class VLLMSampler(Sampler):
         super().__init__(model_path, config)
         # The engine lives in this process, so weight reloads are plain method calls.
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # one line per weight otherwise
         gpu = _on_gpu() and config.num_gpus_per_sampler > 0
         if not gpu:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(config.vllm_kv_cache_gb))))
