@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml scripts/setup.sh
 setup: $(STAMP)
 
 run: setup
-	$(BIN)/raylign smoke
+	$(BIN)/raylign train rrhf --config jobs/rrhf_hh.yaml
 
 smoke: setup
 	$(BIN)/raylign smoke
@@ -21,6 +21,9 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest tests -m "not slow and not integration"
+
+bench: setup
+	$(BIN)/raylign bench engine
 
 clean:
 	rm -rf $(VENV) .pytest_cache runs
