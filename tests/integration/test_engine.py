@@ -85,3 +85,23 @@ def test_rrhf_iterations_update_samplers(ray_cluster, tiny_model_dir, tmp_path, 
     assert served != pytest.approx(greedy_logprobs(initial, r["prompt_token_ids"], r["response_token_ids"]), abs=2e-3)
     for s in samplers:
         ray.kill(s)
+
+
+@pytest.mark.slow
+def test_interrupted_run_resumes(ray_cluster, tiny_model_dir, tmp_path):
+    """A run stopped after step 2 of 3 (resumable checkpoint at step 1) continues from there."""
+    sampling = SamplingConfig(backend="hf", num_samples=2, max_new_tokens=8, num_samplers=1)
+    trainer = TrainerConfig(num_workers=1, cpus_per_worker=0.5, learning_rate=5e-3, max_length=64, save_every=1)
+    common = dict(prompts_per_step=2, output_dir=str(tmp_path / "run"), trainer=trainer, pipeline="sequential")
+    first = run_engine(EngineConfig(num_iterations=2, **common), str(tiny_model_dir), PROMPTS, sampling,
+                       PreferLength(), functools.partial(rrhf_group_loss), run_name="resume-a")
+    assert first["sampler_versions"] == [2]
+    state = json.load(open(tmp_path / "run" / "latest" / "raylign_state.json"))
+    assert state["step"] == 1  # the last resumable point before the "interruption"
+
+    second = run_engine(EngineConfig(num_iterations=3, resume=True, **common), str(tiny_model_dir), PROMPTS,
+                        sampling, PreferLength(), functools.partial(rrhf_group_loss), run_name="resume-b")
+    assert second["sampler_versions"] == [3]
+    steps = [json.loads(line)["step"] for line in open(second["metrics"])]
+    assert steps == [1, 2, 2, 3]  # run A logged 1-2, run B picked up at step 2
+    assert (tmp_path / "run" / "latest" / "optimizer.pt").exists()
