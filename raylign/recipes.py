@@ -8,7 +8,7 @@ from pathlib import Path
 RECIPE_CONFIGS = {
     "smoke": "raylign.smoke:SmokeConfig",
     "rrhf": "raylign.algorithms.rrhf_job:RRHFJobConfig",
-    "rm": "raylign.training.reward_model_job:RewardModelJobConfig",
+    "rm": "raylign.training.reward_model_config:RewardTrainConfig",
 }
 
 

@@ -108,7 +108,10 @@ def test_ray_gauges_with_a_fake_ray(tmp_path, monkeypatch):
 def test_ray_gauge_failure_does_not_break_logging(tmp_path, monkeypatch, capsys):
     fake_ray = types.ModuleType("ray")
     fake_ray.is_initialized = lambda: True
-    monkeypatch.setitem(sys.modules, "ray", fake_ray)  # no ray.util: the import fails
+    monkeypatch.setitem(sys.modules, "ray", fake_ray)
+    # no ray.util: the import fails even when an earlier test imported the real one
+    monkeypatch.setitem(sys.modules, "ray.util", None)
+    monkeypatch.setitem(sys.modules, "ray.util.metrics", None)
     with MetricsLogger(tmp_path, "r", ray_metrics=True) as logger:
         logger.log(0, {"x": 1.0})
         logger.log(1, {"x": 2.0})

@@ -1,0 +1,60 @@
+import pytest
+
+from raylign.engine.buffer import shard_groups
+from raylign.engine.loop import _rollout_stats, assign_steps
+from raylign.engine.policy_trainer import freeze_lower_layers
+
+
+def rows_for(prompts: int, k: int):
+    return [{"prompt_id": f"p{p}", "i": i} for p in range(prompts) for i in range(k)]
+
+
+def test_shards_keep_groups_whole_and_cover_all():
+    rows = rows_for(5, 3)
+    shards = [shard_groups(rows, rank, 2) for rank in range(2)]
+    assert [len(s) for s in shards] == [3, 2]
+    seen = [g[0]["prompt_id"] for s in shards for g in s]
+    assert sorted(seen) == [f"p{i}" for i in range(5)]
+    assert all(len({r["prompt_id"] for r in g}) == 1 and len(g) == 3 for s in shards for g in s)
+
+
+def test_every_rank_gets_work_with_fewer_groups_than_ranks():
+    shards = [shard_groups(rows_for(1, 2), rank, 3) for rank in range(3)]
+    assert all(len(s) == 1 for s in shards)
+
+
+def test_assign_steps_cycles_and_resumes():
+    prompts = [{"prompt_id": str(i)} for i in range(3)]
+    rows = assign_steps(prompts, 2, 0, 3)
+    assert [(r["batch_index"], r["prompt_id"]) for r in rows] == [
+        (0, "0"), (0, "1"), (1, "2"), (1, "0"), (2, "1"), (2, "2")
+    ]
+    assert [r["prompt_id"] for r in assign_steps(prompts, 2, 2, 3)] == ["1", "2"]  # same prompts after a resume
+    with pytest.raises(ValueError):
+        assign_steps([], 2, 0, 1)
+
+
+def test_rollout_stats_ignore_dataset_responses_for_reward():
+    rows = [
+        {"reward": 1.0, "response_token_ids": [1, 2], "sample_seconds": 2.0, "score_seconds": 1.0, "source": "policy"},
+        {"reward": 3.0, "response_token_ids": [1, 2, 3, 4], "sample_seconds": 2.0, "score_seconds": 1.0, "source": "policy"},
+        {"reward": 9.0, "response_token_ids": [1], "sample_seconds": 2.0, "score_seconds": 1.0, "source": "dataset"},
+    ]
+    stats = _rollout_stats(rows)
+    assert stats["reward_mean"] == 2.0 and stats["reward_max"] == 3.0
+    assert stats["sample_tokens_per_s"] == 3.0  # 6 policy tokens in 2 s
+    assert stats["rollouts"] == 3
+
+
+def test_freeze_lower_layers(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    total = sum(p.numel() for p in model.parameters())
+    assert freeze_lower_layers(model, None) == total
+    trainable = freeze_lower_layers(model, 1)
+    layers = model.get_decoder().layers
+    assert all(p.requires_grad for p in layers[-1].parameters())
+    assert not any(p.requires_grad for p in layers[0].parameters())
+    assert not model.get_input_embeddings().weight.requires_grad
+    assert trainable == sum(p.numel() for p in model.parameters() if p.requires_grad)
