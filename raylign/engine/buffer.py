@@ -26,8 +26,8 @@ def shard_groups(rows: list[dict], rank: int, world_size: int) -> list[list[dict
     ordered = [groups[key] for key in sorted(groups)]
     if not ordered:
         return []
-    while len(ordered) < world_size:
-        ordered = ordered + ordered
+    if len(ordered) < world_size:
+        return [ordered[rank % len(ordered)]]
     return ordered[rank::world_size]
 
 
