@@ -55,6 +55,17 @@ def assign_steps(prompts: list[dict], prompts_per_step: int, first_step: int, la
     return rows
 
 
+def wire_dtype_for(sampling: SamplingConfig, sync: WeightSyncConfig) -> WeightSyncConfig:
+    """`auto` sends weights in the dtype the samplers run in (vLLM on CPU: bf16), halving the bytes."""
+    if sync.dtype != "auto":
+        return sync
+    if sampling.dtype != "auto":
+        return sync.model_copy(update={"dtype": sampling.dtype})
+    if sampling.backend == "vllm" and not sampling.num_gpus_per_sampler:
+        return sync.model_copy(update={"dtype": "bfloat16"})
+    return sync
+
+
 def _rollout_stats(rows: list[dict]) -> dict[str, float]:
     policy = [r for r in rows if r.get("source") != "dataset"] or rows
     rewards = [r["reward"] for r in policy]
@@ -153,7 +164,7 @@ def run_engine(
         policy_train_loop,
         train_loop_config={
             "trainer": config.trainer,
-            "weight_sync": config.weight_sync,
+            "weight_sync": wire_dtype_for(sampling, config.weight_sync),
             "model_path": model_path,
             "output_dir": str(output_dir),
             "resume": bool(resume),

@@ -58,3 +58,15 @@ def test_freeze_lower_layers(tiny_model_dir):
     assert not any(p.requires_grad for p in layers[0].parameters())
     assert not model.get_input_embeddings().weight.requires_grad
     assert trainable == sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def test_wire_dtype_follows_sampler_dtype():
+    from raylign.engine.loop import wire_dtype_for
+    from raylign.engine.weight_sync import WeightSyncConfig
+    from raylign.sampling.base import SamplingConfig
+
+    auto = WeightSyncConfig()
+    assert wire_dtype_for(SamplingConfig(backend="vllm"), auto).dtype == "bfloat16"
+    assert wire_dtype_for(SamplingConfig(backend="hf"), auto).dtype == "auto"
+    assert wire_dtype_for(SamplingConfig(backend="vllm", dtype="float32"), auto).dtype == "float32"
+    assert wire_dtype_for(SamplingConfig(), WeightSyncConfig(dtype="float16")).dtype == "float16"
