@@ -67,7 +67,8 @@ def format_report(report: dict, title: str) -> str:
         ]
     width = max(len(name) for name, _ in rows)
     lines += [f"  {name:<{width}}  {value}" for name, value in rows]
-    lines += ["", "  calibration: sigmoid(margin) bin vs empirical accuracy", f"  {'bin':<9} {'count':>6} {'mean p':>8} {'accuracy':>9}"]
+    lines += ["", "  calibration: confidence sigmoid(|margin|) vs accuracy of the preferred response",
+              f"  {'bin':<10} {'count':>6} {'mean conf':>10} {'accuracy':>9}"]
     for b in report["calibration"]:
-        lines.append(f"  {b['bin']:<9} {b['count']:>6} {b['mean_p']:>8.3f} {b['accuracy']:>9.3f}")
+        lines.append(f"  {b['bin']:<10} {b['count']:>6} {b['mean_confidence']:>10.3f} {b['accuracy']:>9.3f}")
     return "\n".join(lines)

@@ -52,24 +52,29 @@ def strength_weighted_accuracy(correct: torch.Tensor, p_human: torch.Tensor) -> 
 
 
 def calibration_bins(margin: torch.Tensor, correct: torch.Tensor, num_bins: int = 10) -> list[dict]:
-    """Bins of predicted p = sigmoid(margin) against the empirical accuracy in each bin.
+    """Confidence bins against the empirical accuracy in each bin.
 
-    Bins are equal-width over [0, 1]; empty bins are left out. A calibrated model has
-    `accuracy` close to `mean_p` in every bin.
+    Confidence = sigmoid(|margin|), the model's Bradley-Terry probability for the
+    response it prefers; accuracy = how often that response is the chosen one (ties
+    0.5). Binning sigmoid(margin) itself against correctness would be trivially 0
+    below 0.5 and 1 above, so the symmetric form is used. Bins are equal-width over
+    [0.5, 1]; empty bins are left out. Calibrated: accuracy ~ mean confidence.
     """
-    p = torch.sigmoid(margin.double())
-    index = torch.clamp((p * num_bins).long(), max=num_bins - 1)
+    confidence = torch.sigmoid(margin.double().abs())
+    width = 0.5 / num_bins
+    index = torch.clamp(((confidence - 0.5) / width).long(), 0, num_bins - 1)
     rows = []
     for b in range(num_bins):
         mask = index == b
         count = int(mask.sum())
         if count == 0:
             continue
+        low = 0.5 + b * width
         rows.append(
             {
-                "bin": f"{b / num_bins:.1f}-{(b + 1) / num_bins:.1f}",
+                "bin": f"{low:.2f}-{low + width:.2f}",
                 "count": count,
-                "mean_p": float(p[mask].mean()),
+                "mean_confidence": float(confidence[mask].mean()),
                 "accuracy": float(correct.double()[mask].mean()),
             }
         )
@@ -80,4 +85,4 @@ def expected_calibration_error(bins: list[dict]) -> float:
     total = sum(b["count"] for b in bins)
     if total == 0:
         return float("nan")
-    return sum(b["count"] * abs(b["accuracy"] - b["mean_p"]) for b in bins) / total
+    return sum(b["count"] * abs(b["accuracy"] - b["mean_confidence"]) for b in bins) / total

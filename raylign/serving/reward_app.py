@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse
 from pydantic import Field
 from ray import serve
 
-from raylign.config import StrictModel
+from raylign.config import StrictModel, build_config
 from raylign.serving.reward_request import RequestError, check_bearer, parse_json, parse_score_request
 
 
@@ -123,7 +123,7 @@ class RewardModelServer:
 
 def build_app(args: dict | None = None):
     """Serve application builder: `import_path: raylign.serving.reward_app:build_app`."""
-    config = RewardServeConfig.model_validate(args or {})
+    config = build_config(RewardServeConfig, dict(args or {}), "reward serve args")
     options: dict = {
         "ray_actor_options": {"num_cpus": config.num_cpus, "num_gpus": config.num_gpus},
         "name": "RewardModelServer",

@@ -60,15 +60,16 @@ def test_strength_weighted_accuracy_ignores_coin_flips():
 
 
 def test_calibration_bins_by_hand():
-    # p = sigmoid(margin): 0.5 -> bin 0.5-0.6, 0.75 -> bin 0.7-0.8 (twice), ~0.12 -> bin 0.1-0.2
-    margin = torch.tensor([0.0, math.log(3.0), math.log(3.0), -2.0])
-    correct = torch.tensor([0.5, 1.0, 0.0, 0.0])
+    # confidence = sigmoid(|margin|): 0.5, 0.7311 (twice), 0.8808
+    margin = torch.tensor([0.0, 1.0, -1.0, -2.0])
+    correct = pairwise_correct(margin, torch.zeros(4))  # 0.5, 1, 0, 0
     bins = calibration_bins(margin, correct, num_bins=10)
     by_name = {b["bin"]: b for b in bins}
-    assert set(by_name) == {"0.1-0.2", "0.5-0.6", "0.7-0.8"}
-    assert by_name["0.7-0.8"]["count"] == 2
-    assert by_name["0.7-0.8"]["mean_p"] == pytest.approx(0.75)
-    assert by_name["0.7-0.8"]["accuracy"] == pytest.approx(0.5)
-    p_low = 1 / (1 + math.exp(2.0))
-    expected_ece = (1 * 0.0 + 2 * 0.25 + 1 * p_low) / 4
+    assert set(by_name) == {"0.50-0.55", "0.70-0.75", "0.85-0.90"}
+    conf1, conf2 = 1 / (1 + math.exp(-1.0)), 1 / (1 + math.exp(-2.0))
+    assert by_name["0.70-0.75"]["count"] == 2
+    assert by_name["0.70-0.75"]["mean_confidence"] == pytest.approx(conf1)
+    assert by_name["0.70-0.75"]["accuracy"] == pytest.approx(0.5)
+    assert by_name["0.50-0.55"]["accuracy"] == pytest.approx(0.5)
+    expected_ece = (0.0 + 2 * abs(0.5 - conf1) + abs(0.0 - conf2)) / 4
     assert expected_calibration_error(bins) == pytest.approx(expected_ece, rel=1e-6)
