@@ -45,6 +45,16 @@ def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int, side: PaddingSide
     return ids, mask
 
 
+def to_right_padding(input_ids: torch.Tensor, attention_mask: torch.Tensor):
+    """Move left padding to the right (rows rotated), for heads that pool a fixed position."""
+    leading = (attention_mask.cumsum(-1) == 0).sum(-1, keepdim=True)
+    if not bool(leading.any()):
+        return input_ids, attention_mask
+    width = attention_mask.shape[-1]
+    index = (torch.arange(width, device=attention_mask.device).unsqueeze(0) + leading) % width
+    return input_ids.gather(-1, index), attention_mask.gather(-1, index)
+
+
 def _parts(model: nn.Module):
     """(backbone, scalar head) of a seq-cls model, looking through a peft wrapper."""
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -69,6 +79,7 @@ def sequence_scores(model: nn.Module, input_ids: torch.Tensor, attention_mask: t
     """
     backbone, head = _parts(model)
     if backbone is None or head is None:
+        input_ids, attention_mask = to_right_padding(input_ids, attention_mask)
         return model(input_ids=input_ids, attention_mask=attention_mask).logits[:, 0].float()
     kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
     if _accepts(backbone, "position_ids"):

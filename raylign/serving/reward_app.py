@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
+import sys
 import time
 from typing import Literal
 
@@ -167,9 +169,13 @@ def main(argv: list[str]) -> int:
     init_ray(args.ray_address)
     url = start(config, args.host, args.port)
     print(f"[raylign] reward model '{config.model}' serving at {url}/score (health: {url}/health); Ctrl-C stops", flush=True)
+    # SIGTERM (and SIGINT, which background jobs ignore) stop Serve cleanly.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
+        pass
+    finally:
         serve.shutdown()
     return 0

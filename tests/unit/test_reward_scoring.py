@@ -69,3 +69,27 @@ def test_a_fresh_head_is_the_same_everywhere_and_reported(tiny_model_dir):
     second, _, _ = load_reward_model(tiny_model_dir)
     assert not has_head
     assert torch.equal(first.score.weight, second.score.weight)
+
+
+def test_encoder_backbones_score_the_same_for_both_padding_sides(tmp_path):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from raylign.models.tiny import build_tiny_tokenizer
+    from raylign.training.reward_model_trainable import freeze_to_top_layers
+
+    tokenizer = build_tiny_tokenizer()
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=128, pad_token_id=tokenizer.pad_token_id, num_labels=1)
+    BertForSequenceClassification(config).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    model, tokenizer, _ = load_reward_model(tmp_path)
+    model.eval()
+    seqs = [encode_scored_pair(tokenizer, "Hi", "Hello there friend", 64), encode_scored_pair(tokenizer, "Hi", "No", 64)]
+    with torch.no_grad():
+        right = sequence_scores(model, *pad_batch(seqs, tokenizer.pad_token_id, "right")).tolist()
+        left = sequence_scores(model, *pad_batch(seqs, tokenizer.pad_token_id, "left")).tolist()
+        plain = model(*pad_batch(seqs, tokenizer.pad_token_id, "right")).logits[:, 0].tolist()
+    assert left == pytest.approx(right, abs=1e-5) and plain == pytest.approx(right, abs=1e-5)
+    names = freeze_to_top_layers(model, 1)
+    assert any(n.startswith("classifier.") for n in names) and not any(".layer.0." in n for n in names)
