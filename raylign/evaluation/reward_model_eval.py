@@ -35,17 +35,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def trained_max_length(model_dir: Path, default: int = 512) -> int:
-    info = Path(model_dir) / "raylign_rm.json"
-    if info.exists():
-        return int(json.loads(info.read_text()).get("max_length") or default)
-    return default
-
-
 def evaluate(args: argparse.Namespace) -> dict:
     from raylign.evaluation.reward_model_metrics import pairwise_report
     from raylign.scoring.assets import resolve_reward_model
-    from raylign.scoring.reward_model import RewardScorer
+    from raylign.scoring.reward_model import RewardScorer, trained_max_length
 
     model_dir = resolve_reward_model(args.model)
     max_length = args.max_length or trained_max_length(model_dir)

@@ -132,6 +132,16 @@ def load_reward_model(path: str | Path, dtype: str = "float32", head_seed: int =
     return model, tokenizer, has_head
 
 
+def trained_max_length(model_dir: str | Path, default: int = 512) -> int:
+    """The max_length a raylign-trained reward model was trained with (raylign_rm.json)."""
+    import json
+
+    info = Path(model_dir) / "raylign_rm.json"
+    if info.exists():
+        return int(json.loads(info.read_text()).get("max_length") or default)
+    return default
+
+
 class RewardScorer:
     """Scores (prompt, response) pairs with a loaded reward model, in batches, without grad."""
 

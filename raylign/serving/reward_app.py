@@ -68,9 +68,8 @@ class RewardModelServer:
     def __init__(self, config: dict):
         import torch
 
-        from raylign.evaluation.reward_model_eval import trained_max_length
         from raylign.scoring.assets import resolve_reward_model
-        from raylign.scoring.reward_model import RewardScorer
+        from raylign.scoring.reward_model import RewardScorer, trained_max_length
 
         self.config = RewardServeConfig.model_validate(config)
         if self.config.torch_threads:
