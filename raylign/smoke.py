@@ -30,8 +30,11 @@ def run(config: SmokeConfig) -> list[dict]:
     model_path = resolve_model(config.model)
     rows = load_rows(config.prompts, "prompt", config.prompt_format, limit=config.num_prompts)
     init_ray(config.ray_address)
-    (sampler,) = create_samplers(str(model_path), config.sampling, count=1)
-    rollouts = ray.get(sampler.generate.remote(rows))
+    samplers = create_samplers(str(model_path), config.sampling, count=1)
+    try:
+        rollouts = ray.get(samplers[0].generate.remote(rows))
+    finally:
+        samplers.shutdown()
     for rollout in rollouts:
         print(f"\n=== prompt {rollout['prompt_id']} sample {rollout['sample_index']} "
               f"(policy v{rollout['policy_version']}, {rollout['sampler']}, {config.sampling.backend})")

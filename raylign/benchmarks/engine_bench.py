@@ -27,8 +27,6 @@ def _tokens(rollouts: list[dict]) -> int:
 def bench_sampling(model_path: str, prompts: list[dict], sampling, repeats: int) -> list[tuple]:
     import gc
 
-    import ray
-
     from raylign.engine.stages import sample_batch
     from raylign.models.chat import as_messages, encode_prompt
     from raylign.sampling.actor import create_samplers
@@ -56,8 +54,7 @@ def bench_sampling(model_path: str, prompts: list[dict], sampling, repeats: int)
             out = sample_batch(rows, actors, sampling.num_samples, 0)
             timings.append((_tokens(out), time.perf_counter() - start))
         results.append((f"{count} sampler actor(s) via Ray", *_rate(timings)))
-        for actor in actors:
-            ray.kill(actor)
+        actors.shutdown()
     return results
 
 

@@ -194,8 +194,7 @@ def run_engine(
     logger.close()
     versions = ray.get([s.policy_version.remote() for s in samplers])
     if owns_samplers:
-        for sampler in samplers:
-            ray.kill(sampler)
+        samplers.shutdown()
     return {
         "output_dir": str(output_dir),
         "checkpoint": str(output_dir / "final"),

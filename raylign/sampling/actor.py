@@ -114,9 +114,27 @@ class SamplerWorker:
 SamplerActor = ray.remote(SamplerWorker)
 
 
+class SamplerGroup(list):
+    """The sampler actors (a plain list of handles) plus the placement group they live in."""
+
+    def __init__(self, actors, group=None):
+        super().__init__(actors)
+        self.placement_group = group
+
+    def shutdown(self) -> None:
+        """Stop the actors and give their reserved resources back to the cluster."""
+        from ray.util.placement_group import remove_placement_group
+
+        for actor in self:
+            ray.kill(actor)
+        if self.placement_group is not None:
+            remove_placement_group(self.placement_group)
+            self.placement_group = None
+
+
 def create_samplers(
     model_path: str, config: SamplingConfig, count: int | None = None, initial_version: int = 0
-) -> list:
+) -> SamplerGroup:
     """Start `count` sampler actors in one placement group (a bundle each).
 
     Fractional CPU bundles let several samplers share a 2-core machine; on GPU nodes
@@ -146,5 +164,10 @@ def create_samplers(
                 scheduling_strategy=PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=index),
             ).remote(str(model_path), config, f"sampler-{index}", initial_version)
         )
-    ray.get([a.policy_version.remote() for a in actors])  # surface start-up errors here
-    return actors
+    samplers = SamplerGroup(actors, group)
+    try:
+        ray.get([a.policy_version.remote() for a in actors])  # surface start-up errors here
+    except Exception:
+        samplers.shutdown()
+        raise
+    return samplers

@@ -83,8 +83,7 @@ def test_rrhf_iterations_update_samplers(ray_cluster, tiny_model_dir, tmp_path, 
     served = r["logprobs"]
     assert served == pytest.approx(greedy_logprobs(trained, r["prompt_token_ids"], r["response_token_ids"]), abs=2e-3)
     assert served != pytest.approx(greedy_logprobs(initial, r["prompt_token_ids"], r["response_token_ids"]), abs=2e-3)
-    for s in samplers:
-        ray.kill(s)
+    samplers.shutdown()
 
 
 @pytest.mark.slow
@@ -105,3 +104,16 @@ def test_interrupted_run_resumes(ray_cluster, tiny_model_dir, tmp_path):
     steps = [json.loads(line)["step"] for line in open(second["metrics"])]
     assert steps == [1, 2, 2, 3]  # run A logged 1-2, run B picked up at step 2
     assert (tmp_path / "run" / "latest" / "optimizer.pt").exists()
+
+
+def test_sampler_group_shutdown_frees_resources(ray_cluster, tiny_model_dir):
+    before = ray.available_resources().get("CPU", 0)
+    group = create_samplers(str(tiny_model_dir), SamplingConfig(backend="hf", num_samplers=2, num_cpus_per_sampler=0.5))
+    assert ray.available_resources().get("CPU", 0) <= before - 1.0 + 1e-6
+    group.shutdown()
+    import time
+
+    deadline = time.time() + 30
+    while ray.available_resources().get("CPU", 0) < before - 1e-6 and time.time() < deadline:
+        time.sleep(0.5)
+    assert ray.available_resources().get("CPU", 0) == pytest.approx(before)

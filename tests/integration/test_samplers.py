@@ -41,9 +41,9 @@ def reference_logprobs(model_dir, prompt_ids, response_ids, weights=None):
 @pytest.fixture(scope="module", params=["hf", "vllm"])
 def sampler(request, ray_cluster, tiny_model_dir):
     config = SamplingConfig(backend=request.param, num_samples=3, max_new_tokens=12, dtype="float32", temperature=1.0)
-    (actor,) = create_samplers(str(tiny_model_dir), config, count=1)
-    yield request.param, actor
-    ray.kill(actor)
+    group = create_samplers(str(tiny_model_dir), config, count=1)
+    yield request.param, group[0]
+    group.shutdown()
 
 
 def test_k_samples_with_logprobs(sampler, tiny_model_dir):
@@ -85,10 +85,10 @@ def test_over_long_prompt_rejected_or_truncated(ray_cluster, tiny_model_dir):
     tokenizer = load_tokenizer(str(tiny_model_dir))
     for mode, expected in (("reject", 0), ("truncate", 1)):
         config = SamplingConfig(backend="hf", num_samples=1, max_new_tokens=4, max_prompt_tokens=32, over_long_prompt=mode)
-        (actor,) = create_samplers(str(tiny_model_dir), config, count=1)
-        rollouts = ray.get(actor.generate.remote([long_prompt]))
+        group = create_samplers(str(tiny_model_dir), config, count=1)
+        rollouts = ray.get(group[0].generate.remote([long_prompt]))
         assert len(rollouts) == expected
         if rollouts:
             assert len(rollouts[0]["prompt_token_ids"]) == 32
             assert tokenizer.decode(rollouts[0]["prompt_token_ids"]).endswith("assistant\n")
-        ray.kill(actor)
+        group.shutdown()
