@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from raylign.data.adapters import FORMATS
+from raylign.data.readers import DataError
 from raylign.training.reward_model_data import SPLITS, human_probability, load_pair_rows, select_split
 
 
@@ -47,7 +48,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     if args.limit is not None:
         rows = rows[: args.limit]
     if not rows:
-        raise ValueError(f"{args.data}: no pairs in split '{args.split}'")
+        raise DataError(f"{args.data}: no pairs in split '{args.split}'")
     scorer = RewardScorer(model_dir, max_length=max_length, batch_size=args.batch_size, dtype=args.dtype)
     started = time.time()
     scores = scorer.score(rows + rows, [r["chosen"] for r in rows] + [r["rejected"] for r in rows])

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from raylign.config import dump_config, load_config
+from raylign.data.readers import DataError
 from raylign.training.reward_model_config import RewardTrainConfig
 from raylign.training.reward_model_data import load_pair_rows, split_of, tokenize_pairs
 
@@ -32,7 +33,7 @@ def prepare_pairs(config: RewardTrainConfig, tokenizer) -> dict:
         result[name] = pairs
         counts[name] = {"pairs": len(pairs), "dropped_over_long": dropped}
     if not result["train"]:
-        raise ValueError(f"{data.path}: no training pairs left after the split and length filter")
+        raise DataError(f"{data.path}: no training pairs left after the split and length filter")
     return {"pairs": result, "counts": counts}
 
 
