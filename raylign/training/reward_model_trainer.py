@@ -156,7 +156,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     best = {"accuracy": -1.0, "loss": float("inf"), "step": 0}
     best_state = None
     stale_evals = 0
-    step = micro = 0
+    step = 0
     started = time.time()
     running = {"loss": 0.0, "acc": 0.0, "n": 0}
     progress = tqdm(total=total_steps, desc="rm train", disable=rank != 0, mininterval=15, file=sys.stderr)
@@ -186,6 +186,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     scorer.train()
     for epoch in range(config.epochs):
         batches = shard_batches(length_grouped_batches(len(train_pairs), lengths, config.batch_size, config.seed + epoch), rank, world)
+        micro = 0  # an accumulation group left incomplete by the previous epoch is dropped
+        optimizer.zero_grad(set_to_none=True)
         for batch in batches:
             micro += 1
             sync = micro % config.grad_accum == 0

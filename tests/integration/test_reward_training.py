@@ -69,6 +69,6 @@ def test_train_top_layers_on_ray_train_and_reload(ray_cluster, tiny_model_dir, t
 
 def test_train_lora_merges_into_a_plain_checkpoint(ray_cluster, tiny_model_dir, tmp_path):
     out = tmp_path / "rm_lora"
-    summary = _train(tiny_model_dir, out, trainable="lora", lora={"r": 4, "alpha": 8}, max_steps=2, bf16=True)
+    summary = _train(tiny_model_dir, out, trainable="lora", lora={"r": 4, "alpha": 8}, max_steps=2, bf16=True, grad_accum=2)
     assert (out / "adapter").is_dir()
     _check_reload(out, summary)
