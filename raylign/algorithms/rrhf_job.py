@@ -11,6 +11,7 @@ from raylign.config import StrictModel, dump_config, load_config
 from raylign.engine.loop import EngineConfig, run_engine
 from raylign.sampling.base import SamplingConfig
 from raylign.scoring.base import RewardConfig
+from raylign.scoring.reference import ReferenceConfig, create_reference
 from raylign.smoke import BUNDLED_PROMPTS
 
 
@@ -30,10 +31,13 @@ class RRHFJobConfig(StrictModel):
     sampling: SamplingConfig = SamplingConfig()
     reward: RewardConfig = RewardConfig(kind="actor", model="hh-rm-smollm2")
     rrhf: RRHFConfig = RRHFConfig()
+    reference: ReferenceConfig = ReferenceConfig()
     engine: EngineConfig = EngineConfig()
 
 
 def run(config: RRHFJobConfig) -> dict:
+    import ray
+
     from raylign.data.adapters import load_rows
     from raylign.models.registry import resolve_model
     from raylign.runtime import init_ray
@@ -43,6 +47,7 @@ def run(config: RRHFJobConfig) -> dict:
     prompts = load_rows(config.data.path, config.data.kind, config.data.format, config.data.limit, config.data.on_error)
     init_ray(config.ray_address)
     reward = make_reward_source(config.reward)
+    reference = create_reference(config.reference, model_path, config.engine.trainer.max_length)
     try:
         return run_engine(
             config.engine,
@@ -51,13 +56,19 @@ def run(config: RRHFJobConfig) -> dict:
             config.sampling,
             reward,
             functools.partial(
-                rrhf_group_loss, rrhf_weight=config.rrhf.rrhf_weight, length_penalty=config.rrhf.length_penalty
+                rrhf_group_loss,
+                rrhf_weight=config.rrhf.rrhf_weight,
+                length_penalty=config.rrhf.length_penalty,
+                kl_coef=config.reference.kl_coef,
             ),
             run_name="rrhf",
             dataset_responses=config.rrhf.include_dataset_responses and config.data.kind == "preference",
+            reference=reference,
         )
     finally:
         reward.close()
+        if reference is not None:
+            ray.kill(reference)
 
 
 def main(argv: list[str]) -> int:

@@ -36,7 +36,7 @@ def bench_sampling(model_path: str, prompts: list[dict], sampling, repeats: int)
     results = []
     raw = make_sampler(model_path, sampling)
     ids = [encode_prompt(raw.tokenizer, as_messages(p), sampling.max_prompt_tokens) for p in prompts]
-    raw.generate(ids[:1])  # warm-up
+    raw.generate(ids)  # warm-up with the measured batch shape
     timings = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -47,7 +47,7 @@ def bench_sampling(model_path: str, prompts: list[dict], sampling, repeats: int)
     gc.collect()
     for count in sorted({1, sampling.num_samplers}):
         actors = create_samplers(model_path, sampling, count=count)
-        sample_batch(rows[:1], actors, sampling.num_samples, 0)  # warm-up
+        sample_batch(rows, actors, sampling.num_samples, 0)  # warm-up with the measured batch shape
         timings = []
         for _ in range(repeats):
             start = time.perf_counter()
@@ -100,6 +100,10 @@ def print_tables(sampling_rows, iteration_rows) -> str:
     base = sampling_rows[0][1]
     for name, rate, seconds in sampling_rows:
         lines.append(f"{name:<36}{rate:>10.1f}{seconds:>10.2f}{rate / base:>8.2f}")
+    if not iteration_rows:
+        text = "\n".join(lines)
+        print(text)
+        return text
     lines += ["", "Iteration time (steady state, excludes step 1)",
               f"{'mode':<32}{'iter s':>8}{'sample':>8}{'score':>8}{'train':>8}{'sync':>8}{'sync %':>8}"]
     for r in iteration_rows:
@@ -132,6 +136,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--output", default="runs/bench_engine")
     parser.add_argument("--skip-sampling", action="store_true")
+    parser.add_argument("--skip-iterations", action="store_true")
+    parser.add_argument("--reward", default="hh-rm-smollm2",
+                        help="reward model for the iteration runs (as in jobs/rrhf_hh.yaml), or 'rule' for a rule-based reward")
     args = parser.parse_args(argv)
 
     model_path = str(resolve_model(args.model))
@@ -144,10 +151,16 @@ def main(argv: list[str]) -> int:
         prompts_per_step=2,
         trainer=TrainerConfig(num_workers=1, cpus_per_worker=1.0, trainable_layers=4, max_length=320, learning_rate=2e-6),
     )
-    # A rule-based reward keeps the comparison about the engine, not the reward model.
-    reward = make_reward_source(RewardConfig(kind="function", function="raylign.scoring.rule_rewards:concise"))
+    if args.reward == "rule":
+        reward_config = RewardConfig(kind="function", function="raylign.scoring.rule_rewards:concise")
+    else:
+        reward_config = RewardConfig(kind="actor", model=args.reward, max_length=320, batch_size=12, num_cpus=0.2)
     out_dir = Path(args.output)
-    iteration_rows = bench_iterations(model_path, prompts, sampling, engine, reward, out_dir)
+    iteration_rows = []
+    if not args.skip_iterations:
+        reward = make_reward_source(reward_config)
+        iteration_rows = bench_iterations(model_path, prompts, sampling, engine, reward, out_dir)
+        reward.close()
     text = print_tables(sampling_rows or [("(skipped)", 1.0, 0.0)], iteration_rows)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.txt").write_text(text + "\n")

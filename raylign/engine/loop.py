@@ -119,6 +119,7 @@ def run_engine(
     run_name: str,
     dataset_responses: bool = False,
     samplers: list | None = None,
+    reference=None,
 ) -> dict:
     """Run the loop; returns paths of the outputs and the last metrics.
 
@@ -140,7 +141,7 @@ def run_engine(
         samplers = create_samplers(start_weights, sampling, initial_version=first_step)
     buffer = RolloutBuffer.remote()
     rows = assign_steps(prompts, config.prompts_per_step, first_step, config.num_iterations)
-    stream = _stream_factory(config, rows, samplers, sampling.num_samples, reward, dataset_responses)
+    stream = _stream_factory(config, rows, samplers, sampling.num_samples, reward, dataset_responses, reference)
 
     logger = MetricsLogger(output_dir, run_name)
     bar = progress(config.num_iterations - first_step, f"{run_name} iterations")
@@ -205,14 +206,14 @@ def run_engine(
     }
 
 
-def _stream_factory(config: EngineConfig, rows, samplers, num_samples, reward, dataset_responses):
+def _stream_factory(config: EngineConfig, rows, samplers, num_samples, reward, dataset_responses, reference=None):
     """A function returning an iterator of row lists, one element per finished chunk."""
     staleness = config.max_staleness
 
     def sequential():
         for step in sorted({r["batch_index"] for r in rows}):
             batch = [r for r in rows if r["batch_index"] == step]
-            yield score_batch(sample_batch(batch, samplers, num_samples, 0, dataset_responses), reward)
+            yield score_batch(sample_batch(batch, samplers, num_samples, 0, dataset_responses), reward, reference)
 
     def streaming():
         context = ray.data.DataContext.get_current()
@@ -240,7 +241,7 @@ def _stream_factory(config: EngineConfig, rows, samplers, num_samples, reward, d
             score_stage,
             batch_format="pyarrow",
             batch_size=None,
-            fn_kwargs={"reward": reward},
+            fn_kwargs={"reward": reward, "reference": reference},
             num_cpus=0.02,
             compute=ray.data.TaskPoolStrategy(size=1),
         )

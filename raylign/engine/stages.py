@@ -56,14 +56,21 @@ def sample_batch(
     return rollouts
 
 
-def score_batch(rollouts: list[dict], reward: RewardSource) -> list[dict]:
+def score_batch(rollouts: list[dict], reward: RewardSource, reference=None) -> list[dict]:
+    """Reward per rollout; with a reference actor also its log-probs (computed concurrently)."""
     if not rollouts:
         return []
     start = time.perf_counter()
+    pending = None
+    if reference is not None:
+        tokens = [{"prompt_token_ids": r["prompt_token_ids"], "response_token_ids": r["response_token_ids"]} for r in rollouts]
+        pending = reference.response_logprobs.remote(tokens)
     scores = reward.score(rollouts)
+    references = ray.get(pending) if pending is not None else [None] * len(rollouts)
     seconds = time.perf_counter() - start
-    for r, score in zip(rollouts, scores):
+    for r, score, ref in zip(rollouts, scores, references):
         r["reward"] = float(score)
+        r["ref_logprobs"] = ref
         r["score_seconds"] = seconds
     return rollouts
 
@@ -85,7 +92,7 @@ def sample_stage(batch, samplers, num_samples, max_staleness, dataset_responses)
     return pa.Table.from_pylist(out)
 
 
-def score_stage(batch, reward):
+def score_stage(batch, reward, reference=None):
     import pyarrow as pa
 
-    return pa.Table.from_pylist(score_batch(batch.to_pylist(), reward))
+    return pa.Table.from_pylist(score_batch(batch.to_pylist(), reward, reference))

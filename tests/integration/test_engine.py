@@ -15,6 +15,7 @@ from raylign.engine.policy_trainer import TrainerConfig
 from raylign.sampling.actor import create_samplers
 from raylign.sampling.base import SamplingConfig
 from raylign.scoring.base import RewardSource
+from raylign.scoring.reference import ReferenceConfig, create_reference
 
 pytestmark = pytest.mark.integration
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import test modules
@@ -50,6 +51,9 @@ def test_rrhf_iterations_update_samplers(ray_cluster, tiny_model_dir, tmp_path, 
 
     sampling = SamplingConfig(backend=backend, num_samples=3, max_new_tokens=10, num_samplers=2, dtype="float32")
     samplers = create_samplers(str(tiny_model_dir), sampling)
+    # The streaming run also has the reference-model role and a KL term.
+    kl_coef = 0.05 if pipeline == "streaming" else 0.0
+    reference = create_reference(ReferenceConfig(kl_coef=kl_coef, num_cpus=0.1), str(tiny_model_dir), 64)
     engine = EngineConfig(
         num_iterations=3,
         prompts_per_step=2,
@@ -60,7 +64,8 @@ def test_rrhf_iterations_update_samplers(ray_cluster, tiny_model_dir, tmp_path, 
     )
     result = run_engine(
         engine, str(tiny_model_dir), PROMPTS, sampling, PreferLength(),
-        functools.partial(rrhf_group_loss), run_name="test-rrhf", dataset_responses=True, samplers=samplers,
+        functools.partial(rrhf_group_loss, kl_coef=kl_coef), run_name="test-rrhf", dataset_responses=True,
+        samplers=samplers, reference=reference,
     )
     # Every sampler advanced to the last policy version.
     assert result["sampler_versions"] == [3, 3]
@@ -72,6 +77,10 @@ def test_rrhf_iterations_update_samplers(ray_cluster, tiny_model_dir, tmp_path, 
         assert m["staleness_max"] <= staleness
         assert m["sync_seconds"] > 0 and m["rollouts"] == 2 * (3 + 2)
         assert {"loss", "rank_loss", "sft_loss", "reward_mean", "sample_tokens_per_s", "train_tokens_per_s"} <= set(m)
+        if kl_coef:
+            assert m["kl"] >= 0.0
+    if kl_coef:
+        assert metrics[-1]["kl"] > 0.0  # the policy has moved away from the reference
     assert result["plot"] and open(result["plot"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
     # The final checkpoint is plain HF and differs from the start; the samplers serve it.
