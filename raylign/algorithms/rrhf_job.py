@@ -78,6 +78,9 @@ def main(argv: list[str]) -> int:
     config = load_config(RRHFJobConfig, args.config, args.overrides)
     print(dump_config(config), flush=True)
     result = run(config)
-    print(json.dumps({k: v for k, v in result.items() if k != "last"}, indent=2))
+    for example in result["examples"]:
+        print(f"\n--- best sample of the last step (policy v{example['policy_version']}, {example['sampler']}, "
+              f"reward {example['reward']:.3f})\nPROMPT: {example['prompt'][-300:]}\nRESPONSE: {example['response']}")
+    print(json.dumps({k: v for k, v in result.items() if k not in ("last", "examples")}, indent=2))
     print(f"final policy (HF format): {result['checkpoint']}")
     return 0

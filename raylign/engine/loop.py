@@ -66,6 +66,13 @@ def wire_dtype_for(sampling: SamplingConfig, sync: WeightSyncConfig) -> WeightSy
     return sync
 
 
+def _best_examples(rows: list[dict], count: int = 2) -> list[dict]:
+    """The highest-reward policy samples of a step, for the console."""
+    policy = sorted((r for r in rows if r.get("source") != "dataset"), key=lambda r: -r["reward"])
+    keys = ("prompt", "response", "reward", "policy_version", "sampler")
+    return [{k: r.get(k) for k in keys} for r in policy[:count]]
+
+
 def _rollout_stats(rows: list[dict]) -> dict[str, float]:
     policy = [r for r in rows if r.get("source") != "dataset"] or rows
     rewards = [r["reward"] for r in policy]
@@ -102,7 +109,7 @@ class _Feeder(threading.Thread):
                     if len(pending[step]) == pending[step][0]["rows_in_batch"]:
                         batch = pending.pop(step)
                         ray.get(self.buffer.put.remote(step, batch))
-                        self.on_step(step, _rollout_stats(batch))
+                        self.on_step(step, _rollout_stats(batch), _best_examples(batch))
         except BaseException as err:  # surfaced by the driver after fit() returns
             self.error = err
             log.exception("rollout stream failed")
@@ -147,6 +154,7 @@ def run_engine(
     bar = progress(config.num_iterations - first_step, f"{run_name} iterations")
     rollout_stats: dict[int, dict] = {}
     last: dict = {}
+    examples: list[dict] = []
 
     def flush_reports():
         for report in ray.get(buffer.pop_reports.remote()):
@@ -156,8 +164,9 @@ def run_engine(
             last.update(merged)
             bar.update(1)
 
-    def on_step(step: int, stats: dict):
+    def on_step(step: int, stats: dict, best: list[dict]):
         rollout_stats[step] = stats
+        examples[:] = best
         flush_reports()
 
     feeder = _Feeder(stream, buffer, on_step)
@@ -203,6 +212,7 @@ def run_engine(
         "plot": str(plot) if plot else None,
         "sampler_versions": versions,
         "last": last,
+        "examples": examples,
     }
 
 

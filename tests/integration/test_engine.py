@@ -82,6 +82,9 @@ def test_rrhf_iterations_update_samplers(ray_cluster, tiny_model_dir, tmp_path, 
     if kl_coef:
         assert metrics[-1]["kl"] > 0.0  # the policy has moved away from the reference
     assert result["plot"] and open(result["plot"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    # The console examples come from the last step (index 2), sampled with version >= 2 - staleness.
+    assert result["examples"]
+    assert all(e["policy_version"] >= 2 - staleness and isinstance(e["response"], str) for e in result["examples"])
 
     # The final checkpoint is plain HF and differs from the start; the samplers serve it.
     trained = AutoModelForCausalLM.from_pretrained(result["checkpoint"], dtype=torch.float32)
