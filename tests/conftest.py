@@ -45,3 +45,18 @@ def ray_cluster():
     ray.init(num_cpus=4, include_dashboard=False, ignore_reinit_error=True, log_to_driver=True)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_reward_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """The tiny LM with a fresh (seeded) scalar head, saved as an HF reward-model checkpoint."""
+    import torch
+
+    from raylign.scoring.reward_model import load_reward_model
+
+    torch.manual_seed(3)
+    model, tokenizer, _ = load_reward_model(tiny_model_dir)
+    out = tmp_path_factory.mktemp("tiny_rm")
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out

@@ -1,7 +1,6 @@
 """Reward sources 'actor' and 'function' on the real local Ray cluster."""
 
 import pytest
-import torch
 
 pytestmark = pytest.mark.integration
 
@@ -12,15 +11,8 @@ def length_reward(rows):
 
 
 @pytest.fixture(scope="module")
-def rm_dir(tiny_model_dir, tmp_path_factory):
-    from raylign.scoring.reward_model import load_reward_model
-
-    torch.manual_seed(5)
-    model, tokenizer, _ = load_reward_model(tiny_model_dir)
-    out = tmp_path_factory.mktemp("actor_rm")
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+def rm_dir(tiny_reward_model_dir):
+    return tiny_reward_model_dir
 
 
 ROWS = [

@@ -4,7 +4,6 @@ import socket
 
 import httpx
 import pytest
-import torch
 
 pytestmark = pytest.mark.integration
 
@@ -18,15 +17,8 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def rm_dir(tiny_model_dir, tmp_path_factory):
-    from raylign.scoring.reward_model import load_reward_model
-
-    torch.manual_seed(3)
-    model, tokenizer, _ = load_reward_model(tiny_model_dir)
-    out = tmp_path_factory.mktemp("served_rm")
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+def rm_dir(tiny_reward_model_dir):
+    return tiny_reward_model_dir
 
 
 @pytest.fixture(scope="module")
