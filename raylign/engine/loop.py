@@ -141,7 +141,10 @@ def run_engine(
     resume = read_resume_state(output_dir) if config.resume else None
     first_step = resume["step"] if resume else 0
     if first_step >= config.num_iterations:
-        log.warning("run already finished %d steps", first_step)
+        raise ValueError(
+            f"{output_dir} already holds step {first_step} of {config.num_iterations}: "
+            "raise engine.num_iterations to train further, or use a new output_dir"
+        )
     start_weights = str(output_dir / "latest") if resume else model_path
     owns_samplers = samplers is None
     if owns_samplers:
@@ -155,14 +158,16 @@ def run_engine(
     rollout_stats: dict[int, dict] = {}
     last: dict = {}
     examples: list[dict] = []
+    lock = threading.Lock()  # the feeder thread and the driver both flush
 
     def flush_reports():
-        for report in ray.get(buffer.pop_reports.remote()):
-            step = report.pop("step")
-            merged = {**rollout_stats.pop(step, {}), **report}
-            logger.log(step + 1, merged)
-            last.update(merged)
-            bar.update(1)
+        with lock:
+            for report in ray.get(buffer.pop_reports.remote()):
+                step = report.pop("step")
+                merged = {**rollout_stats.pop(step, {}), **report}
+                logger.log(step + 1, merged)
+                last.update(merged)
+                bar.update(1)
 
     def on_step(step: int, stats: dict, best: list[dict]):
         rollout_stats[step] = stats
@@ -193,18 +198,18 @@ def run_engine(
     feeder.start()
     try:
         trainer.fit()
+        versions = ray.get([s.policy_version.remote() for s in samplers])
     finally:
         ray.get(buffer.close.remote())
         feeder.join(timeout=30)
         flush_reports()
         bar.close()
+        plot = logger.plot()
+        logger.close()
+        if owns_samplers:
+            samplers.shutdown()
     if feeder.error is not None:
         raise feeder.error
-    plot = logger.plot()
-    logger.close()
-    versions = ray.get([s.policy_version.remote() for s in samplers])
-    if owns_samplers:
-        samplers.shutdown()
     return {
         "output_dir": str(output_dir),
         "checkpoint": str(output_dir / "final"),
