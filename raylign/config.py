@@ -53,6 +53,17 @@ def apply_overrides(tree: dict, overrides: Iterable[str]) -> dict:
     return tree
 
 
+def deep_merge(base: dict, update: dict) -> dict:
+    """`update` laid over `base`, section by section (neither is modified)."""
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
 def _describe(error: ValidationError) -> str:
     lines = []
     for err in error.errors():
@@ -74,7 +85,12 @@ def build_config(model: type[T], tree: dict, source: str = "config") -> T:
 
 
 def load_config(model: type[T], path: str | Path | None, overrides: Iterable[str] = ()) -> T:
-    """Load a YAML recipe (or defaults when path is None) and validate it."""
+    """Load a YAML recipe (or defaults when path is None) and validate it.
+
+    The recipe and the overrides are laid over the config's own defaults section by
+    section, so `sampling.max_new_tokens=16` changes that one key and keeps the other
+    defaults a recipe class sets for `sampling`.
+    """
     tree: dict = {}
     source = "defaults"
     if path is not None:
@@ -89,7 +105,7 @@ def load_config(model: type[T], path: str | Path | None, overrides: Iterable[str
             raise ConfigError(f"{path}: top level must be a mapping")
         source = str(path)
     apply_overrides(tree, overrides)
-    return build_config(model, tree, source)
+    return build_config(model, deep_merge(model().model_dump(), tree), source)
 
 
 def dump_config(config: BaseModel) -> str:

@@ -42,7 +42,7 @@ def ray_cluster():
     a 2-worker Ray Train group fit on a 2-core machine."""
     import ray
 
-    ray.init(num_cpus=4, include_dashboard=False, ignore_reinit_error=True, log_to_driver=True)
+    ray.init(address="local", num_cpus=4, include_dashboard=False, ignore_reinit_error=True, log_to_driver=True)
     yield ray
     ray.shutdown()
 

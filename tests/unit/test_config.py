@@ -70,3 +70,17 @@ def test_shipped_recipes_validate():
         model = recipe_config_for(path)
         assert model is not None, f"{path.name}: no config class for this recipe prefix"
         load_config(model, path)
+
+
+class WithNestedDefaults(StrictModel):
+    sampling: SamplingConfig = SamplingConfig(num_samples=2, max_new_tokens=48)
+
+
+def test_override_keeps_sibling_defaults_of_a_section(tmp_path):
+    config = load_config(WithNestedDefaults, None, ["sampling.max_new_tokens=16"])
+    assert config.sampling.max_new_tokens == 16
+    assert config.sampling.num_samples == 2  # the recipe class's default, not SamplingConfig's
+    path = tmp_path / "r.yaml"
+    path.write_text("sampling:\n  temperature: 0.5\n")
+    config = load_config(WithNestedDefaults, path)
+    assert (config.sampling.temperature, config.sampling.num_samples, config.sampling.max_new_tokens) == (0.5, 2, 48)
