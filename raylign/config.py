@@ -105,7 +105,15 @@ def load_config(model: type[T], path: str | Path | None, overrides: Iterable[str
             raise ConfigError(f"{path}: top level must be a mapping")
         source = str(path)
     apply_overrides(tree, overrides)
-    return build_config(model, deep_merge(model().model_dump(), tree), source)
+    return build_config(model, deep_merge(_defaults(model), tree), source)
+
+
+def _defaults(model: type[StrictModel]) -> dict:
+    """The config's defaults as a tree, or {} when it has required keys."""
+    try:
+        return model().model_dump()
+    except ValidationError:
+        return {}
 
 
 def dump_config(config: BaseModel) -> str:
