@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import statistics
 import threading
+import time
 from pathlib import Path
 from typing import Callable, Literal
 
@@ -116,6 +117,16 @@ class _Feeder(threading.Thread):
             ray.get(self.buffer.close.remote())
 
 
+def _set_aside_previous_run(output_dir: Path) -> None:
+    """A fresh run never mixes its metrics with an old one's, and never deletes it either."""
+    if output_dir.is_dir() and any(output_dir.iterdir()):
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(output_dir.stat().st_mtime))
+        target = output_dir.with_name(f"{output_dir.name}-{stamp}")
+        output_dir.rename(target)
+        log.warning("previous run in %s moved to %s (use engine.resume=true to continue a run)", output_dir, target)
+        print(f"[raylign] previous run moved to {target}", flush=True)
+
+
 def run_engine(
     config: EngineConfig,
     model_path: str,
@@ -137,6 +148,8 @@ def run_engine(
     from ray.train.torch import TorchTrainer
 
     output_dir = Path(config.output_dir).resolve()
+    if not config.resume:
+        _set_aside_previous_run(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     resume = read_resume_state(output_dir) if config.resume else None
     first_step = resume["step"] if resume else 0

@@ -70,3 +70,16 @@ def test_wire_dtype_follows_sampler_dtype():
     assert wire_dtype_for(SamplingConfig(backend="hf"), auto).dtype == "auto"
     assert wire_dtype_for(SamplingConfig(backend="vllm", dtype="float32"), auto).dtype == "float32"
     assert wire_dtype_for(SamplingConfig(), WeightSyncConfig(dtype="float16")).dtype == "float16"
+
+
+def test_previous_run_is_set_aside_not_mixed(tmp_path):
+    from raylign.engine.loop import _set_aside_previous_run
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"step": 1}\n')
+    _set_aside_previous_run(run)
+    assert not run.exists()
+    (moved,) = [p for p in tmp_path.iterdir() if p.name.startswith("run-")]
+    assert (moved / "metrics.jsonl").read_text() == '{"step": 1}\n'
+    _set_aside_previous_run(tmp_path / "never-existed")  # nothing to do
