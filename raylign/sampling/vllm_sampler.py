@@ -70,7 +70,6 @@ class VLLMSampler(Sampler):
             kwargs["gpu_memory_utilization"] = max(0.1, 0.85 * config.num_gpus_per_sampler)
         self.engine = LLM(**kwargs)
         self.tokenizer = self.engine.get_tokenizer()
-        self._shm_dir = tempfile.mkdtemp(prefix="raylign-weights-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
 
     def _params(self, k: int):
         from vllm import SamplingParams
@@ -105,11 +104,22 @@ class VLLMSampler(Sampler):
         return self._stamp(results)
 
     def load_state_dict(self, state_dict: dict, version: int) -> None:
+        """Write the weights to shared memory, let vLLM reload (and repack) them, delete the file.
+
+        The file only lives for the reload: /dev/shm is RAM, and a sampler killed by
+        Ray never runs its destructors.
+        """
         from safetensors.torch import save_file
 
-        tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
-        save_file(tensors, os.path.join(self._shm_dir, "model.safetensors"))
-        self.engine.collective_rpc("reload_weights", kwargs={"weights_path": self._shm_dir})
+        shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
+        folder = tempfile.mkdtemp(prefix="raylign-weights-", dir=shm)
+        try:
+            tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
+            save_file(tensors, os.path.join(folder, "model.safetensors"))
+            del tensors
+            self.engine.collective_rpc("reload_weights", kwargs={"weights_path": folder})
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
         self.engine.collective_rpc(_retie_output_embeddings)
         self.engine.reset_prefix_cache()  # cached KV blocks belong to the old weights
         self.policy_version = version
@@ -127,6 +137,3 @@ class VLLMSampler(Sampler):
         self.engine.collective_rpc(worker_receive, args=(metas,))
         self.engine.reset_prefix_cache()
         self.policy_version = version
-
-    def __del__(self):
-        shutil.rmtree(getattr(self, "_shm_dir", ""), ignore_errors=True)

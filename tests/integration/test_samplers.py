@@ -66,8 +66,12 @@ def test_k_samples_with_logprobs(sampler, tiny_model_dir):
 def test_weight_update_changes_outputs(sampler, tiny_model_dir):
     backend, actor = sampler
     before = ray.get(actor.generate.remote(PROMPTS[:1]))[0]
+    import glob
+
     new_weights = perturbed(tiny_model_dir)
+    shm_before = set(glob.glob("/dev/shm/raylign-weights-*"))
     seconds = ray.get(actor.load_state_dict.remote(new_weights, 1))
+    assert set(glob.glob("/dev/shm/raylign-weights-*")) <= shm_before, "weights left behind in shared memory"
     assert seconds >= 0
     assert ray.get(actor.policy_version.remote()) == 1
     after = ray.get(actor.generate.remote(PROMPTS[:1]))
