@@ -114,8 +114,8 @@ def policy_train_loop(cfg: dict) -> None:
 
     for step in range(start_step, cfg["num_iterations"]):
         groups = ray.get(buffer.get.remote(step, rank, world))
-        if groups is None:
-            break
+        if groups is None:  # the rollout stream ended early (an error the driver reports)
+            return
         start = time.perf_counter()
         model.train()
         loss_sum, totals, tokens = 0.0, {}, 0

@@ -49,6 +49,11 @@ def sample_batch(
     chunks = [rows[i :: len(samplers)] for i in range(len(samplers))]
     calls = [s.generate.remote(chunk, num_samples, dataset_responses) for s, chunk in zip(samplers, chunks) if chunk]
     rollouts = [r for part in ray.get(calls) for r in part]
+    if not rollouts:
+        raise ValueError(
+            f"step {step}: all {len(rows)} prompts were rejected as over-long; raise sampling.max_prompt_tokens "
+            "or set sampling.over_long_prompt=truncate"
+        )
     seconds = time.perf_counter() - start
     for r in rollouts:
         r["sample_seconds"] = seconds

@@ -133,3 +133,14 @@ def test_sampler_group_shutdown_frees_resources(ray_cluster, tiny_model_dir):
     # Both 0.5-CPU bundles came back (other tests' resources may come back too, never fewer).
     assert ray.available_resources().get("CPU", 0) >= during + 1.0 - 1e-6
     assert ray.util.placement_group_table(pg)["state"] == "REMOVED"
+
+
+def test_step_with_every_prompt_rejected_fails_clearly(ray_cluster, tiny_model_dir, tmp_path):
+    """Rejecting every prompt of a step must end the run with a clear error, not hang the trainer."""
+    sampling = SamplingConfig(backend="hf", num_samples=2, max_new_tokens=4, num_samplers=1,
+                              max_prompt_tokens=8, over_long_prompt="reject")
+    engine = EngineConfig(num_iterations=1, prompts_per_step=2, pipeline="sequential", output_dir=str(tmp_path / "run"),
+                          trainer=TrainerConfig(num_workers=1, cpus_per_worker=0.5, max_length=64))
+    with pytest.raises(ValueError, match="rejected as over-long"):
+        run_engine(engine, str(tiny_model_dir), PROMPTS, sampling, PreferLength(),
+                   functools.partial(rrhf_group_loss), run_name="reject-all")
