@@ -38,6 +38,17 @@ def _check_text(value: Any, where: str, max_chars: int) -> str:
     return value
 
 
+def _require_fields(value: Any, where: str, keys: tuple[str, ...]) -> dict:
+    """A JSON object holding every key in `keys`, or a 422 naming what is wrong."""
+    if not isinstance(value, dict):
+        raise RequestError(422, f"{where}: expected an object with {', '.join(repr(k) for k in keys)}, "
+                                f"got {type(value).__name__}")
+    for key in keys:
+        if key not in value:
+            raise RequestError(422, f"{where}: missing field '{key}'")
+    return value
+
+
 def _check_prompt(value: Any, where: str, max_chars: int) -> str | list[dict]:
     if isinstance(value, str):
         return _check_text(value, where, max_chars)
@@ -47,11 +58,8 @@ def _check_prompt(value: Any, where: str, max_chars: int) -> str | list[dict]:
         raise RequestError(422, f"{where}: the messages list is empty")
     messages, total = [], 0
     for i, message in enumerate(value):
-        if not isinstance(message, dict):
-            raise RequestError(422, f"{where}[{i}]: expected an object with 'role' and 'content'")
+        _require_fields(message, f"{where}[{i}]", ("role", "content"))
         for key in ("role", "content"):
-            if key not in message:
-                raise RequestError(422, f"{where}[{i}]: missing field '{key}'")
             if not isinstance(message[key], str):
                 raise RequestError(422, f"{where}[{i}].{key}: expected a string, got {type(message[key]).__name__}")
         total += len(message["content"])
@@ -76,11 +84,7 @@ def parse_score_request(payload: Any, max_items: int, max_chars: int) -> list[tu
         raise RequestError(413, f"items: {len(items)} items, more than the limit of {max_items} per request")
     pairs = []
     for i, item in enumerate(items):
-        if not isinstance(item, dict):
-            raise RequestError(422, f"items[{i}]: expected an object, got {type(item).__name__}")
-        for key in ("prompt", "response"):
-            if key not in item:
-                raise RequestError(422, f"items[{i}]: missing field '{key}'")
+        _require_fields(item, f"items[{i}]", ("prompt", "response"))
         prompt = _check_prompt(item["prompt"], f"items[{i}].prompt", max_chars)
         response = _check_text(item["response"], f"items[{i}].response", max_chars)
         pairs.append((prompt, response))
