@@ -9,11 +9,8 @@ from __future__ import annotations
 
 
 def init_trainer_group(host: str, port: int, world_size: int, device: int):
-    from vllm.distributed.device_communicators.pynccl import PyNcclCommunicator
-    from vllm.distributed.utils import StatelessProcessGroup
-
-    group = StatelessProcessGroup.create(host=host, port=port, rank=0, world_size=world_size)
-    return PyNcclCommunicator(group, device=device)
+    """The trainer's rank 0 is rank 0 of the group (it hosts the rendezvous store)."""
+    return init_group_member(host, port, 0, world_size, device)
 
 
 def worker_join_group(worker, host: str, port: int, rank: int, world_size: int) -> bool:

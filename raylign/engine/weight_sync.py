@@ -81,19 +81,19 @@ class NCCLBroadcastSync(WeightSync):
         if self._group is not None:
             return
         import torch
-        from vllm.distributed.utils import StatelessProcessGroup  # noqa: F401  (fail early if missing)
 
         from raylign.engine.nccl_group import init_trainer_group
 
         world = 1 + len(self.samplers)
         master = ray.util.get_node_ip_address()
-        ray.get(
-            [
-                s.init_weight_group.remote(master, self.config.nccl_port, rank + 1, world)
-                for rank, s in enumerate(self.samplers)
-            ]
-        )
+        # Group creation is collective: the samplers must be joining while rank 0 creates
+        # it, so start their joins, join here, and only then wait for theirs.
+        joining = [
+            s.init_weight_group.remote(master, self.config.nccl_port, rank + 1, world)
+            for rank, s in enumerate(self.samplers)
+        ]
         self._group = init_trainer_group(master, self.config.nccl_port, world, torch.cuda.current_device())
+        ray.get(joining)
 
     def push(self, state_dict: dict, version: int) -> dict[str, float]:
         start = time.perf_counter()
