@@ -23,7 +23,7 @@ import ray
 from raylign.config import StrictModel
 from raylign.engine.buffer import RolloutBuffer
 from raylign.engine.policy_trainer import TrainerConfig, policy_train_loop, read_resume_state
-from raylign.engine.stages import sample_batch, sample_stage, score_batch, score_stage
+from raylign.engine.stages import group_by_step, sample_batch, sample_stage, score_batch, score_stage
 from raylign.engine.weight_sync import WeightSyncConfig
 from raylign.metrics import MetricsLogger, progress
 from raylign.sampling.actor import create_samplers
@@ -239,8 +239,7 @@ def _stream_factory(config: EngineConfig, rows, samplers, num_samples, reward, d
     staleness = config.max_staleness
 
     def sequential():
-        for step in sorted({r["batch_index"] for r in rows}):
-            batch = [r for r in rows if r["batch_index"] == step]
+        for batch in group_by_step(rows):
             yield score_batch(sample_batch(batch, samplers, num_samples, 0, dataset_responses), reward, reference)
 
     def streaming():

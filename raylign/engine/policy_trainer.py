@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable
 
@@ -121,7 +123,7 @@ def policy_train_loop(cfg: dict) -> None:
         loss_sum, totals, tokens = 0.0, {}, 0
         for index, group in enumerate(groups):
             last = index == len(groups) - 1
-            context_manager = model.no_sync() if (hasattr(model, "no_sync") and not last and not deepspeed) else _null()
+            context_manager = model.no_sync() if (hasattr(model, "no_sync") and not last and not deepspeed) else nullcontext()
             with context_manager:
                 loss, metrics, used = group_loss(model, group, tokenizer.pad_token_id, trainer.max_length)
                 scaled = loss / len(groups)
@@ -176,14 +178,4 @@ def _save_resumable(model, optimizer, tokenizer, output_dir: Path, version: int,
         os.replace(latest, old)
     os.replace(tmp, latest)
     if old.exists():
-        import shutil
-
         shutil.rmtree(old, ignore_errors=True)
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False

@@ -80,7 +80,8 @@ def score_batch(rollouts: list[dict], reward: RewardSource, reference=None) -> l
     return rollouts
 
 
-def _by_step(rows: list[dict]) -> list[list[dict]]:
+def group_by_step(rows: list[dict]) -> list[list[dict]]:
+    """Rows split by their training step (`batch_index`), in step order."""
     steps: dict[int, list[dict]] = {}
     for row in rows:
         steps.setdefault(row["batch_index"], []).append(row)
@@ -92,7 +93,7 @@ def sample_stage(batch, samplers, num_samples, max_staleness, dataset_responses)
     import pyarrow as pa
 
     out = []
-    for rows in _by_step(batch.to_pylist()):
+    for rows in group_by_step(batch.to_pylist()):
         out.extend(sample_batch(rows, samplers, num_samples, max_staleness, dataset_responses))
     return pa.Table.from_pylist(out)
 
