@@ -40,17 +40,14 @@ GroupLoss = Callable[[torch.nn.Module, list, int, int], tuple]
 
 
 def freeze_lower_layers(model, trainable_layers: int | None) -> int:
-    """Keep only the top N decoder layers (and the final norm) trainable; returns #trainable params."""
-    if trainable_layers is None:
-        return sum(p.numel() for p in model.parameters())
-    for param in model.parameters():
-        param.requires_grad_(False)
-    layers = model.get_decoder().layers
-    for layer in layers[len(layers) - trainable_layers :]:
-        layer.requires_grad_(True)
-    norm = getattr(model.get_decoder(), "norm", None)
-    if norm is not None:
-        norm.requires_grad_(True)
+    """Keep only the top N blocks (plus the final norm) trainable; returns #trainable params.
+
+    The same freezing the reward-model trainer uses, so both stop backward at the same place.
+    """
+    from raylign.training.reward_model_trainable import freeze_to_top_layers
+
+    if trainable_layers is not None:
+        freeze_to_top_layers(model, trainable_layers)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
