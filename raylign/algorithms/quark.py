@@ -1,0 +1,126 @@
+"""Quark: quantized reward conditioning (Lu et al., 2022), AlpacaFarm variant.
+
+Rollouts accumulate in a pool; the pool is sorted by reward and cut into Q quantiles,
+each named by a control token (0 = best). The policy is trained with the LM loss on
+responses conditioned on their quantile's token, plus beta * KL to the reference,
+and samples new rollouts conditioned on the best token. AlpacaFarm's default trains
+only on the best quantile (filtered SFT + KL). See /work/shared/ALGORITHMS.md, Quark.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import Tensor
+
+from raylign.algorithms.ppo import check_same_shape, masked_fill_zero, safe_mean, token_k3
+from raylign.config import StrictModel
+
+
+class QuarkConfig(StrictModel):
+    num_quantiles: int = 4
+    kl_coef: float = 0.05
+    pool_size: int = 256
+    train_best_only: bool = True
+
+
+def control_tokens(num_quantiles: int) -> list[str]:
+    """["<|reward_0|>", ..., "<|reward_{Q-1}|>"]; index 0 is the best quantile."""
+    if num_quantiles < 1:
+        raise ValueError(f"num_quantiles must be >= 1, got {num_quantiles}")
+    return [f"<|reward_{i}|>" for i in range(num_quantiles)]
+
+
+def quantile_sizes(n: int, num_quantiles: int) -> list[int]:
+    """Split n ranked rows into Q nearly equal runs, the larger runs first (best quantiles)."""
+    base, extra = divmod(n, num_quantiles)
+    return [base + (1 if q < extra else 0) for q in range(num_quantiles)]
+
+
+class QuarkPool:
+    """The reward-sorted rollout pool, kept across steps (plain Python, picklable).
+
+    Holds at most pool_size rows; adding more drops the oldest. Quantiles are by
+    reward rank over the whole pool; equal rewards rank the more recently added row
+    first (it came from the newer policy), which keeps the assignment deterministic.
+    """
+
+    def __init__(self, num_quantiles: int = 4, pool_size: int = 256):
+        if pool_size < 1:
+            raise ValueError(f"pool_size must be >= 1, got {pool_size}")
+        self.tokens = control_tokens(num_quantiles)
+        self.num_quantiles = num_quantiles
+        self.pool_size = pool_size
+        self.rows: list[dict] = []  # oldest first
+        self._added = 0  # insertion counter, the tie-breaker
+
+    @classmethod
+    def from_config(cls, config: QuarkConfig) -> "QuarkPool":
+        return cls(config.num_quantiles, config.pool_size)
+
+    @property
+    def best_token(self) -> str:
+        """The control token new rollouts are conditioned on."""
+        return self.tokens[0]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def add(self, rows: Iterable[dict]) -> None:
+        """Append scored rollout rows (each needs a finite `reward`), evicting the oldest."""
+        for row in rows:
+            reward = float(row["reward"])
+            if reward != reward or reward in (float("inf"), float("-inf")):
+                raise ValueError(f"Quark pool rewards must be finite, got {row['reward']!r}")
+            self.rows.append({**row, "_pool_seq": self._added})
+            self._added += 1
+        if len(self.rows) > self.pool_size:
+            del self.rows[: len(self.rows) - self.pool_size]
+
+    def quantiles(self) -> list[int]:
+        """The quantile (0 = best) of each pooled row, aligned with self.rows."""
+        order = sorted(range(len(self.rows)),
+                       key=lambda i: (-float(self.rows[i]["reward"]), -self.rows[i]["_pool_seq"]))
+        out = [0] * len(self.rows)
+        start = 0
+        for q, size in enumerate(quantile_sizes(len(order), self.num_quantiles)):
+            for i in order[start:start + size]:
+                out[i] = q
+            start += size
+        return out
+
+    def training_rows(self, best_only: bool = True) -> list[dict]:
+        """Copies of the pooled rows with `quantile` and `control_token` set (oldest first).
+
+        best_only keeps quantile 0 only (AlpacaFarm's default).
+        """
+        result = []
+        for row, q in zip(self.rows, self.quantiles()):
+            if best_only and q != 0:
+                continue
+            clean = {k: v for k, v in row.items() if k != "_pool_seq"}
+            result.append({**clean, "quantile": q, "control_token": self.tokens[q]})
+        return result
+
+
+def quark_loss(logprobs: Tensor, ref_logprobs: Tensor, mask: Tensor,
+               kl_coef: float = 0.05) -> tuple[Tensor, float, dict[str, float]]:
+    """Sum over response tokens of -logpi + kl_coef * k3(pi || ref): (loss_sum, #tokens, metrics).
+
+    logprobs are of the response conditioned on the row's control token; the KL term
+    keeps the conditioned policy near the reference so it does not just memorise the pool.
+    """
+    check_same_shape(logprobs=logprobs, ref_logprobs=ref_logprobs, mask=mask)
+    m = mask.to(logprobs.device).bool()
+    nll = -masked_fill_zero(logprobs, m)
+    kl = token_k3(logprobs, ref_logprobs.detach(), m)
+    loss_sum = (nll + kl_coef * kl).sum()
+    count = float(m.sum())
+    with torch.no_grad():
+        metrics = {
+            "loss": safe_mean(loss_sum, count),
+            "nll": safe_mean(nll.sum(), count),
+            "kl": safe_mean(kl.sum(), count),
+        }
+    return loss_sum, count, metrics
