@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections import Counter
 from typing import Literal
 
-import torch
 from torch import Tensor
 
 from raylign.algorithms.ppo import check_same_shape, masked_fill_zero, safe_mean
