@@ -1,0 +1,186 @@
+"""`raylign eval leaderboard`: AlpacaEval-style win rates, from annotations or from model outputs.
+
+    # from existing AlpacaEval annotations (generator_1 = baseline, one row per generator_2)
+    raylign eval leaderboard --annotations annotations.json --output runs/leaderboard/results.json
+    # from outputs: annotate model vs reference with a reward model, then score
+    raylign eval leaderboard --model-outputs runs/bon/outputs.json --reference-outputs ref.json \
+        --reward-model hh-rm-smollm2 --output runs/leaderboard/results.json
+
+Writes results.json, results.csv (AlpacaEval's leaderboard columns) and results.png (a bar
+chart); from outputs also results_annotations.json, which `--annotations` reads back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+from pathlib import Path
+
+from raylign.data.adapters import alpaca_prompt
+from raylign.data.readers import DataError, iter_records
+from raylign.evaluation.leaderboard import COLUMNS, format_table, leaderboard, read_annotations
+from raylign.scoring.base import RewardConfig
+
+
+def read_outputs(path) -> list[dict]:
+    """AlpacaEval outputs: `instruction`, `output`, `generator` (and an optional `input`)."""
+    rows = []
+    for rec in iter_records(path):
+        rows.append(
+            {
+                "instruction": rec.field("instruction"),
+                "input": rec.field("input", optional=True) or "",
+                "output": rec.field("output"),
+                "generator": rec.field("generator", optional=True) or Path(path).stem,
+                "source": rec.source,
+            }
+        )
+    if not rows:
+        raise DataError(f"{path}: no outputs")
+    return rows
+
+
+def pair_outputs(model_rows: list[dict], reference_rows: list[dict], reference_path) -> list[dict]:
+    """Unannotated AlpacaEval pairs: the reference as output_1 / generator_1, the model as output_2."""
+    reference = {(r["instruction"], r["input"]): r for r in reference_rows}
+    pairs = []
+    for row in model_rows:
+        ref = reference.get((row["instruction"], row["input"]))
+        if ref is None:
+            raise DataError(f"{row['source']}: instruction has no reference output in {reference_path}: {row['instruction'][:80]!r}")
+        pairs.append(
+            {
+                "instruction": row["instruction"],
+                "input": row["input"],
+                "output_1": ref["output"],
+                "output_2": row["output"],
+                "generator_1": ref["generator"],
+                "generator_2": row["generator"],
+            }
+        )
+    return pairs
+
+
+def preference_from_scores(first: float, second: float, mode: str = "hard") -> float:
+    """AlpacaEval preference from two rewards: 1 = output_1 better, 2 = output_2, 1.5 tie;
+    `soft` gives the Bradley-Terry probability 1 + sigmoid(second - first)."""
+    if mode == "soft":
+        return 1.0 + 1.0 / (1.0 + math.exp(first - second))
+    return 1.5 if first == second else (2.0 if second > first else 1.0)
+
+
+def annotate_pairs(pairs: list[dict], reward: RewardConfig, mode: str = "hard", annotator: str | None = None) -> list[dict]:
+    """The one place the leaderboard meets an annotator: a reward model scores both outputs.
+
+    Identical outputs are a tie without scoring (as AlpacaFarm's annotators do).
+    """
+    from raylign.scoring.sources import make_reward_source
+
+    source = make_reward_source(reward)
+    try:
+        rows = []
+        for pair in pairs:
+            prompt = alpaca_prompt(pair["instruction"], pair.get("input"))
+            rows += [{"prompt": prompt, "response": pair["output_1"]}, {"prompt": prompt, "response": pair["output_2"]}]
+        scores = source.score(rows)
+    finally:
+        source.close()
+    name = annotator or f"reward_model:{reward.model or reward.function or reward.url or reward.app_name}"
+    out = []
+    for i, pair in enumerate(pairs):
+        first, second = scores[2 * i], scores[2 * i + 1]
+        same = pair["output_1"].strip() == pair["output_2"].strip()
+        pref = 1.5 if same else preference_from_scores(first, second, mode)
+        out.append({**pair, "preference": pref, "annotator": name, "scores": [first, second]})
+    return out
+
+
+def write_results(table: list[dict], output: Path) -> list[Path]:
+    """results.json, results.csv (AlpacaEval's columns, model name first) and results.png."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    clean = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in e.items()} for e in table]
+    output.write_text(json.dumps(clean, indent=2))
+    csv_path = output.with_suffix(".csv")
+    with csv_path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["name", *COLUMNS, "baseline"])
+        for e in clean:
+            writer.writerow([e["name"], *(e[c] for c in COLUMNS), e["baseline"]])
+    png = output.with_suffix(".png")
+    plot_leaderboard(table, png)
+    return [output, csv_path, png]
+
+
+def plot_leaderboard(table: list[dict], path: Path) -> None:
+    """Horizontal bars: length-controlled and raw win rate, with the raw rate's standard error."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [e["name"] for e in table][::-1]
+    lc = [0.0 if math.isnan(e["length_controlled_winrate"]) else e["length_controlled_winrate"] for e in table][::-1]
+    raw = [e["win_rate"] for e in table][::-1]
+    err = [0.0 if math.isnan(e["standard_error"]) else e["standard_error"] for e in table][::-1]
+    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.32 * len(names)))
+    ys = range(len(names))
+    ax.barh([y + 0.2 for y in ys], lc, height=0.4, label="length-controlled win rate")
+    ax.barh([y - 0.2 for y in ys], raw, height=0.4, xerr=err, label="win rate (± s.e.)")
+    ax.set_yticks(list(ys), names, fontsize=8)
+    ax.axvline(50, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel(f"% preferred over {table[0]['baseline'] if table else 'baseline'}")
+    ax.set_xlim(0, 100)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="raylign eval leaderboard", description=__doc__.split("\n\n")[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--annotations", nargs="+", help="AlpacaEval annotation files (JSON or JSONL)")
+    source.add_argument("--model-outputs", nargs="+", help="AlpacaEval outputs of the models to rank")
+    parser.add_argument("--reference-outputs", help="AlpacaEval outputs of the baseline (with --model-outputs)")
+    parser.add_argument("--reward-model", default="hh-rm-smollm2", help="annotator: reward-model path or shipped name")
+    parser.add_argument("--reward-function", help="annotator: 'module:callable' reward instead of a model")
+    parser.add_argument("--preference", choices=["hard", "soft"], default="hard", help="reward difference to 1/2, or 1 + sigmoid(diff)")
+    parser.add_argument("--reward-cpus", type=float, default=1.0, help="CPUs of the reward-model actor")
+    parser.add_argument("--no-length-control", action="store_true", help="skip the length-controlled GLM")
+    parser.add_argument("--output", default="runs/leaderboard/results.json", help="results JSON (CSV and PNG beside it)")
+    return parser
+
+
+def run(args: argparse.Namespace) -> list[dict]:
+    output = Path(args.output)
+    if args.annotations:
+        annotations = [row for path in args.annotations for row in read_annotations(path)]
+    else:
+        if not args.reference_outputs:
+            raise DataError("--model-outputs needs --reference-outputs (the baseline's AlpacaEval outputs)")
+        reference = read_outputs(args.reference_outputs)
+        pairs = [p for path in args.model_outputs for p in pair_outputs(read_outputs(path), reference, args.reference_outputs)]
+        if args.reward_function:
+            reward = RewardConfig(kind="function", function=args.reward_function)
+        else:
+            from raylign.runtime import init_ray
+
+            init_ray(quiet=True)
+            reward = RewardConfig(kind="actor", model=args.reward_model, num_cpus=args.reward_cpus)
+        annotations = annotate_pairs(pairs, reward, args.preference)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        path = output.with_name(output.stem + "_annotations.json")
+        path.write_text(json.dumps(annotations, indent=1))
+        print(f"wrote {len(annotations)} annotations to {path}")
+    table = leaderboard(annotations, length_controlled=not args.no_length_control)
+    print(format_table(table))
+    for path in write_results(table, output):
+        print(f"wrote {path}")
+    return table
+
+
+def main(argv: list[str]) -> int:
+    run(_parser().parse_args(argv))
+    return 0
