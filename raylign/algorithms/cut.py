@@ -1,0 +1,175 @@
+"""CUT: contrastive unlikelihood training with judgments (Xu et al., 2023).
+
+A judged response y to instruction x gives three contrasts (ALGORITHMS.md, section CUT):
+
+- Align-P  (a response judged acceptable): likelihood of y given the plain prompt;
+- Align-N  (a response with a judgment): likelihood of y given prompt + judgment, so the
+  judgment "explains" the response's faults;
+- Misalign (the same judged response, plain prompt): token-level unlikelihood. A token is
+  flagged as inappropriate when the judgment makes it more likely,
+  P(y_t | judgment prompt) / P(y_t | plain prompt) > threshold (ratio detached), and gets
+  weight_unlike * -log(1 - p_t); unflagged tokens keep the ordinary -log p_t.
+
+Everything here is a pure function of response-aligned tensors [N, R] (column j is the
+j-th response token in both encodings), tested against hand-computed values.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from raylign.config import StrictModel
+
+Kind = Literal["align_p", "align_n", "misalign"]
+KINDS = ("align_p", "align_n", "misalign")
+
+# The judgment prompt follows the paper's Alpaca "prompt_no_input_judge" template, put inside
+# the model's chat template as the user turn. {prompt} is the instruction (+ input).
+JUDGMENT_TEMPLATE = (
+    "Write a response to the instruction below; the response should match the corresponding judgment.\n\n"
+    "### Instruction:\n{prompt}\n\n### Judgment:\n{judgment}"
+)
+
+
+class LoraSettings(StrictModel):
+    """LoRA adapters through peft; the paper: r 16, alpha 16, dropout 0.05 on the MLP."""
+
+    enabled: bool = True
+    r: int = 16
+    alpha: int = 16
+    dropout: float = 0.05
+    target_modules: list[str] = ["gate_proj", "up_proj", "down_proj"]
+
+
+class CUTConfig(StrictModel):
+    threshold: float = 1.1  # flag a token when P(judged) / P(plain) exceeds this (1.1 - 1.2)
+    weight_unlike: float = 1.0  # weight of -log(1 - p) on flagged tokens (0.5 - 1)
+    downsample: float | None = 0.25  # positives kept = downsample * #negatives; None keeps all
+    judgment_template: str = JUDGMENT_TEMPLATE
+    seed: int = 0  # positive downsampling
+    max_length: int = 512  # prompt + response tokens of either encoding
+    max_response_tokens: int = 256  # responses are cut here (EOS kept) before the prompts are fitted
+    lora: LoraSettings = LoraSettings()
+
+
+def log1mexp(logp: Tensor, eps: float = 1e-5) -> Tensor:
+    """log(1 - exp(logp)) for logp <= 0, stably; p is clamped to 1 - eps so a token the model
+    is certain of costs -log(eps) instead of infinity (the reference adds 1e-5 likewise)."""
+    logp = logp.clamp(max=math.log1p(-eps))
+    # expm1 is accurate near p = 1 (logp near 0), log1p(-exp) near p = 0.
+    return torch.where(logp > -math.log(2.0), torch.log(-torch.expm1(logp)), torch.log1p(-torch.exp(logp)))
+
+
+def flag_tokens(logprobs_plain: Tensor, logprobs_judged: Tensor, mask: Tensor, threshold: float) -> Tensor:
+    """True where P(y_t | judgment prompt) / P(y_t | plain prompt) > threshold (no gradient)."""
+    with torch.no_grad():
+        log_ratio = logprobs_judged.detach() - logprobs_plain.detach()
+        return (log_ratio > math.log(threshold)) & mask.bool()
+
+
+def cut_token_terms(logprobs_plain: Tensor, logprobs_judged: Tensor, mask: Tensor, kind: str,
+                    threshold: float = 1.1, weight_unlike: float = 1.0) -> tuple[Tensor, Tensor]:
+    """Per-token losses [N, R] of one contrast (0 outside `mask`) and the flagged tokens.
+
+    `torch.where`, not a product, so inf/NaN in padded positions reaches neither the value
+    nor the gradient.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown CUT contrast '{kind}' (choose from {', '.join(KINDS)})")
+    if logprobs_plain.shape != mask.shape or logprobs_judged.shape != mask.shape:
+        raise ValueError(f"logprobs {tuple(logprobs_plain.shape)} / {tuple(logprobs_judged.shape)} and mask "
+                         f"{tuple(mask.shape)} must have the same shape")
+    mask = mask.bool()
+    zeros = torch.zeros_like(logprobs_plain)
+    safe_plain = torch.where(mask, logprobs_plain, zeros)
+    flagged = torch.zeros_like(mask)
+    if kind == "align_p":
+        token_loss = -safe_plain
+    elif kind == "align_n":
+        token_loss = -torch.where(mask, logprobs_judged, zeros)
+    else:
+        flagged = flag_tokens(safe_plain, torch.where(mask, logprobs_judged, zeros), mask, threshold)
+        token_loss = torch.where(flagged, -weight_unlike * log1mexp(safe_plain), -safe_plain)
+    return torch.where(mask, token_loss, zeros), flagged
+
+
+def cut_token_loss(logprobs_plain: Tensor, logprobs_judged: Tensor, mask: Tensor, kind: str,
+                   threshold: float = 1.1, weight_unlike: float = 1.0,
+                   normalize: Literal["sequence", "token"] = "sequence") -> tuple[Tensor, float, dict[str, float]]:
+    """One contrast over a batch -> (loss_sum, weight, metrics).
+
+    normalize="sequence": loss_sum is the sum over rows of each row's mean token loss and
+    weight the number of non-empty rows (the paper trains one example per micro-batch, so
+    every example weighs the same); "token": the sum of token losses over token count.
+    """
+    token_loss, flagged = cut_token_terms(logprobs_plain, logprobs_judged, mask, kind, threshold, weight_unlike)
+    lengths = mask.bool().sum(-1)
+    if normalize == "sequence":
+        rows = lengths > 0
+        per_row = token_loss.sum(-1) / lengths.clamp(min=1).to(token_loss.dtype)
+        loss_sum, weight = per_row[rows].sum(), float(rows.sum())
+    elif normalize == "token":
+        loss_sum, weight = token_loss.sum(), float(lengths.sum())
+    else:
+        raise ValueError(f"normalize must be 'sequence' or 'token', not '{normalize}'")
+    tokens = float(lengths.sum())
+    metrics = {f"{kind}_loss": float(loss_sum.detach()) / weight if weight else float("nan")}
+    if kind == "misalign":
+        metrics["flagged_fraction"] = float(flagged.sum()) / tokens if tokens else float("nan")
+    return loss_sum, weight, metrics
+
+
+def cut_loss(logprobs_plain: Tensor, logprobs_judged: Tensor, mask: Tensor, negative: Tensor,
+             threshold: float = 1.1, weight_unlike: float = 1.0) -> tuple[Tensor, float, dict[str, float]]:
+    """A mixed batch of examples -> (loss_sum, weight = #examples, metrics).
+
+    Each example weighs 1, as in the reference (one example per micro-batch): a positive
+    contributes its mean Align-P NLL; a negative (Align-N + Misalign) / 2, each a mean over
+    its tokens. `logprobs_judged` rows of positives are ignored (any values).
+    """
+    negative = negative.bool().to(mask.device)
+    mask = mask.bool()
+    lengths = mask.sum(-1).clamp(min=1).to(logprobs_plain.dtype)
+    align_p, _ = cut_token_terms(logprobs_plain, logprobs_judged, mask, "align_p")
+    align_n, _ = cut_token_terms(logprobs_plain, logprobs_judged, mask & negative[:, None], "align_n")
+    misalign, flagged = cut_token_terms(logprobs_plain, logprobs_judged, mask & negative[:, None], "misalign",
+                                        threshold, weight_unlike)
+    p_mean, n_mean, m_mean = (t.sum(-1) / lengths for t in (align_p, align_n, misalign))
+    per_example = torch.where(negative, 0.5 * (n_mean + m_mean), p_mean)
+    rows = mask.any(-1)
+    loss_sum = per_example[rows].sum()
+    pos, neg = rows & ~negative, rows & negative
+    neg_tokens = float(mask[neg].sum())
+
+    def mean_of(values: Tensor, which: Tensor) -> float:
+        return float(values.detach()[which].mean()) if bool(which.any()) else float("nan")
+
+    metrics = {
+        "align_p_nll": mean_of(p_mean, pos),
+        "align_n_nll": mean_of(n_mean, neg),
+        "misalign_loss": mean_of(m_mean, neg),
+        "flagged_fraction": float(flagged.sum()) / neg_tokens if neg_tokens else float("nan"),
+        "negatives": float(neg.sum()),
+    }
+    return loss_sum, float(rows.sum()), metrics
+
+
+def response_aligned(values: Tensor, response_mask: Tensor, width: int | None = None) -> tuple[Tensor, Tensor]:
+    """Gather each row's response positions (contiguous in packed batches) into columns 0..R-1.
+
+    values [N, L] (log-probs or token ids) -> ([N, R], mask [N, R]); differentiable (gather).
+    """
+    response_mask = response_mask.bool()
+    lengths = response_mask.sum(-1)
+    starts = torch.where(lengths > 0, response_mask.float().argmax(-1), torch.zeros_like(lengths))
+    if width is None:
+        width = int(lengths.max()) if lengths.numel() else 0
+    columns = torch.arange(width, device=values.device)
+    index = (starts.to(values.device)[:, None] + columns[None, :]).clamp(max=values.shape[1] - 1)
+    gathered = values.gather(1, index)
+    mask = columns[None, :] < lengths.to(values.device)[:, None]
+    return torch.where(mask, gathered, torch.zeros_like(gathered)), mask
