@@ -35,25 +35,15 @@ JUDGMENT_TEMPLATE = (
 )
 
 
-class LoraSettings(StrictModel):
-    """LoRA adapters through peft; the paper: r 16, alpha 16, dropout 0.05 on the MLP."""
-
-    enabled: bool = True
-    r: int = 16
-    alpha: int = 16
-    dropout: float = 0.05
-    target_modules: list[str] = ["gate_proj", "up_proj", "down_proj"]
-
-
 class CUTConfig(StrictModel):
+    """The CUT section of a recipe (LoRA and the optimizer are the offline trainer's settings)."""
+
     threshold: float = 1.1  # flag a token when P(judged) / P(plain) exceeds this (1.1 - 1.2)
     weight_unlike: float = 1.0  # weight of -log(1 - p) on flagged tokens (0.5 - 1)
     downsample: float | None = 0.25  # positives kept = downsample * #negatives; None keeps all
     judgment_template: str = JUDGMENT_TEMPLATE
     seed: int = 0  # positive downsampling
-    max_length: int = 512  # prompt + response tokens of either encoding
-    max_response_tokens: int = 256  # responses are cut here (EOS kept) before the prompts are fitted
-    lora: LoraSettings = LoraSettings()
+    max_response_tokens: int = 256  # responses are cut here (EOS kept), then each prompt fills the rest
 
 
 def log1mexp(logp: Tensor, eps: float = 1e-5) -> Tensor:

@@ -8,7 +8,7 @@ tokens must be identical in both; `pack_examples` asserts it on every batch.
 
 from __future__ import annotations
 
-import random
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,15 +46,24 @@ def is_negative(row: dict) -> bool:
     return judgment is not None and str(judgment).strip() != ""
 
 
-def downsample_positives(rows: list[dict], downsample: float | None, seed: int = 0) -> list[dict]:
-    """Keep every negative and int(downsample * #negatives) seeded-random positives, in file order."""
+def keep_key(row: dict, seed: int = 0) -> float:
+    """A seeded uniform draw per row from its content: positives with the smallest keys are
+    kept, so the choice depends on neither file order nor how Ray Data splits the blocks."""
+    text = f"{seed}\x00{row.get('prompt_id', '')}\x00{row.get('output', '')}"
+    return int.from_bytes(hashlib.sha1(text.encode("utf-8")).digest()[:8], "big") / 2**64
+
+
+def positives_to_keep(num_positives: int, num_negatives: int, downsample: float | None) -> int:
     if downsample is None:
-        return list(rows)
+        return num_positives
+    return min(num_positives, int(downsample * num_negatives))
+
+
+def downsample_positives(rows: list[dict], downsample: float | None, seed: int = 0) -> list[dict]:
+    """Keep every negative and int(downsample * #negatives) seeded positives, in file order."""
     positives = [i for i, row in enumerate(rows) if not is_negative(row)]
-    keep_count = int(downsample * (len(rows) - len(positives)))
-    if keep_count >= len(positives):
-        return list(rows)
-    kept = set(random.Random(seed).sample(positives, keep_count))
+    count = positives_to_keep(len(positives), len(rows) - len(positives), downsample)
+    kept = set(sorted(positives, key=lambda i: keep_key(rows[i], seed))[:count])
     return [row for i, row in enumerate(rows) if is_negative(row) or i in kept]
 
 
@@ -68,38 +77,41 @@ def judged_messages(row: dict, template: str) -> list[dict]:
     return [{"role": "user", "content": content}]
 
 
-def encode_example(tokenizer, row: dict, config: CUTConfig) -> CUTExample:
+def encode_example(tokenizer, row: dict, config: CUTConfig, max_length: int) -> CUTExample:
     """Both encodings share one response encoding; each prompt keeps its end to fit max_length."""
     response = encode_response(tokenizer, row["output"], config.max_response_tokens)
-    room = config.max_length - len(response)
+    room = max_length - len(response)
     if room < 1:
-        raise ValueError(f"max_length={config.max_length} leaves no room for a prompt beside "
+        raise ValueError(f"max_length={max_length} leaves no room for a prompt beside "
                          f"max_response_tokens={config.max_response_tokens}")
     plain = encode_prompt(tokenizer, plain_messages(row), room)
     judged = encode_prompt(tokenizer, judged_messages(row, config.judgment_template), room) if is_negative(row) else None
     return CUTExample(row["prompt_id"], is_negative(row), plain, judged, response)
 
 
-def encode_examples(tokenizer, rows: list[dict], config: CUTConfig) -> list[CUTExample]:
-    return [encode_example(tokenizer, row, config) for row in rows]
+def encode_examples(tokenizer, rows: list[dict], config: CUTConfig, max_length: int) -> list[CUTExample]:
+    return [encode_example(tokenizer, row, config, max_length) for row in rows]
 
 
 def pack_examples(examples: list[CUTExample], pad_id: int) -> dict:
-    """The plain encodings of every row and the judgment encodings of the negatives only.
+    """One packed batch for one forward pass: the plain encodings of all N rows, then the
+    judgment encodings of the M negatives (as the reference stacks its 2B sequences).
 
-    Returns {"plain": batch [N, L], "judged": batch [M, L'] (M negatives, possibly empty),
-    "negative": [N] bool}. Raises if the two encodings of a negative do not give the same
-    response tokens at the same response positions.
+    Returns {"batch": packed [N + M, L], "n": N, "negative": [N] bool}. Raises if the two
+    encodings of a negative do not give the same response tokens at the same positions.
     """
     if not examples:
         raise ValueError("no CUT examples to pack")
-    plain = pack_prompt_responses([e.plain_prompt for e in examples], [e.response for e in examples], pad_id)
     negatives = [e for e in examples if e.negative]
-    judged = pack_prompt_responses([e.judged_prompt for e in negatives], [e.response for e in negatives], pad_id)
+    prompts = [e.plain_prompt for e in examples] + [e.judged_prompt for e in negatives]
+    responses = [e.response for e in examples] + [e.response for e in negatives]
+    batch = pack_prompt_responses(prompts, responses, pad_id)
+    n = len(examples)
     negative = torch.tensor([e.negative for e in examples], dtype=torch.bool)
     if negatives:
-        check_alignment({k: v[negative] for k, v in plain.items()}, judged)
-    return {"plain": plain, "judged": judged, "negative": negative}
+        plain_rows = torch.cat([negative, torch.zeros(len(negatives), dtype=torch.bool)])
+        check_alignment({k: v[plain_rows] for k, v in batch.items()}, {k: v[n:] for k, v in batch.items()})
+    return {"batch": batch, "n": n, "negative": negative}
 
 
 def check_alignment(plain: dict, judged: dict) -> None:
@@ -113,13 +125,14 @@ def check_alignment(plain: dict, judged: dict) -> None:
                              "the judgment-conditioned and plain encodings must align token for token")
 
 
-def aligned_logprobs(plain_logprobs: torch.Tensor, judged_logprobs: torch.Tensor, packed: dict):
-    """Token log-probs of both encodings [N, L] / [M, L'] -> response-aligned (plain, judged, mask)
+def aligned_logprobs(logprobs: torch.Tensor, packed: dict):
+    """Token log-probs of a packed batch [N + M, L] -> response-aligned (plain, judged, mask)
     [N, R]; positives' judged rows are zeros (cut_loss never reads them). Gradients flow."""
-    plain, mask = response_aligned(plain_logprobs, packed["plain"]["response_mask"])
+    n, response_mask = packed["n"], packed["batch"]["response_mask"].to(logprobs.device)
+    plain, mask = response_aligned(logprobs[:n], response_mask[:n])
     judged = torch.zeros_like(plain)
     negative = packed["negative"].to(plain.device)
     if bool(negative.any()):
-        values, _ = response_aligned(judged_logprobs, packed["judged"]["response_mask"], plain.shape[1])
+        values, _ = response_aligned(logprobs[n:], response_mask[n:], plain.shape[1])
         judged = judged.index_put((negative.nonzero().squeeze(-1),), values)
     return plain, judged, mask

@@ -60,7 +60,8 @@ def test_bad_judgment_row_names_file_line_and_field(tmp_path):
 
 
 def test_downsampling_keeps_all_negatives_and_a_seeded_share_of_positives():
-    rows = [{"judgment": None, "i": i} for i in range(20)] + [{"judgment": "bad", "i": 100 + i} for i in range(8)]
+    rows = [{"judgment": None, "output": f"ok {i}", "i": i} for i in range(20)]
+    rows += [{"judgment": "bad", "output": f"bad {i}", "i": 100 + i} for i in range(8)]
     kept = downsample_positives(rows, 0.25, seed=0)
     assert sum(is_negative(r) for r in kept) == 8
     assert sum(not is_negative(r) for r in kept) == 2  # int(0.25 * 8)
@@ -68,6 +69,8 @@ def test_downsampling_keeps_all_negatives_and_a_seeded_share_of_positives():
     assert [r["i"] for r in kept] == sorted(r["i"] for r in kept)  # file order kept
     others = {tuple(r["i"] for r in downsample_positives(rows, 0.25, seed=s)) for s in range(6)}
     assert len(others) > 1  # the seed matters
+    shuffled = rows[::-1]  # the choice depends on the rows, not on their order
+    assert sorted(r["i"] for r in downsample_positives(shuffled, 0.25, 0)) == [r["i"] for r in kept]
     assert downsample_positives(rows, None) == rows
     assert downsample_positives(rows, 5.0) == rows  # asks for more positives than exist
 
@@ -78,31 +81,29 @@ def test_judgment_prompt_holds_instruction_and_judgment():
     assert "### Judgment:\nThe sum is wrong: 2 + 3 = 5." in text and "Add the numbers.\n\n2 and 3" in text
 
 
-def _check_encodings(tokenizer, rows, config):
-    examples = encode_examples(tokenizer, rows, config)
+def _check_encodings(tokenizer, rows, config, max_length):
+    examples = encode_examples(tokenizer, rows, config, max_length)
     packed = pack_examples(examples, tokenizer.pad_token_id)  # asserts the alignment itself
-    negative = packed["negative"]
-    assert negative.tolist() == [is_negative(r) for r in rows]
-    plain, judged = packed["plain"], packed["judged"]
-    assert judged["input_ids"].shape[0] == int(negative.sum())
+    negative, n, batch = packed["negative"], packed["n"], packed["batch"]
+    assert negative.tolist() == [is_negative(r) for r in rows] and n == len(rows)
+    assert batch["input_ids"].shape[0] == n + int(negative.sum())
     for example, row in zip(examples, rows):
         assert example.response[-1] == tokenizer.eos_token_id
-        assert len(example.plain_prompt) + len(example.response) <= config.max_length
+        assert len(example.plain_prompt) + len(example.response) <= max_length
         text = tokenizer.decode(example.response[:-1])
         assert row["output"].startswith(text) and text  # the response tokens spell the output (maybe cut)
         if example.negative:
             assert len(example.judged_prompt) > len(example.plain_prompt)
-            assert len(example.judged_prompt) + len(example.response) <= config.max_length
-    # response-aligned log-probs: the judged rows land on the negatives, positives get zeros
-    lp_plain = torch.randn(plain["input_ids"].shape)
-    lp_judged = torch.randn(judged["input_ids"].shape)
-    a_plain, a_judged, mask = aligned_logprobs(lp_plain, lp_judged, packed)
-    neg_rows = negative.nonzero().squeeze(-1).tolist()
-    for j, i in enumerate(neg_rows):
+            assert len(example.judged_prompt) + len(example.response) <= max_length
+    # response-aligned log-probs: judged rows (after the N plain ones) land on the negatives
+    logprobs = torch.randn(batch["input_ids"].shape)
+    plain, judged, mask = aligned_logprobs(logprobs, packed)
+    response_mask = batch["response_mask"].bool()
+    for j, i in enumerate(negative.nonzero().squeeze(-1).tolist()):
         width = int(mask[i].sum())
-        assert torch.equal(a_judged[i, :width], lp_judged[j][judged["response_mask"][j].bool()])
-        assert torch.equal(a_plain[i, :width], lp_plain[i][plain["response_mask"][i].bool()])
-    assert not a_judged[~negative].any()
+        assert torch.equal(judged[i, :width], logprobs[n + j][response_mask[n + j]])
+        assert torch.equal(plain[i, :width], logprobs[i][response_mask[i]])
+    assert not judged[~negative].any()
     return examples
 
 
@@ -111,7 +112,7 @@ def test_encodings_align_token_for_token_with_the_tiny_tokenizer(tiny_model_dir,
 
     tokenizer = load_tokenizer(str(tiny_model_dir))
     rows = load_judgments(_write(tmp_path / "rows.jsonl.gz", ROWS))
-    _check_encodings(tokenizer, rows, CUTConfig(max_length=48, max_response_tokens=12))
+    _check_encodings(tokenizer, rows, CUTConfig(max_response_tokens=12), 48)
 
 
 def test_encodings_align_with_the_default_tokenizer_on_real_judgments(shared_data):
@@ -125,7 +126,7 @@ def test_encodings_align_with_the_default_tokenizer_on_real_judgments(shared_dat
     tokenizer = load_tokenizer(str(path))
     rows = load_judgments(shared_data / "cut_judgments_iter3.jsonl.gz", limit=40)
     assert any(is_negative(r) for r in rows) and not all(is_negative(r) for r in rows)
-    examples = _check_encodings(tokenizer, rows, CUTConfig(max_length=256, max_response_tokens=128))
+    examples = _check_encodings(tokenizer, rows, CUTConfig(max_response_tokens=128), 256)
     assert any(len(e.response) == 128 for e in examples)  # long outputs were cut (EOS kept)
 
 
@@ -135,6 +136,6 @@ def test_misaligned_encodings_are_refused():
     with pytest.raises(AssertionError, match=r"row\(s\) \[1\]"):
         check_alignment(plain, judged)
     check_alignment(plain, pack_prompt_responses([[4], [3, 4, 1]], [[5, 6, 7], [8, 9]], pad_id=0))
-    bad = [CUTExample("a", True, [1, 2], [1, 2, 3], [5, 6])]
-    assert pack_examples(bad, 0)["judged"]["input_ids"].shape[0] == 1
+    packed = pack_examples([CUTExample("a", True, [1, 2], [1, 2, 3], [5, 6]), CUTExample("b", False, [4], None, [7])], 0)
+    assert packed["batch"]["input_ids"].tolist() == [[1, 2, 5, 6, 0], [4, 7, 0, 0, 0], [1, 2, 3, 5, 6]]
 

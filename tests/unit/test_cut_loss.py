@@ -125,5 +125,5 @@ def test_unknown_contrast_and_config_key_are_errors():
         cut_token_terms(_t(PLAIN), _t(JUDGED), torch.tensor(MASK), "hindsight")
     with pytest.raises(ConfigError, match="thresold"):
         build_config(CUTConfig, {"thresold": 1.2})
-    config = build_config(CUTConfig, {"threshold": 1.2, "lora": {"r": 8}})
-    assert config.threshold == 1.2 and config.lora.r == 8 and config.downsample == 0.25
+    config = build_config(CUTConfig, {"threshold": 1.2, "downsample": None})
+    assert config.threshold == 1.2 and config.downsample is None and config.weight_unlike == 1.0
