@@ -90,6 +90,19 @@ class SamplerWorker:
             )
         return extra
 
+    def label_logprobs(self, rows: list[dict], labels: list[str]) -> list[list[float]]:
+        """log P(label | chat prompt) per row and label (an LLM judge reads its answer from these).
+
+        Prompts are encoded as for `generate` (over-long ones keep their end, where a judging
+        template asks its question); a label is its plain token ids, no special tokens.
+        """
+        prompts = [encode_prompt(self.tokenizer, as_messages(row), self.config.max_prompt_tokens, "truncate")
+                   for row in rows]
+        label_ids = [list(self.tokenizer(label, add_special_tokens=False)["input_ids"]) for label in labels]
+        if not all(label_ids):
+            raise ValueError(f"labels {labels} must each encode to at least one token")
+        return self.sampler.label_logprobs(prompts, label_ids) if prompts else []
+
     def load_state_dict(self, state_dict: dict, version: int) -> float:
         """Swap in new weights; returns the seconds it took."""
         start = time.perf_counter()

@@ -17,6 +17,8 @@ class SamplingConfig(StrictModel):
     top_p: float = 1.0
     max_prompt_tokens: int = 512
     over_long_prompt: Literal["truncate", "reject"] = "truncate"
+    # chat: the row's messages through the chat template; raw: its `prompt` text verbatim (few-shot completion)
+    prompt_mode: Literal["chat", "raw"] = "chat"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     seed: int = 0
     num_samplers: int = 2
@@ -55,6 +57,10 @@ class Sampler(ABC):
     @abstractmethod
     def generate(self, prompts: list[list[int]], num_samples: int | None = None) -> list[list[Sample]]:
         """For each prompt (token ids after the chat template) k samples."""
+
+    def label_logprobs(self, prompts: list[list[int]], labels: list[list[int]]) -> list[list[float]]:
+        """For each prompt, log P(label tokens | prompt) of every label, teacher-forced (LLM judges)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot score labels")
 
     @abstractmethod
     def load_state_dict(self, state_dict: dict, version: int) -> None:

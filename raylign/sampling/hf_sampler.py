@@ -64,6 +64,29 @@ class HFSampler(Sampler):
             results[row // k].append(Sample(text, tokens, chosen[row, : len(tokens)].tolist(), finish))
         return self._stamp(results)
 
+    @torch.no_grad()
+    def label_logprobs(self, prompts: list[list[int]], labels: list[list[int]], chunk: int = 8) -> list[list[float]]:
+        # Left padding puts every label at the right edge, so only its positions need logits.
+        pad = self.tokenizer.pad_token_id
+        result = [[0.0] * len(labels) for _ in prompts]
+        for j, label in enumerate(labels):
+            for start in range(0, len(prompts), chunk):
+                seqs = [p + list(label) for p in prompts[start : start + chunk]]
+                width = max(len(s) for s in seqs)
+                ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+                mask = torch.zeros((len(seqs), width), dtype=torch.long)
+                for i, seq in enumerate(seqs):
+                    ids[i, width - len(seq) :] = torch.tensor(seq)
+                    mask[i, width - len(seq) :] = 1
+                positions = (mask.cumsum(-1) - 1).clamp(min=0)
+                logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                                    position_ids=positions.to(self.device), logits_to_keep=len(label) + 1).logits
+                logp = logits[:, :-1].float().log_softmax(-1).cpu()  # the predictions of the label tokens
+                target = torch.tensor(list(label)).expand(len(seqs), -1).unsqueeze(-1)
+                for i, value in enumerate(logp.gather(-1, target).squeeze(-1).sum(-1).tolist()):
+                    result[start + i][j] = value
+        return result
+
     def load_state_dict(self, state_dict: dict, version: int) -> None:
         missing, unexpected = self.model.load_state_dict(state_dict, strict=False)
         if unexpected:

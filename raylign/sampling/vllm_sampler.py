@@ -103,6 +103,21 @@ class VLLMSampler(Sampler):
             results.append(samples)
         return self._stamp(results)
 
+    def label_logprobs(self, prompts: list[list[int]], labels: list[list[int]]) -> list[list[float]]:
+        from vllm import SamplingParams
+
+        # Each label appended to the prompt; vLLM returns the log-prob of every prompt token.
+        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+        requests = [{"prompt_token_ids": list(p) + list(label)} for p in prompts for label in labels]
+        outputs = self.engine.generate(requests, params, use_tqdm=False)
+        result = [[0.0] * len(labels) for _ in prompts]
+        for k, output in enumerate(outputs):
+            i, j = divmod(k, len(labels))
+            label = labels[j]
+            entries = output.prompt_logprobs[-len(label) :]
+            result[i][j] = sum(entry[token].logprob for entry, token in zip(entries, label))
+        return result
+
     def load_state_dict(self, state_dict: dict, version: int) -> None:
         """Write the weights to shared memory, let vLLM reload (and repack) them, delete the file.
 

@@ -1,0 +1,89 @@
+"""Annotator and annotation-job configs, and the short command-line specs that map onto them.
+
+Specs (`--annotator`, repeatable; several make a pool):
+  rm:NAME_OR_PATH            a reward model in a Ray actor (e.g. rm:alpaca-rm-smollm2)
+  rm-http:URL                a `raylign serve rm` endpoint
+  fn:MODULE:CALLABLE         a Python reward function rows -> scores (fn:raylign.feedback.annotators:length_reward)
+  judge:MODEL[@TEMPLATE]     an LLM judge on sampler actors (judge:SmolLM2-135M-Instruct@pairwise)
+  http:URL#MODEL[@TEMPLATE]  an OpenAI-compatible chat endpoint (http:http://127.0.0.1:8000/v1#my-model)
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from raylign.config import ConfigError, StrictModel
+from raylign.feedback.annotators import Annotator, RewardAnnotator
+from raylign.feedback.pool import PoolConfig
+from raylign.scoring.base import RewardConfig
+from raylign.sampling.base import SamplingConfig
+
+
+class AnnotatorConfig(StrictModel):
+    kind: Literal["reward", "judge", "http"]
+    name: str | None = None
+    reward: RewardConfig = RewardConfig(max_length=512)  # kind reward: any RewardSource
+    model: str = "SmolLM2-135M-Instruct"  # judge: a local model; http: the endpoint's model name
+    template: str = "pairwise"
+    backend: Literal["vllm", "hf"] = "vllm"  # judge: the sampler backend
+    num_samplers: int = 1
+    num_cpus_per_sampler: float = 0.5
+    max_prompt_tokens: int = 2000
+    url: str | None = None  # http
+    api_key_env: str = "OPENAI_API_KEY"
+    max_workers: int = 4  # http: concurrent requests
+    timeout_s: float = 120.0
+
+
+class AnnotateConfig(StrictModel):
+    data: str  # pairs {instruction, input, output_1, output_2} or candidates {instruction, input, output: [...]}
+    output: str = "annotations.jsonl"
+    annotators: list[AnnotatorConfig]
+    pool: PoolConfig = PoolConfig()
+    cache: bool = True
+    cache_dir: str | None = None  # default ~/.cache/raylign/annotations
+    limit: int | None = None
+    batch_size: int = 64  # pairs per Ray Data batch
+    concurrency: int = 1  # Ray Data annotation actors
+    num_cpus: float = 0.25  # per annotation actor (the judges' own actors hold the model)
+    use_ray_data: bool = True
+    ray_address: str | None = None
+
+
+def parse_spec(spec: str) -> AnnotatorConfig:
+    kind, sep, rest = spec.partition(":")
+    if not sep or not rest:
+        raise ConfigError(f"annotator '{spec}': expected KIND:VALUE (rm:, rm-http:, fn:, judge:, http:)")
+    if kind == "rm":
+        return AnnotatorConfig(kind="reward", name=spec, reward=RewardConfig(kind="actor", model=rest, max_length=512))
+    if kind == "rm-http":
+        return AnnotatorConfig(kind="reward", name=spec, reward=RewardConfig(kind="http", url=rest))
+    if kind == "fn":
+        return AnnotatorConfig(kind="reward", name=spec, reward=RewardConfig(kind="function", function=rest))
+    if kind == "judge":
+        model, _, template = rest.partition("@")
+        return AnnotatorConfig(kind="judge", name=spec, model=model, template=template or "pairwise")
+    if kind == "http":
+        url, sep2, model_template = rest.partition("#")
+        if not sep2 or not model_template:
+            raise ConfigError(f"annotator '{spec}': expected http:URL#MODEL[@TEMPLATE]")
+        model, _, template = model_template.partition("@")
+        return AnnotatorConfig(kind="http", name=spec, url=url, model=model, template=template or "pairwise")
+    raise ConfigError(f"annotator '{spec}': unknown kind '{kind}' (rm, rm-http, fn, judge, http)")
+
+
+def build_annotator(config: AnnotatorConfig) -> Annotator:
+    from raylign.feedback.judges import HttpJudge, SamplerJudge, judge_sampling
+
+    if config.kind == "reward":
+        return RewardAnnotator(config.reward, name=config.name)
+    if config.kind == "judge":
+        sampling: SamplingConfig = judge_sampling(backend=config.backend, num_samplers=config.num_samplers,
+                                                  num_cpus_per_sampler=config.num_cpus_per_sampler,
+                                                  max_prompt_tokens=config.max_prompt_tokens,
+                                                  vllm_max_model_len=config.max_prompt_tokens + 16)
+        return SamplerJudge(config.model, config.template, sampling, name=config.name)
+    if not config.url:
+        raise ConfigError("annotator kind 'http' needs url (an OpenAI-compatible base URL)")
+    return HttpJudge(config.url, config.model, config.template, api_key_env=config.api_key_env,
+                     timeout_s=config.timeout_s, max_workers=config.max_workers, name=config.name)
