@@ -19,6 +19,8 @@ COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("eval", "judges"), "raylign.evaluation.judge_agreement:main", "agreement of pairwise annotators with reference judgments"),
     (("annotate",), "raylign.feedback.cli:main", "label pairs with a pool of annotators (reward models, LLM judges)"),
     (("eval", "leaderboard"), "raylign.evaluation.leaderboard_cli:main", "AlpacaEval win rates (LC too) from annotations or outputs"),
+    (("generate", "best-of-n"), "raylign.generation.cli:best_of_n", "best-of-n batch inference (n samples, reward argmax) to AlpacaEval outputs"),
+    (("generate", "outputs"), "raylign.generation.cli:outputs", "one response per prompt to AlpacaEval outputs (for the leaderboard)"),
     (("serve", "rm"), "raylign.serving.reward_app:main", "serve a reward model over HTTP with Ray Serve"),
     (("bench", "engine"), "raylign.benchmarks.engine_bench:main", "benchmark sampling, streaming overlap and weight sync"),
     (("model", "prepare"), "raylign.models.cli:prepare", "convert the default model (or check a local one)"),

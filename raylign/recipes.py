@@ -9,6 +9,7 @@ RECIPE_CONFIGS = {
     "smoke": "raylign.smoke:SmokeConfig",
     "rrhf": "raylign.algorithms.rrhf_job:RRHFJobConfig",
     "rm": "raylign.training.reward_model_config:RewardTrainConfig",
+    "best_of_n": "raylign.generation.best_of_n:BestOfNConfig",
 }
 
 

@@ -1,0 +1,37 @@
+"""`raylign generate best-of-n` and `raylign generate outputs`: batch inference to AlpacaEval outputs.
+
+    raylign generate best-of-n --config jobs/best_of_n_alpaca.yaml [key.sub=value ...]
+    raylign generate outputs --config jobs/best_of_n_alpaca.yaml output=runs/sft/outputs.json
+"""
+
+from __future__ import annotations
+
+import json
+
+from raylign.config import dump_config, load_config
+from raylign.generation.best_of_n import BestOfNConfig, run
+
+
+def _main(argv: list[str], best_of_n: bool) -> int:
+    from raylign.cli import recipe_parser
+
+    name = "best-of-n" if best_of_n else "outputs"
+    text = (
+        "Sample n responses per prompt, score them with a reward source, keep the argmax (AlpacaEval outputs)."
+        if best_of_n
+        else "One response per prompt (n = 1, no reward): a model's AlpacaEval outputs."
+    )
+    args = recipe_parser(f"generate {name}", text).parse_args(argv)
+    config = load_config(BestOfNConfig, args.config, args.overrides)
+    print(dump_config(config), flush=True)
+    summary = run(config, best_of_n=best_of_n)
+    print(json.dumps(summary, indent=2))
+    return 0 if summary["outputs"] else 1
+
+
+def best_of_n(argv: list[str]) -> int:
+    return _main(argv, best_of_n=True)
+
+
+def outputs(argv: list[str]) -> int:
+    return _main(argv, best_of_n=False)
