@@ -10,6 +10,7 @@ RECIPE_CONFIGS = {
     "rrhf": "raylign.algorithms.rrhf_job:RRHFJobConfig",
     "rm": "raylign.training.reward_model_config:RewardTrainConfig",
     "best_of_n": "raylign.generation.best_of_n:BestOfNConfig",
+    "almost": "raylign.feedback.almost:AlmostConfig",
 }
 
 

@@ -4,7 +4,7 @@
     raylign eval leaderboard --annotations annotations.json --output runs/leaderboard/results.json
     # from outputs: annotate model vs reference with a reward model, then score
     raylign eval leaderboard --model-outputs runs/bon/outputs.json --reference-outputs ref.json \
-        --reward-model hh-rm-smollm2 --output runs/leaderboard/results.json
+        --annotator rm:hh-rm-smollm2 --output runs/leaderboard/results.json
 
 Writes results.json, results.csv (AlpacaEval's leaderboard columns) and results.png (a bar
 chart); from outputs also results_annotations.json, which `--annotations` reads back.
@@ -21,7 +21,6 @@ from pathlib import Path
 from raylign.data.adapters import alpaca_prompt
 from raylign.data.readers import DataError, iter_records
 from raylign.evaluation.leaderboard import COLUMNS, format_table, leaderboard, read_annotations
-from raylign.scoring.base import RewardConfig
 
 
 def read_outputs(path) -> list[dict]:
@@ -63,38 +62,27 @@ def pair_outputs(model_rows: list[dict], reference_rows: list[dict], reference_p
     return pairs
 
 
-def preference_from_scores(first: float, second: float, mode: str = "hard") -> float:
-    """AlpacaEval preference from two rewards: 1 = output_1 better, 2 = output_2, 1.5 tie;
-    `soft` gives the Bradley-Terry probability 1 + sigmoid(second - first)."""
-    if mode == "soft":
-        return 1.0 + 1.0 / (1.0 + math.exp(first - second))
-    return 1.5 if first == second else (2.0 if second > first else 1.0)
+def annotate_pairs(pairs: list[dict], specs: list[str], preference: str = "hard") -> list[dict]:
+    """The one place the leaderboard meets the annotators (raylign/feedback): a pool of them,
+    each pair routed to one by a seeded hash, outputs shown in a seeded order, identical
+    outputs a tie; no label noise (this is evaluation). `hard` rounds a soft preference to
+    1, 1.5 or 2, as AlpacaFarm's leaderboards count wins."""
+    from raylign.feedback.config import build_annotator, parse_spec
+    from raylign.feedback.pool import AnnotatorPool, PoolConfig, hard_label
 
+    if any(not spec.startswith(("fn:", "http:", "rm-http:")) for spec in specs):
+        from raylign.runtime import init_ray
 
-def annotate_pairs(pairs: list[dict], reward: RewardConfig, mode: str = "hard", annotator: str | None = None) -> list[dict]:
-    """The one place the leaderboard meets an annotator: a reward model scores both outputs.
-
-    Identical outputs are a tie without scoring (as AlpacaFarm's annotators do).
-    """
-    from raylign.scoring.sources import make_reward_source
-
-    source = make_reward_source(reward)
+        init_ray(quiet=True)  # reward-model actors and judges' sampler actors live in the cluster
+    pool = AnnotatorPool([build_annotator(parse_spec(spec)) for spec in specs], PoolConfig(training=False)).prepare()
     try:
-        rows = []
-        for pair in pairs:
-            prompt = alpaca_prompt(pair["instruction"], pair.get("input"))
-            rows += [{"prompt": prompt, "response": pair["output_1"]}, {"prompt": prompt, "response": pair["output_2"]}]
-        scores = source.score(rows)
+        rows = pool.annotate(pairs)
     finally:
-        source.close()
-    name = annotator or f"reward_model:{reward.model or reward.function or reward.url or reward.app_name}"
-    out = []
-    for i, pair in enumerate(pairs):
-        first, second = scores[2 * i], scores[2 * i + 1]
-        same = pair["output_1"].strip() == pair["output_2"].strip()
-        pref = 1.5 if same else preference_from_scores(first, second, mode)
-        out.append({**pair, "preference": pref, "annotator": name, "scores": [first, second]})
-    return out
+        pool.close()
+    if preference == "hard":
+        for row in rows:
+            row["preference"] = hard_label(row["preference"])
+    return rows
 
 
 def write_results(table: list[dict], output: Path) -> list[Path]:
@@ -144,10 +132,10 @@ def _parser() -> argparse.ArgumentParser:
     source.add_argument("--annotations", nargs="+", help="AlpacaEval annotation files (JSON or JSONL)")
     source.add_argument("--model-outputs", nargs="+", help="AlpacaEval outputs of the models to rank")
     parser.add_argument("--reference-outputs", help="AlpacaEval outputs of the baseline (with --model-outputs)")
-    parser.add_argument("--reward-model", default="hh-rm-smollm2", help="annotator: reward-model path or shipped name")
-    parser.add_argument("--reward-function", help="annotator: 'module:callable' reward instead of a model")
-    parser.add_argument("--preference", choices=["hard", "soft"], default="hard", help="reward difference to 1/2, or 1 + sigmoid(diff)")
-    parser.add_argument("--reward-cpus", type=float, default=1.0, help="CPUs of the reward-model actor")
+    parser.add_argument("--annotator", action="append", help="with --model-outputs: an annotator spec, repeatable for a "
+                        "pool (rm:NAME_OR_PATH, fn:MODULE:CALLABLE, judge:MODEL, http:URL#MODEL; default rm:hh-rm-smollm2)")
+    parser.add_argument("--preference", choices=["hard", "soft"], default="hard",
+                        help="hard: each pair counts as a win, loss or tie; soft: the annotator's probability")
     parser.add_argument("--no-length-control", action="store_true", help="skip the length-controlled GLM")
     parser.add_argument("--output", default="runs/leaderboard/results.json", help="results JSON (CSV and PNG beside it)")
     return parser
@@ -162,14 +150,7 @@ def run(args: argparse.Namespace) -> list[dict]:
             raise DataError("--model-outputs needs --reference-outputs (the baseline's AlpacaEval outputs)")
         reference = read_outputs(args.reference_outputs)
         pairs = [p for path in args.model_outputs for p in pair_outputs(read_outputs(path), reference, args.reference_outputs)]
-        if args.reward_function:
-            reward = RewardConfig(kind="function", function=args.reward_function)
-        else:
-            from raylign.runtime import init_ray
-
-            init_ray(quiet=True)
-            reward = RewardConfig(kind="actor", model=args.reward_model, num_cpus=args.reward_cpus)
-        annotations = annotate_pairs(pairs, reward, args.preference)
+        annotations = annotate_pairs(pairs, args.annotator or ["rm:hh-rm-smollm2"], args.preference)
         output.parent.mkdir(parents=True, exist_ok=True)
         path = output.with_name(output.stem + "_annotations.json")
         path.write_text(json.dumps(annotations, indent=1))

@@ -52,6 +52,19 @@ def encode_prompt(tokenizer, messages: Sequence[dict], max_tokens: int, over_lon
     return ids
 
 
+def encode_raw_prompt(tokenizer, text: str, max_tokens: int, over_long: OverLong = "truncate") -> list[int]:
+    """A plain-text completion prompt (few-shot demonstrations), no chat template.
+
+    Over-long ones keep their end, where the text to be continued sits.
+    """
+    ids = list(tokenizer(text)["input_ids"])
+    if len(ids) > max_tokens:
+        if over_long == "reject":
+            raise PromptTooLongError(f"prompt has {len(ids)} tokens, more than max_prompt_tokens={max_tokens}")
+        ids = ids[-max_tokens:]
+    return ids
+
+
 def encode_response(tokenizer, text: str, max_tokens: int) -> list[int]:
     """Token ids of a response as the model would emit it, ending with EOS."""
     ids = tokenizer(text, add_special_tokens=False)["input_ids"][: max_tokens - 1]

@@ -12,7 +12,7 @@ import time
 
 import ray
 
-from raylign.models.chat import PromptTooLongError, as_messages, encode_prompt, encode_response
+from raylign.models.chat import PromptTooLongError, as_messages, encode_prompt, encode_raw_prompt, encode_response
 from raylign.sampling.base import SamplingConfig, make_sampler
 
 log = logging.getLogger(__name__)
@@ -36,14 +36,7 @@ class SamplerWorker:
         kept, prompt_ids = [], []
         for row in rows:
             try:
-                prompt_ids.append(
-                    encode_prompt(
-                        self.tokenizer,
-                        as_messages(row),
-                        self.config.max_prompt_tokens,
-                        self.config.over_long_prompt,
-                    )
-                )
+                prompt_ids.append(self._prompt_ids(row))
                 kept.append(row)
             except PromptTooLongError as err:
                 self.rejected_prompts += 1
@@ -70,6 +63,11 @@ class SamplerWorker:
             if dataset_responses:
                 rollouts.extend(self._dataset_rollouts(row, ids, len(samples)))
         return rollouts
+
+    def _prompt_ids(self, row: dict) -> list[int]:
+        if self.config.prompt_mode == "raw":
+            return encode_raw_prompt(self.tokenizer, row["prompt"], self.config.max_prompt_tokens, self.config.over_long_prompt)
+        return encode_prompt(self.tokenizer, as_messages(row), self.config.max_prompt_tokens, self.config.over_long_prompt)
 
     def _dataset_rollouts(self, row: dict, prompt_ids: list[int], first_index: int) -> list[dict]:
         extra = []

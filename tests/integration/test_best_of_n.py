@@ -75,8 +75,8 @@ def test_best_of_n_then_leaderboard(ray_cluster, tiny_model_dir, tiny_reward_mod
     assert (plain["outputs"], plain["candidates"], plain["n"]) == (5, 5, 1)
     assert all("reward" not in o for o in json.loads(ref.read_text()))
     results = tmp_path / "lb" / "results.json"
-    rc = leaderboard_main(["--model-outputs", str(out), "--reference-outputs", str(ref), "--reward-model",
-                           str(tiny_reward_model_dir), "--reward-cpus", "0.25", "--output", str(results)])
+    rc = leaderboard_main(["--model-outputs", str(out), "--reference-outputs", str(ref), "--annotator",
+                           f"rm:{tiny_reward_model_dir}", "--output", str(results)])
     assert rc == 0
     [row] = json.loads(results.read_text())
     annotations = json.loads((tmp_path / "lb" / "results_annotations.json").read_text())

@@ -7,7 +7,7 @@ import pytest
 
 from raylign.evaluation.leaderboard import leaderboard, length_controlled_winrate, read_annotations, winrate
 from raylign.evaluation.leaderboard_cli import main as leaderboard_main
-from raylign.evaluation.leaderboard_cli import pair_outputs, preference_from_scores
+from raylign.evaluation.leaderboard_cli import pair_outputs
 
 
 def test_winrate_by_hand():
@@ -42,14 +42,6 @@ def test_length_controlled_recovers_the_equal_length_rate():
         lc = length_controlled_winrate(prefs, model_len, base_len)
         assert lc == pytest.approx(100 / (1 + math.exp(-bias)), abs=0.5)
         assert raw > lc + 5  # the raw rate rewards the extra length
-
-
-def test_preference_from_scores():
-    assert preference_from_scores(1.0, 2.0) == 2.0
-    assert preference_from_scores(2.0, 1.0) == 1.0
-    assert preference_from_scores(1.0, 1.0) == 1.5
-    assert preference_from_scores(0.0, 0.0, "soft") == pytest.approx(1.5)
-    assert preference_from_scores(0.0, math.log(3), "soft") == pytest.approx(1.75)
 
 
 def test_bad_annotation_names_file_and_field(tmp_path):
@@ -130,7 +122,7 @@ def test_from_outputs_annotated_and_scored_like_alpaca_eval(shared_data, tmp_pat
     out = tmp_path / "lb" / "results.json"
     rc = leaderboard_main(
         ["--model-outputs", str(tmp_path / "model.json"), "--reference-outputs", str(tmp_path / "ref.json"),
-         "--reward-function", "raylign.scoring.rule_rewards:concise", "--output", str(out)]
+         "--annotator", "fn:raylign.scoring.rule_rewards:concise", "--output", str(out)]
     )
     assert rc == 0
     annotations = json.loads((tmp_path / "lb" / "results_annotations.json").read_text())
