@@ -11,6 +11,7 @@ RECIPE_CONFIGS = {
     "rm": "raylign.training.reward_model_config:RewardTrainConfig",
     "best_of_n": "raylign.generation.best_of_n:BestOfNConfig",
     "almost": "raylign.feedback.almost:AlmostConfig",
+    "annotate": "raylign.feedback.config:AnnotateConfig",
 }
 
 

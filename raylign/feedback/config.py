@@ -55,7 +55,7 @@ def parse_spec(spec: str) -> AnnotatorConfig:
     if not sep or not rest:
         raise ConfigError(f"annotator '{spec}': expected KIND:VALUE (rm:, rm-http:, fn:, judge:, http:)")
     if kind == "rm":
-        return AnnotatorConfig(kind="reward", name=spec, reward=RewardConfig(kind="actor", model=rest, max_length=512))
+        return AnnotatorConfig(kind="reward", name=spec, reward=RewardConfig(kind="actor", model=rest))
     if kind == "rm-http":
         return AnnotatorConfig(kind="reward", name=spec, reward=RewardConfig(kind="http", url=rest))
     if kind == "fn":
@@ -76,7 +76,14 @@ def build_annotator(config: AnnotatorConfig) -> Annotator:
     from raylign.feedback.judges import HttpJudge, SamplerJudge, judge_sampling
 
     if config.kind == "reward":
-        return RewardAnnotator(config.reward, name=config.name)
+        reward = config.reward
+        if reward.kind == "actor" and reward.model and "max_length" not in reward.model_fields_set:
+            # Score at the length the reward model was trained with (its raylign_rm.json).
+            from raylign.scoring.assets import resolve_reward_model
+            from raylign.scoring.reward_model import trained_max_length
+
+            reward = reward.model_copy(update={"max_length": trained_max_length(resolve_reward_model(reward.model))})
+        return RewardAnnotator(reward, name=config.name)
     if config.kind == "judge":
         sampling: SamplingConfig = judge_sampling(backend=config.backend, num_samplers=config.num_samplers,
                                                   num_cpus_per_sampler=config.num_cpus_per_sampler,

@@ -72,7 +72,8 @@ def annotate_rows(rows: Sequence[dict], pool: AnnotatorPool, use_ray_data: bool 
 
         ds = ray.data.from_items(prepared, override_num_blocks=max(1, len(prepared) // max(1, batch_size)))
         ds = ds.map_batches(_AnnotateBatch, fn_constructor_kwargs={"pool": pool}, batch_size=batch_size,
-                            batch_format="pyarrow", concurrency=concurrency, num_cpus=num_cpus)
+                            batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=concurrency),
+                            num_cpus=num_cpus)
         out = ds.take_all()
     out = sorted(out, key=lambda r: r["_row"])
     for row in out:

@@ -90,6 +90,19 @@ class SamplerJudge(Annotator):
             self._samplers = None
 
 
+def share_samplers(annotators) -> None:
+    """Judges on the same model and sampler settings (several templates) share one sampler group."""
+    groups: dict = {}
+    for judge in annotators:
+        if isinstance(judge, SamplerJudge) and judge._samplers is None:
+            key = (judge.model, judge.sampling.model_dump_json())
+            if key in groups:
+                judge._samplers = groups[key]._samplers
+            else:
+                judge.prepare()
+                groups[key] = judge
+
+
 def _chat_url(url: str) -> str:
     base = url.rstrip("/")
     if base.endswith("/chat/completions"):

@@ -97,6 +97,9 @@ class AnnotatorPool:
 
     def prepare(self) -> "AnnotatorPool":
         """Start what the annotators share (sampler or reward actors) in the driver, once."""
+        from raylign.feedback.judges import share_samplers
+
+        share_samplers(self.annotators.values())
         for annotator in self.annotators.values():
             annotator.prepare()
         return self
