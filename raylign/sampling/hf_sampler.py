@@ -69,7 +69,8 @@ class HFSampler(Sampler):
         # Left padding puts every label at the right edge, so only its positions need logits.
         pad = self.tokenizer.pad_token_id
         result = [[0.0] * len(labels) for _ in prompts]
-        for j, label in enumerate(labels):
+        single = all(len(label) == 1 for label in labels)  # one forward pass ranks every label
+        for j, label in enumerate(labels[:1] if single else labels):
             for start in range(0, len(prompts), chunk):
                 seqs = [p + list(label) for p in prompts[start : start + chunk]]
                 width = max(len(s) for s in seqs)
@@ -85,6 +86,10 @@ class HFSampler(Sampler):
                 target = torch.tensor(list(label)).expand(len(seqs), -1).unsqueeze(-1)
                 for i, value in enumerate(logp.gather(-1, target).squeeze(-1).sum(-1).tolist()):
                     result[start + i][j] = value
+                if single:  # the prompt's last position predicts the label token: read all of them there
+                    for k, other in enumerate(labels):
+                        for i, value in enumerate(logp[:, 0, other[0]].tolist()):
+                            result[start + i][k] = value
         return result
 
     def load_state_dict(self, state_dict: dict, version: int) -> None:
