@@ -157,6 +157,8 @@ def generate_prompts(samplers: list, config: AlmostConfig, rng: random.Random) -
                 stats[reason] = stats.get(reason, 0) + 1
             elif len(accepted) < pg.num_prompts:
                 accepted.append(prompt)
+        print(f"[almost] prompt generation round {round_index + 1}: {len(accepted)}/{pg.num_prompts} prompts "
+              f"from {stats['candidates']} candidates", flush=True)
     stats["accepted"] = len(accepted)
     return accepted, stats
 
@@ -193,6 +195,7 @@ def run(config: AlmostConfig) -> dict:
             header, dialogues = demos[r.demonstrations]
             texts = [response_text(header, dialogues, r.shots, p) for p in prompts]
             responses[r.name] = [cut_response(t) for t in _generate(groups[r.model or config.model], texts, r.name)]
+            print(f"[almost] responses from {r.name}: {len(texts)} in {time.perf_counter() - started:.0f} s", flush=True)
     finally:
         for group in groups.values():
             group.shutdown()

@@ -6,7 +6,7 @@ import json
 import pytest
 import ray
 
-from raylign.feedback.almost import AlmostConfig, ResponseConfig, response_text, read_demonstrations, run
+from raylign.feedback.almost import ASSETS, AlmostConfig, ResponseConfig, response_text, read_demonstrations, run
 from raylign.feedback.almost_filters import is_near_duplicate
 from raylign.sampling.actor import create_samplers
 from raylign.sampling.base import SamplingConfig
@@ -28,17 +28,14 @@ def test_raw_prompt_mode_feeds_the_text_verbatim(ray_cluster, tiny_model_dir):
     assert rollouts[0]["prompt_token_ids"] == load_tokenizer(str(tiny_model_dir))(text)["input_ids"]
 
 
-def test_almost_pipeline_writes_preference_rows(ray_cluster, tiny_model_dir, shared_data, tmp_path):
+@pytest.mark.slow
+def test_almost_pipeline_writes_preference_rows(ray_cluster, tiny_model_dir, tmp_path):
     from raylign.data.adapters import load_rows
     from raylign.training.reward_model_data import tokenize_pairs
     from raylign.models.chat import load_tokenizer
 
-    demos = {"faithful": {"path": str(shared_data / "almost_Faithful_prompt.txt"), "quality": 2},
-             "hhh": {"path": str(shared_data / "almost_HHH_prompt.txt"), "quality": 1}}
-    config = AlmostConfig(
+    config = AlmostConfig(  # the shipped seeds and demonstrations (../shared/data's ALMoST files)
         model=str(tiny_model_dir),
-        seeds=str(shared_data / "almost_seed_prompts.txt"),
-        demonstrations=demos,
         prompts={"num_prompts": 3, "shots": 4, "per_round": 6, "max_rounds": 4, "min_words": 2},
         responses=[ResponseConfig(name="faithful_1", shots=1, demonstrations="faithful"),
                    ResponseConfig(name="hhh_1", shots=1, demonstrations="hhh"),
@@ -50,7 +47,7 @@ def test_almost_pipeline_writes_preference_rows(ray_cluster, tiny_model_dir, sha
     )
     summary = run(config)
     assert summary["ranking"] == ["faithful_1", "hhh_1", "hhh_0"]
-    seeds = (shared_data / "almost_seed_prompts.txt").read_text().splitlines()[1:]
+    seeds = (ASSETS / "seed_prompts.txt").read_text().splitlines()[1:]
     responses = [json.loads(line) for line in open(summary["responses_file"])]
     assert 1 <= len(responses) == summary["prompts"] <= 3
     for r in responses:
@@ -71,8 +68,8 @@ def test_almost_pipeline_writes_preference_rows(ray_cluster, tiny_model_dir, sha
     assert len(tokenized) == len(rows) and dropped == 0
 
 
-def test_response_prompt_shape(shared_data):
-    header, dialogues = read_demonstrations(str(shared_data / "almost_Faithful_prompt.txt"))
+def test_response_prompt_shape():
+    header, dialogues = read_demonstrations(str(ASSETS / "faithful_prompt.txt"))
     assert len(dialogues) == 3 and header.startswith("Below are a series of dialogues")
     text = response_text(header, dialogues, 2, "How do I boil an egg?")
     assert text.count("-----") == 3 and text.endswith("Human:  How do I boil an egg?\n\nAssistant:")

@@ -46,6 +46,7 @@ def _config(model, prompts, reward_model, output, n=4):
     )
 
 
+@pytest.mark.slow
 def test_best_of_n_then_leaderboard(ray_cluster, tiny_model_dir, tiny_reward_model_dir, prompts_file, tmp_path):
     from raylign.evaluation.leaderboard_cli import main as leaderboard_main
     from raylign.scoring.reward_model import RewardScorer
