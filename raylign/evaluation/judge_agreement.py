@@ -162,6 +162,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     from raylign.feedback.cache import AnnotationCache
     from raylign.feedback.config import build_annotator, parse_spec
+    from raylign.feedback.job import quiet_ray_data
     from raylign.runtime import init_ray
 
     args = _parser().parse_args(argv)
@@ -169,6 +170,7 @@ def main(argv: list[str]) -> int:
                                  args.split_seed, args.limit)
     cache = None if args.no_cache else AnnotationCache(args.cache_dir)
     init_ray(None, quiet=True)
+    quiet_ray_data()
     reports = []
     for spec in args.annotator:
         annotator = build_annotator(parse_spec(spec))

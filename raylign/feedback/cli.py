@@ -84,14 +84,16 @@ def build_pool(config: AnnotateConfig):
 
 
 def main(argv: list[str]) -> int:
-    from raylign.feedback.job import annotate_rows, read_pairs, write_jsonl
+    from raylign.feedback.job import annotate_rows, quiet_ray_data, read_pairs, write_jsonl
     from raylign.runtime import init_ray
 
     config = config_from_args(_parser().parse_args(argv))
     rows = read_pairs(config.data, config.limit)
     started = time.time()
     init_ray(config.ray_address, quiet=True)
+    quiet_ray_data()
     pool = build_pool(config).prepare()
+    cached_before = pool.cache.count() if pool.cache else 0
     try:
         out = annotate_rows(rows, pool, config.use_ray_data, config.batch_size, config.concurrency, config.num_cpus)
     finally:
@@ -104,4 +106,7 @@ def main(argv: list[str]) -> int:
           f"ties {sum(p == 1.5 for p in prefs)}; swapped {sum(r['swapped'] for r in out)}; "
           f"noised {sum(r['noised'] for r in out)}")
     print("  per annotator: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    if pool.cache:
+        print(f"  newly judged {pool.cache.count() - cached_before} pairs (the rest came from the cache "
+              f"{pool.cache.path} or were ties)")
     return 0

@@ -81,6 +81,16 @@ def annotate_rows(rows: Sequence[dict], pool: AnnotatorPool, use_ray_data: bool 
     return out
 
 
+def quiet_ray_data() -> None:
+    """Command-line runs print their own summary: no Ray Data progress logging."""
+    import logging
+
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+
 def write_jsonl(rows: Sequence[dict], path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
