@@ -110,32 +110,3 @@ def rrhf_loss(token_logprobs: Tensor, response_mask: Tensor, scores: Tensor,
             "num_pairs": float(num_pairs),
         }
     return loss, metrics
-
-
-def rrhf_group_loss(model, group: list[dict], pad_id: int, max_length: int,
-                    rrhf_weight: float = 1.0, length_penalty: float = 1.0, kl_coef: float = 0.0):
-    """RRHF loss of one prompt's scored candidates under the current policy.
-
-    `group` holds the rollout rows of a single prompt (sampled and dataset
-    responses), each with prompt/response token ids and a `reward`. With
-    `kl_coef > 0` and reference log-probs on the rows, the policy-sampled responses
-    add kl_coef * KL(pi || ref) (the RRHF paper's fix for reward hacking when
-    sampling online). Returns the loss, its metrics and the tokens seen.
-    """
-    from raylign.algorithms.kl import kl_k3, scatter_response_values
-    from raylign.training.sequences import pack_prompt_responses, token_logprobs
-
-    batch = pack_prompt_responses(
-        [r["prompt_token_ids"] for r in group], [r["response_token_ids"] for r in group], pad_id, max_length
-    )
-    scores = torch.tensor([[float(r["reward"]) for r in group]])
-    logprobs = token_logprobs(model, batch)
-    loss, metrics = rrhf_loss(logprobs, batch["response_mask"], scores, rrhf_weight, length_penalty)
-    sampled = [i for i, r in enumerate(group) if r.get("source") != "dataset" and r.get("ref_logprobs") is not None]
-    if kl_coef > 0 and sampled:
-        mask = batch["response_mask"][sampled]
-        ref = scatter_response_values([group[i]["ref_logprobs"] for i in sampled], mask)
-        kl = kl_k3(logprobs[sampled], ref.to(logprobs.device), mask)
-        loss = loss + kl_coef * kl
-        metrics = {**metrics, "kl": float(kl.detach()), "loss": float(loss.detach())}
-    return loss, metrics, int(batch["attention_mask"].sum())

@@ -2,85 +2,69 @@
 
 from __future__ import annotations
 
-import functools
-import json
-from typing import Literal
+import torch
 
-from raylign.algorithms.rrhf import RRHFConfig, rrhf_group_loss
-from raylign.config import StrictModel, dump_config, load_config
-from raylign.engine.loop import EngineConfig, run_engine
-from raylign.sampling.base import SamplingConfig
-from raylign.scoring.base import RewardConfig
-from raylign.scoring.reference import ReferenceConfig, create_reference
-from raylign.smoke import BUNDLED_PROMPTS
+from raylign.algorithms.base import Algorithm, TrainContext, UpdateConfig, rows_logprobs
+from raylign.algorithms.kl import kl_k3, scatter_response_values
+from raylign.algorithms.online_job import DataConfig, OnlineJobConfig, online_main, run_online  # noqa: F401
+from raylign.algorithms.rrhf import RRHFConfig, rrhf_loss
 
 
-class DataConfig(StrictModel):
-    path: str = str(BUNDLED_PROMPTS)
-    format: str = "auto"
-    # preference rows carry the dataset's chosen/rejected answers (used as extra candidates)
-    kind: Literal["prompt", "preference"] = "preference"
-    on_error: Literal["raise", "skip"] = "skip"
-    limit: int | None = None
-
-
-class RRHFJobConfig(StrictModel):
-    model: str = "SmolLM2-135M-Instruct"
-    ray_address: str | None = None
-    data: DataConfig = DataConfig()
-    sampling: SamplingConfig = SamplingConfig()
-    reward: RewardConfig = RewardConfig(kind="actor", model="hh-rm-smollm2")
+class RRHFJobConfig(OnlineJobConfig):
     rrhf: RRHFConfig = RRHFConfig()
-    reference: ReferenceConfig = ReferenceConfig()
-    engine: EngineConfig = EngineConfig()
+
+
+class RRHFAlgorithm(Algorithm):
+    """One unit = one prompt's candidates (sampled + the dataset's), ranked by reward."""
+
+    name = "rrhf"
+    update = UpdateConfig(epochs=1, num_minibatches=1, micro_batch_size=1)
+
+    def __init__(self, config: RRHFConfig, kl_coef: float = 0.0, dataset_responses: bool = False):
+        self.config = config
+        self.kl_coef = kl_coef
+        self.needs_reference = kl_coef > 0
+        self.dataset_responses = dataset_responses
+
+    def loss(self, module, units: list, context: TrainContext):
+        """One forward over every candidate of the micro-batch's groups, then the RRHF loss
+        per group (+ kl_coef * KL(pi || ref) on the policy's own samples, the RRHF paper's
+        fix for reward hacking when sampling online), summed over groups."""
+        rows = [row for group in units for row in group]
+        logprobs, batch = rows_logprobs(module, rows, context)
+        mask = batch["response_mask"]
+        total, sums, start = 0.0, {}, 0
+        for group in units:
+            rows_of_group = slice(start, start + len(group))
+            start += len(group)
+            scores = torch.tensor([[float(r["reward"]) for r in group]])
+            loss, metrics = rrhf_loss(logprobs[rows_of_group], mask[rows_of_group], scores,
+                                      self.config.rrhf_weight, self.config.length_penalty)
+            sampled = [i for i, r in enumerate(group) if r.get("source") != "dataset" and r.get("ref_logprobs") is not None]
+            if self.kl_coef > 0 and sampled:
+                picked = [rows_of_group.start + i for i in sampled]
+                ref = scatter_response_values([group[i]["ref_logprobs"] for i in sampled], mask[picked])
+                kl = kl_k3(logprobs[picked], ref.to(logprobs.device), mask[picked])
+                loss = loss + self.kl_coef * kl
+                metrics = {**metrics, "kl": float(kl.detach()), "loss": float(loss.detach())}
+            total = total + loss
+            for key, value in metrics.items():
+                sums[key] = sums.get(key, 0.0) + float(value) / len(units)
+        return total, float(len(units)), sums
+
+
+def make_algorithm(config: RRHFJobConfig) -> RRHFAlgorithm:
+    return RRHFAlgorithm(
+        config.rrhf,
+        kl_coef=config.reference.kl_coef,
+        dataset_responses=config.rrhf.include_dataset_responses and config.data.kind == "preference",
+    )
 
 
 def run(config: RRHFJobConfig) -> dict:
-    import ray
-
-    from raylign.data.adapters import load_rows
-    from raylign.models.registry import resolve_model
-    from raylign.runtime import init_ray
-    from raylign.scoring.sources import make_reward_source
-
-    model_path = str(resolve_model(config.model))
-    prompts = load_rows(config.data.path, config.data.kind, config.data.format, config.data.limit, config.data.on_error)
-    init_ray(config.ray_address)
-    reward = make_reward_source(config.reward)
-    reference = create_reference(config.reference, model_path, config.engine.trainer.max_length)
-    try:
-        return run_engine(
-            config.engine,
-            model_path,
-            prompts,
-            config.sampling,
-            reward,
-            functools.partial(
-                rrhf_group_loss,
-                rrhf_weight=config.rrhf.rrhf_weight,
-                length_penalty=config.rrhf.length_penalty,
-                kl_coef=config.reference.kl_coef,
-            ),
-            run_name="rrhf",
-            dataset_responses=config.rrhf.include_dataset_responses and config.data.kind == "preference",
-            reference=reference,
-        )
-    finally:
-        reward.close()
-        if reference is not None:
-            ray.kill(reference)
+    return run_online(config, make_algorithm(config), "rrhf")
 
 
 def main(argv: list[str]) -> int:
-    from raylign.cli import recipe_parser
-
-    args = recipe_parser("train rrhf", "RRHF: rank k sampled responses by reward; ranking + SFT loss.").parse_args(argv)
-    config = load_config(RRHFJobConfig, args.config, args.overrides)
-    print(dump_config(config), flush=True)
-    result = run(config)
-    for example in result["examples"]:
-        print(f"\n--- best sample of the last step (policy v{example['policy_version']}, {example['sampler']}, "
-              f"reward {example['reward']:.3f})\nPROMPT: {example['prompt'][-300:]}\nRESPONSE: {example['response']}")
-    print(json.dumps({k: v for k, v in result.items() if k not in ("last", "examples")}, indent=2))
-    print(f"final policy (HF format): {result['checkpoint']}")
-    return 0
+    return online_main(argv, "train rrhf", "RRHF: rank k sampled responses by reward; ranking + SFT loss.",
+                       RRHFJobConfig, make_algorithm, "rrhf")

@@ -10,7 +10,6 @@ Ratios within one run are what to compare: these machines are noisy.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import statistics
 import time
@@ -65,7 +64,8 @@ def _rate(timings: list[tuple[int, float]]) -> tuple[float, float]:
 
 
 def bench_iterations(model_path, prompts, sampling, engine, reward, out_dir: Path) -> list[dict]:
-    from raylign.algorithms.rrhf import rrhf_group_loss
+    from raylign.algorithms.rrhf import RRHFConfig
+    from raylign.algorithms.rrhf_job import RRHFAlgorithm
     from raylign.engine.loop import run_engine
 
     rows = []
@@ -74,7 +74,8 @@ def bench_iterations(model_path, prompts, sampling, engine, reward, out_dir: Pat
             update={"pipeline": mode, "max_staleness": staleness, "output_dir": str(out_dir / mode), "resume": False}
         )
         start = time.perf_counter()
-        result = run_engine(config, model_path, prompts, sampling, reward, functools.partial(rrhf_group_loss), f"bench-{mode}", True)
+        result = run_engine(config, model_path, prompts, sampling, reward,
+                            RRHFAlgorithm(RRHFConfig(), dataset_responses=True), f"bench-{mode}")
         wall = time.perf_counter() - start
         metrics = [json.loads(line) for line in open(result["metrics"])]
         steady = metrics[1:] or metrics  # the first step includes start-up

@@ -1,9 +1,10 @@
-"""Hand-off point between the Ray Data rollout stream and the Ray Train workers.
+"""Hand-off point between the driver's rollout stream and the Ray Train workers.
 
-The driver puts each scored batch here under its step number; every trainer worker
-asks for (step, rank) and gets its shard of whole prompt groups, waiting if the
-batch is not ready yet. Rank 0 reports metrics back the same way, so the driver can
-show progress while `TorchTrainer.fit()` runs.
+The driver puts each step's *units* here (after the algorithm's batch-level `select`);
+every trainer worker asks for (step, rank) and gets its round-robin share of whole units.
+A rank whose share is empty also gets a filler unit that it trains at weight 0, so it
+still joins every collective without training on a copy. Rank 0 reports metrics back
+the same way, so the driver can show progress while `TorchTrainer.fit()` runs.
 """
 
 from __future__ import annotations
@@ -14,34 +15,24 @@ from collections import defaultdict
 import ray
 
 
-def shard_groups(rows: list[dict], rank: int, world_size: int) -> list[list[dict]]:
-    """Split rows into per-prompt groups and deal the groups round-robin to ranks.
-
-    Every rank gets at least one group (repeating groups if there are fewer groups
-    than ranks), since a data-parallel step needs every worker to take part.
-    """
-    groups: dict[str, list[dict]] = defaultdict(list)
-    for row in rows:
-        groups[row["prompt_id"]].append(row)
-    ordered = [groups[key] for key in sorted(groups)]
-    if not ordered:
-        return []
-    if len(ordered) < world_size:
-        return [ordered[rank % len(ordered)]]
-    return ordered[rank::world_size]
+def shard_units(units: list, rank: int, world_size: int) -> dict:
+    """This rank's units (round-robin, never repeated) and, when it has none, a filler."""
+    mine = list(units[rank::world_size])
+    filler = units[0] if (not mine and units) else None
+    return {"units": mine, "filler": filler}
 
 
 @ray.remote(num_cpus=0)
 class RolloutBuffer:
     def __init__(self):
-        self._batches: dict[int, list[dict]] = {}
+        self._batches: dict[int, tuple[list, dict]] = {}
         self._taken: dict[int, int] = defaultdict(int)
         self._ready: dict[int, asyncio.Event] = defaultdict(asyncio.Event)
         self._reports: list[dict] = []
         self._closed = False
 
-    async def put(self, step: int, rows: list[dict]) -> None:
-        self._batches[step] = rows
+    async def put(self, step: int, units: list, metrics: dict | None = None) -> None:
+        self._batches[step] = (units, metrics or {})
         self._ready[step].set()
 
     async def close(self) -> None:
@@ -50,7 +41,7 @@ class RolloutBuffer:
         for event in list(self._ready.values()):
             event.set()
 
-    async def get(self, step: int, rank: int, world_size: int) -> list[list[dict]] | None:
+    async def get(self, step: int, rank: int, world_size: int) -> dict | None:
         while step not in self._batches:
             if self._closed:
                 return None
@@ -59,7 +50,8 @@ class RolloutBuffer:
                 await asyncio.wait_for(event.wait(), timeout=1.0)
             except asyncio.TimeoutError:
                 pass
-        shard = shard_groups(self._batches[step], rank, world_size)
+        units, metrics = self._batches[step]
+        shard = {**shard_units(units, rank, world_size), "metrics": metrics}
         self._taken[step] += 1
         if self._taken[step] >= world_size:  # every rank has its shard: free the rows
             del self._batches[step]

@@ -20,6 +20,7 @@ from typing import Callable, Literal
 
 import ray
 
+from raylign.algorithms.base import Algorithm
 from raylign.config import StrictModel
 from raylign.engine.buffer import RolloutBuffer
 from raylign.engine.policy_trainer import TrainerConfig, policy_train_loop, read_resume_state
@@ -45,14 +46,18 @@ class EngineConfig(StrictModel):
 
 
 def assign_steps(prompts: list[dict], prompts_per_step: int, first_step: int, last_step: int) -> list[dict]:
-    """Give each prompt its training step (cycling through the prompts as epochs)."""
+    """Give each prompt its training step (cycling through the prompts as epochs).
+
+    `prompt_uid` is the row's identity within the run: a prompt that appears twice in one
+    step (few prompts, many per step) forms two groups, never one merged group.
+    """
     if not prompts:
         raise ValueError("no prompts to train on")
     rows = []
     for step in range(first_step, last_step):
         for j in range(prompts_per_step):
             prompt = prompts[(step * prompts_per_step + j) % len(prompts)]
-            rows.append({**prompt, "batch_index": step})
+            rows.append({**prompt, "batch_index": step, "prompt_uid": f"{step}:{j}"})
     return rows
 
 
@@ -95,9 +100,10 @@ def _rollout_stats(rows: list[dict]) -> dict[str, float]:
 class _Feeder(threading.Thread):
     """Moves finished steps from the rollout stream into the buffer, in order."""
 
-    def __init__(self, make_stream: Callable, buffer, on_step: Callable):
+    def __init__(self, make_stream: Callable, buffer, on_step: Callable, algorithm: Algorithm):
         super().__init__(daemon=True, name="raylign-feeder")
         self.make_stream, self.buffer, self.on_step = make_stream, buffer, on_step
+        self.algorithm = algorithm
         self.error: BaseException | None = None
 
     def run(self):
@@ -109,8 +115,11 @@ class _Feeder(threading.Thread):
                 for step in sorted(pending):
                     if len(pending[step]) == pending[step][0]["rows_in_batch"]:
                         batch = pending.pop(step)
-                        ray.get(self.buffer.put.remote(step, batch))
-                        self.on_step(step, _rollout_stats(batch), _best_examples(batch))
+                        # Batch-level selection (whitening, top fraction, pools, pairs) sees the whole
+                        # step before it is dealt to ranks.
+                        units, selected = self.algorithm.select(batch, step)
+                        ray.get(self.buffer.put.remote(step, units, selected))
+                        self.on_step(step, {**_rollout_stats(batch), "units": len(units)}, _best_examples(batch))
         except BaseException as err:  # surfaced by the driver after fit() returns
             self.error = err
             log.exception("rollout stream failed")
@@ -133,9 +142,8 @@ def run_engine(
     prompts: list[dict],
     sampling: SamplingConfig,
     reward: RewardSource,
-    group_loss: Callable,
+    algorithm: Algorithm,
     run_name: str,
-    dataset_responses: bool = False,
     samplers: list | None = None,
     reference=None,
 ) -> dict:
@@ -164,7 +172,7 @@ def run_engine(
         samplers = create_samplers(start_weights, sampling, initial_version=first_step)
     buffer = RolloutBuffer.remote()
     rows = assign_steps(prompts, config.prompts_per_step, first_step, config.num_iterations)
-    stream = _stream_factory(config, rows, samplers, sampling.num_samples, reward, dataset_responses, reference)
+    stream = _stream_factory(config, rows, samplers, sampling.num_samples, reward, algorithm, reference)
 
     logger = MetricsLogger(output_dir, run_name)
     bar = progress(config.num_iterations - first_step, f"{run_name} iterations")
@@ -187,7 +195,7 @@ def run_engine(
         examples[:] = best
         flush_reports()
 
-    feeder = _Feeder(stream, buffer, on_step)
+    feeder = _Feeder(stream, buffer, on_step, algorithm)
     trainer = TorchTrainer(
         policy_train_loop,
         train_loop_config={
@@ -199,7 +207,7 @@ def run_engine(
             "num_iterations": config.num_iterations,
             "buffer": buffer,
             "samplers": samplers,
-            "group_loss": group_loss,
+            "algorithm": algorithm,
         },
         scaling_config=ScalingConfig(
             num_workers=config.trainer.num_workers,
@@ -234,12 +242,14 @@ def run_engine(
     }
 
 
-def _stream_factory(config: EngineConfig, rows, samplers, num_samples, reward, dataset_responses, reference=None):
+def _stream_factory(config: EngineConfig, rows, samplers, num_samples, reward, algorithm: Algorithm, reference=None):
     """A function returning an iterator of row lists, one element per finished chunk."""
     staleness = config.max_staleness
+    dataset_responses = algorithm.dataset_responses
 
     def sequential():
         for batch in group_by_step(rows):
+            batch = [algorithm.prepare_prompt(row) for row in batch]
             yield score_batch(sample_batch(batch, samplers, num_samples, 0, dataset_responses), reward, reference)
 
     def streaming():
@@ -249,6 +259,8 @@ def _stream_factory(config: EngineConfig, rows, samplers, num_samples, reward, d
         context.issue_detectors_config.detectors = []  # rollout rows are small; its memory hints are noise here
         steps = len({r["batch_index"] for r in rows})
         ds = ray.data.from_items(rows, override_num_blocks=steps)
+        if type(algorithm).prepare_prompt is not Algorithm.prepare_prompt:
+            ds = ds.map(algorithm.prepare_prompt)  # per-row prompt stage (e.g. Quark's control token)
         ds = ds.map_batches(
             sample_stage,
             batch_format="pyarrow",

@@ -1,24 +1,26 @@
-"""The policy trainer: a Ray Train `TorchTrainer` worker group.
+"""The policy trainer: a Ray Train `TorchTrainer` worker group driven by an `Algorithm`.
 
-Each worker pulls its shard of step i's scored rollouts from the RolloutBuffer,
-computes the algorithm's loss, and takes a data-parallel step (gloo on CPU, NCCL on
-GPU, DeepSpeed ZeRO when configured). Rank 0 then pushes the new weights to every
-sampler (versioned sync), reports metrics, and writes HF-format checkpoints.
+Each worker takes its share of step i's units from the RolloutBuffer, runs the method's
+no-grad `prepare` pass (old log-probs, values, advantages), then epochs x minibatches of
+optimizer steps through the shared step core (`raylign.training.step`). Rank 0 then
+pushes the policy to every sampler (one sync = one policy version), reports metrics and
+writes HF-format checkpoints.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import time
-from contextlib import nullcontext
 from pathlib import Path
-from typing import Callable
 
 import torch
 
+from raylign.algorithms.base import Algorithm, TrainContext, policy_of, unwrap
 from raylign.config import StrictModel
+from raylign.training.step import MicroBatch, chunked, optimizer_step, split_even
 
 
 class TrainerConfig(StrictModel):
@@ -33,10 +35,11 @@ class TrainerConfig(StrictModel):
     deepspeed_config: str | None = None  # DeepSpeed JSON (GPU clusters), e.g. cluster/deepspeed_zero2.json
     save_every: int = 0  # steps between resumable checkpoints; 0 = only the final one
     seed: int = 0
-
-
-# A group loss takes (model, groups, pad_id, max_length) and returns (loss, metrics, tokens).
-GroupLoss = Callable[[torch.nn.Module, list, int, int], tuple]
+    epochs: int | None = None  # passes over each rollout batch; None = the algorithm's default
+    num_minibatches: int | None = None  # optimizer steps per epoch; None = the algorithm's default
+    micro_batch_size: int | None = None  # units per forward/backward; None = the algorithm's default
+    gradient_checkpointing: bool = False  # recompute activations in backward (long sequences, big models)
+    logprob_chunk_size: int | None = None  # rows per forward when computing log-probs (bounds the logits tensor)
 
 
 def freeze_lower_layers(model, trainable_layers: int | None) -> int:
@@ -51,13 +54,9 @@ def freeze_lower_layers(model, trainable_layers: int | None) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def _unwrap(model):
-    return getattr(model, "module", model)
-
-
 def save_hf_checkpoint(model, tokenizer, path: Path) -> None:
     path.mkdir(parents=True, exist_ok=True)
-    _unwrap(model).save_pretrained(path, safe_serialization=True)
+    policy_of(model).save_pretrained(path, safe_serialization=True)
     tokenizer.save_pretrained(path)
 
 
@@ -66,27 +65,82 @@ def read_resume_state(output_dir: str | Path) -> dict | None:
     return json.loads(state.read_text()) if state.exists() else None
 
 
-def _build(cfg: dict, start_path: str):
+def _build(cfg: dict, start_path: str, algorithm: Algorithm):
     from transformers import AutoModelForCausalLM
 
     from raylign.models.chat import load_tokenizer
 
     trainer: TrainerConfig = cfg["trainer"]
     torch.manual_seed(trainer.seed)
-    model = AutoModelForCausalLM.from_pretrained(start_path, dtype=torch.float32)
-    model.config.use_cache = False
-    trainable = freeze_lower_layers(model, trainer.trainable_layers)
-    params = [p for p in model.parameters() if p.requires_grad]
+    policy = AutoModelForCausalLM.from_pretrained(start_path, dtype=torch.float32)
+    policy.config.use_cache = False
+    freeze_lower_layers(policy, trainer.trainable_layers)
+    if trainer.gradient_checkpointing:
+        policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    module = algorithm.build_module(policy)
+    trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    groups = algorithm.parameter_groups(module, trainer.learning_rate)
+    tokenizer = load_tokenizer(start_path)
     if trainer.deepspeed_config:
         import deepspeed
 
-        engine, optimizer, _, _ = deepspeed.initialize(model=model, model_parameters=params, config=trainer.deepspeed_config)
-        return engine, optimizer, load_tokenizer(start_path), trainable
+        engine, optimizer, _, _ = deepspeed.initialize(model=module, model_parameters=groups, config=trainer.deepspeed_config)
+        return engine, optimizer, tokenizer, trainable
+    module = wrap_data_parallel(module)
+    optimizer = torch.optim.AdamW(groups, lr=trainer.learning_rate, weight_decay=trainer.weight_decay)
+    return module, optimizer, tokenizer, trainable
+
+
+def wrap_data_parallel(module):
+    """DDP through Ray Train. No buffer broadcast: buffers here are deterministic (rotary
+    tables), and a broadcast per forward would tie ranks to the same number of forwards
+    (the no-grad prepare passes differ per rank)."""
     import ray.train.torch
 
-    model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": False})
-    optimizer = torch.optim.AdamW(params, lr=trainer.learning_rate, weight_decay=trainer.weight_decay)
-    return model, optimizer, load_tokenizer(start_path), trainable
+    return ray.train.torch.prepare_model(
+        module, parallel_strategy_kwargs={"find_unused_parameters": False, "broadcast_buffers": False}
+    )
+
+
+def update_plan(trainer: TrainerConfig, algorithm: Algorithm) -> tuple[int, int, int]:
+    """(epochs, minibatches per epoch, units per micro-batch): the recipe's or the method's."""
+    default = algorithm.update
+    return (
+        trainer.epochs or default.epochs,
+        trainer.num_minibatches or default.num_minibatches,
+        trainer.micro_batch_size or default.micro_batch_size,
+    )
+
+
+def train_on_units(module, optimizer, algorithm: Algorithm, units: list, filler, context: TrainContext,
+                   plan: tuple[int, int, int], deepspeed: bool, max_grad_norm: float, seed: int) -> dict[str, float]:
+    """One rollout batch: prepare, then epochs x minibatches of optimizer steps. Every rank
+    takes the same number of optimizer steps (the minibatch count does not depend on data)."""
+    epochs, num_minibatches, micro_size = plan
+    module.eval()
+    context.num_real_units = len(units)  # batch statistics count these; a filler rides along at weight 0
+    with torch.no_grad():
+        metrics = dict(algorithm.prepare(module, units + ([filler] if filler is not None else []), context))
+    module.train()
+
+    def loss_fn(model, chunk):
+        return algorithm.loss(model, chunk, context)
+
+    steps: list[dict] = []
+    for epoch in range(epochs):
+        order = list(units)
+        if epoch:
+            random.Random(seed * 1009 + epoch).shuffle(order)
+        for minibatch in split_even(order, num_minibatches):
+            micro = [MicroBatch(chunk, sum(algorithm.unit_weight(u) for u in chunk)) for chunk in chunked(minibatch, micro_size)]
+            filler_micro = MicroBatch([filler], 0.0) if filler is not None else None
+            steps.append(optimizer_step(module, optimizer, micro, loss_fn, deepspeed=deepspeed,
+                                        max_grad_norm=max_grad_norm, filler=filler_micro))
+    for key in sorted({k for s in steps for k in s}):
+        values = [s[key] for s in steps if key in s]
+        metrics[key] = sum(values) / len(values)
+    metrics["optimizer_steps"] = float(len(steps))
+    return metrics
 
 
 def policy_train_loop(cfg: dict) -> None:
@@ -99,53 +153,46 @@ def policy_train_loop(cfg: dict) -> None:
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     trainer: TrainerConfig = cfg["trainer"]
+    algorithm: Algorithm = cfg["algorithm"]
     output_dir = Path(cfg["output_dir"])
-    buffer, group_loss = cfg["buffer"], cfg["group_loss"]
+    buffer = cfg["buffer"]
     resume = read_resume_state(output_dir) if cfg["resume"] else None
     start_step = resume["step"] if resume else 0
+    version = resume.get("policy_version", start_step) if resume else 0
     start_path = str(output_dir / "latest") if resume else cfg["model_path"]
-    model, optimizer, tokenizer, trainable = _build(cfg, start_path)
+    module, optimizer, tokenizer, trainable = _build(cfg, start_path, algorithm)
     if resume and (output_dir / "latest" / "optimizer.pt").exists() and not trainer.deepspeed_config:
         optimizer.load_state_dict(torch.load(output_dir / "latest" / "optimizer.pt", weights_only=True))
+    if resume and (output_dir / "latest" / "trainer_extra.pt").exists():
+        unwrap(module).load_state_dict(torch.load(output_dir / "latest" / "trainer_extra.pt", weights_only=True), strict=False)
     sync = make_weight_sync(cfg["samplers"], cfg["weight_sync"]) if rank == 0 else None
     deepspeed = trainer.deepspeed_config is not None
+    plan = update_plan(trainer, algorithm)
     previous_end = time.perf_counter()
 
     for step in range(start_step, cfg["num_iterations"]):
-        groups = ray.get(buffer.get.remote(step, rank, world))
-        if groups is None:  # the rollout stream ended early (an error the driver reports)
+        shard = ray.get(buffer.get.remote(step, rank, world))
+        if shard is None:  # the rollout stream ended early (an error the driver reports)
             return
+        units, filler, selection = shard["units"], shard["filler"], shard["metrics"]
         start = time.perf_counter()
-        model.train()
-        loss_sum, totals, tokens = 0.0, {}, 0
-        for index, group in enumerate(groups):
-            last = index == len(groups) - 1
-            context_manager = model.no_sync() if (hasattr(model, "no_sync") and not last and not deepspeed) else nullcontext()
-            with context_manager:
-                loss, metrics, used = group_loss(model, group, tokenizer.pad_token_id, trainer.max_length)
-                scaled = loss / len(groups)
-                model.backward(scaled) if deepspeed else scaled.backward()
-            loss_sum += loss.item()
-            tokens += used
-            for key, value in metrics.items():
-                totals[key] = totals.get(key, 0.0) + float(value) / len(groups)
-        if deepspeed:
-            model.step()
-        else:
-            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], trainer.max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+        ctx = TrainContext(tokenizer.pad_token_id, trainer.max_length, trainer.logprob_chunk_size, step)
+        metrics = train_on_units(module, optimizer, algorithm, units, filler, ctx, plan, deepspeed,
+                                 trainer.max_grad_norm, trainer.seed + step)
+        algorithm.after_update(metrics)
         train_seconds = time.perf_counter() - start
-        version = step + 1
+        version += 1
         if rank == 0:
-            staleness = [step - r["policy_version"] for g in groups for r in g if r.get("source") != "dataset"]
-            sync_stats = sync.push(_unwrap(model).state_dict(), version)
+            rows = [r for u in units for r in (u if isinstance(u, (list, tuple)) else [u]) if isinstance(r, dict)]
+            staleness = [step - r["policy_version"] for r in rows if r.get("source") != "dataset" and "policy_version" in r]
+            tokens = sum(len(r.get("prompt_token_ids", [])) + len(r.get("response_token_ids", [])) for r in rows)
+            sync_stats = sync.push(policy_of(module).state_dict(), version)
             report = {
-                **totals,
-                "loss": loss_sum / max(1, len(groups)),
+                **selection,
+                **metrics,
                 "policy_version": version,
                 "train_seconds": train_seconds,
-                "train_tokens_per_s": tokens * world / max(train_seconds, 1e-9),
+                "train_tokens_per_s": tokens * world * plan[0] / max(train_seconds, 1e-9),
                 "staleness_max": max(staleness, default=0),
                 "staleness_mean": sum(staleness) / max(1, len(staleness)),
                 "trainable_params": trainable,
@@ -155,22 +202,33 @@ def policy_train_loop(cfg: dict) -> None:
             # Wall time per step as the trainer lives it: waiting for rollouts + update + sync.
             report["iteration_seconds"] = now - previous_end
             previous_end = now
-            if trainer.save_every and version % trainer.save_every == 0 and version < cfg["num_iterations"]:
-                _save_resumable(model, optimizer, tokenizer, output_dir, version, deepspeed)
+            if trainer.save_every and (step + 1) % trainer.save_every == 0 and step + 1 < cfg["num_iterations"]:
+                _save_resumable(module, optimizer, tokenizer, output_dir, step + 1, version, deepspeed)
             ray.get(buffer.report.remote(step, report))
     if rank == 0:
-        save_hf_checkpoint(model, tokenizer, output_dir / "final")
+        save_hf_checkpoint(module, tokenizer, output_dir / "final")
 
 
-def _save_resumable(model, optimizer, tokenizer, output_dir: Path, version: int, deepspeed: bool) -> None:
-    """HF weights + optimizer state + step, written to a temp dir and swapped in atomically."""
-    tmp = output_dir / f".latest-{version}"
-    save_hf_checkpoint(model, tokenizer, tmp)
+def _extra_state(module) -> dict:
+    """Trainable state outside the policy (a PPO critic), saved beside the HF weights."""
+    inner = unwrap(module)
+    if not hasattr(inner, "policy"):
+        return {}
+    return {k: v for k, v in inner.state_dict().items() if not k.startswith("policy.")}
+
+
+def _save_resumable(module, optimizer, tokenizer, output_dir: Path, step: int, version: int, deepspeed: bool) -> None:
+    """HF weights + optimizer state + step and version, written to a temp dir and swapped in atomically."""
+    tmp = output_dir / f".latest-{step}"
+    save_hf_checkpoint(module, tokenizer, tmp)
     if not deepspeed:
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    (tmp / "raylign_state.json").write_text(json.dumps({"step": version}))
+    extra = _extra_state(module)
+    if extra:
+        torch.save(extra, tmp / "trainer_extra.pt")
+    (tmp / "raylign_state.json").write_text(json.dumps({"step": step, "policy_version": version}))
     latest = output_dir / "latest"
-    old = output_dir / f".old-{version}"
+    old = output_dir / f".old-{step}"
     if latest.exists():
         os.replace(latest, old)
     os.replace(tmp, latest)

@@ -68,7 +68,12 @@ def score_batch(rollouts: list[dict], reward: RewardSource, reference=None) -> l
     start = time.perf_counter()
     pending = None
     if reference is not None:
-        tokens = [{"prompt_token_ids": r["prompt_token_ids"], "response_token_ids": r["response_token_ids"]} for r in rollouts]
+        # The reference sees the prompt without any control-token prefix the policy was given.
+        tokens = [
+            {"prompt_token_ids": r["prompt_token_ids"][len(r.get("prompt_prefix_ids") or []) :],
+             "response_token_ids": r["response_token_ids"]}
+            for r in rollouts
+        ]
         pending = reference.response_logprobs.remote(tokens)
     scores = reward.score(rollouts)
     references = ray.get(pending) if pending is not None else [None] * len(rollouts)

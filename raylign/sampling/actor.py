@@ -36,7 +36,9 @@ class SamplerWorker:
         kept, prompt_ids = [], []
         for row in rows:
             try:
-                prompt_ids.append(self._prompt_ids(row))
+                ids = self._prompt_ids(row)
+                # A method's control tokens (Quark's reward quantile) go before the chat.
+                prompt_ids.append(list(row.get("prompt_prefix_ids") or []) + ids)
                 kept.append(row)
             except PromptTooLongError as err:
                 self.rejected_prompts += 1

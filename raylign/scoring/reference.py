@@ -53,9 +53,9 @@ class ReferenceWorker:
 ReferenceActor = ray.remote(ReferenceWorker)
 
 
-def create_reference(config: ReferenceConfig, policy_path: str, max_length: int):
-    """The reference actor, or None when no KL term is asked for."""
-    if config.kl_coef <= 0:
+def create_reference(config: ReferenceConfig, policy_path: str, max_length: int, required: bool = False):
+    """The reference actor, or None when no KL term is asked for and the method needs none."""
+    if config.kl_coef <= 0 and not required:
         return None
     actor = ReferenceActor.options(num_cpus=config.num_cpus, num_gpus=config.num_gpus).remote(
         config.model or policy_path, max_length, config.batch_size

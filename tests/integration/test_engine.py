@@ -1,6 +1,5 @@
 """The RLHF engine end to end on a real local Ray cluster: RRHF with the tiny model."""
 
-import functools
 import json
 import sys
 
@@ -9,7 +8,8 @@ import ray
 import torch
 from ray import cloudpickle
 
-from raylign.algorithms.rrhf import rrhf_group_loss
+from raylign.algorithms.rrhf import RRHFConfig
+from raylign.algorithms.rrhf_job import RRHFAlgorithm
 from raylign.engine.loop import EngineConfig, run_engine
 from raylign.engine.policy_trainer import TrainerConfig
 from raylign.sampling.actor import create_samplers
@@ -64,7 +64,7 @@ def test_rrhf_iterations_update_samplers(ray_cluster, tiny_model_dir, tmp_path, 
     )
     result = run_engine(
         engine, str(tiny_model_dir), PROMPTS, sampling, PreferLength(),
-        functools.partial(rrhf_group_loss, kl_coef=kl_coef), run_name="test-rrhf", dataset_responses=True,
+        RRHFAlgorithm(RRHFConfig(), kl_coef=kl_coef, dataset_responses=True), run_name="test-rrhf",
         samplers=samplers, reference=reference,
     )
     # Every sampler advanced to the last policy version.
@@ -105,13 +105,13 @@ def test_interrupted_run_resumes(ray_cluster, tiny_model_dir, tmp_path):
     trainer = TrainerConfig(num_workers=1, cpus_per_worker=0.5, learning_rate=5e-3, max_length=64, save_every=1)
     common = dict(prompts_per_step=2, output_dir=str(tmp_path / "run"), trainer=trainer, pipeline="sequential")
     first = run_engine(EngineConfig(num_iterations=2, **common), str(tiny_model_dir), PROMPTS, sampling,
-                       PreferLength(), functools.partial(rrhf_group_loss), run_name="resume-a")
+                       PreferLength(), RRHFAlgorithm(RRHFConfig()), run_name="resume-a")
     assert first["sampler_versions"] == [2]
     state = json.load(open(tmp_path / "run" / "latest" / "raylign_state.json"))
     assert state["step"] == 1  # the last resumable point before the "interruption"
 
     second = run_engine(EngineConfig(num_iterations=3, resume=True, **common), str(tiny_model_dir), PROMPTS,
-                        sampling, PreferLength(), functools.partial(rrhf_group_loss), run_name="resume-b")
+                        sampling, PreferLength(), RRHFAlgorithm(RRHFConfig()), run_name="resume-b")
     assert second["sampler_versions"] == [3]
     steps = [json.loads(line)["step"] for line in open(second["metrics"])]
     assert steps == [1, 2, 2, 3]  # run A logged 1-2, run B picked up at step 2
@@ -143,4 +143,4 @@ def test_step_with_every_prompt_rejected_fails_clearly(ray_cluster, tiny_model_d
                           trainer=TrainerConfig(num_workers=1, cpus_per_worker=0.5, max_length=64))
     with pytest.raises(ValueError, match="rejected as over-long"):
         run_engine(engine, str(tiny_model_dir), PROMPTS, sampling, PreferLength(),
-                   functools.partial(rrhf_group_loss), run_name="reject-all")
+                   RRHFAlgorithm(RRHFConfig()), run_name="reject-all")

@@ -46,3 +46,11 @@ def test_model_not_local_says_what_to_do(tmp_path):
 
 def test_local_path_resolves(tiny_model_dir):
     assert resolve_model(tiny_model_dir) == tiny_model_dir.resolve()
+
+
+def test_every_command_target_imports():
+    import importlib
+
+    for words, target, _ in COMMANDS:
+        module, func = target.split(":")
+        assert callable(getattr(importlib.import_module(module), func)), " ".join(words)

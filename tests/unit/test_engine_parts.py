@@ -1,31 +1,43 @@
 import pytest
 
-from raylign.engine.buffer import shard_groups
+from raylign.algorithms.base import group_rows
+from raylign.engine.buffer import shard_units
 from raylign.engine.loop import _rollout_stats, assign_steps
 from raylign.engine.policy_trainer import freeze_lower_layers
 
 
 def rows_for(prompts: int, k: int):
-    return [{"prompt_id": f"p{p}", "i": i} for p in range(prompts) for i in range(k)]
+    return [{"prompt_id": f"p{p}", "prompt_uid": f"0:{p}", "i": i} for p in range(prompts) for i in range(k)]
 
 
 def test_shards_keep_groups_whole_and_cover_all():
-    rows = rows_for(5, 3)
-    shards = [shard_groups(rows, rank, 2) for rank in range(2)]
-    assert [len(s) for s in shards] == [3, 2]
-    seen = [g[0]["prompt_id"] for s in shards for g in s]
+    units = group_rows(rows_for(5, 3))
+    shards = [shard_units(units, rank, 2) for rank in range(2)]
+    assert [len(s["units"]) for s in shards] == [3, 2]
+    assert all(s["filler"] is None for s in shards)
+    seen = [g[0]["prompt_id"] for s in shards for g in s["units"]]
     assert sorted(seen) == [f"p{i}" for i in range(5)]
-    assert all(len({r["prompt_id"] for r in g}) == 1 and len(g) == 3 for s in shards for g in s)
+    assert all(len({r["prompt_id"] for r in g}) == 1 and len(g) == 3 for s in shards for g in s["units"])
 
 
-def test_every_rank_gets_work_with_fewer_groups_than_ranks():
-    shards = [shard_groups(rows_for(1, 2), rank, 3) for rank in range(3)]
-    assert all(len(s) == 1 for s in shards)
+def test_ranks_without_units_get_a_filler_not_a_copy_to_train_on():
+    units = group_rows(rows_for(1, 2))
+    shards = [shard_units(units, rank, 3) for rank in range(3)]
+    assert [len(s["units"]) for s in shards] == [1, 0, 0]
+    assert shards[0]["filler"] is None and shards[1]["filler"] is units[0] and shards[2]["filler"] is units[0]
+    assert shard_units([], 0, 2) == {"units": [], "filler": None}
+
+
+def test_groups_are_keyed_by_row_identity_not_prompt_text():
+    rows = assign_steps([{"prompt_id": "same", "prompt": "hi"}], 2, 0, 1)  # one prompt twice in a step
+    groups = group_rows([{**r, "sample": i} for r in rows for i in range(2)])
+    assert len(groups) == 2 and all(len(g) == 2 for g in groups)
 
 
 def test_assign_steps_cycles_and_resumes():
     prompts = [{"prompt_id": str(i)} for i in range(3)]
     rows = assign_steps(prompts, 2, 0, 3)
+    assert [r["prompt_uid"] for r in rows] == ["0:0", "0:1", "1:0", "1:1", "2:0", "2:1"]
     assert [(r["batch_index"], r["prompt_id"]) for r in rows] == [
         (0, "0"), (0, "1"), (1, "2"), (1, "0"), (2, "1"), (2, "2")
     ]

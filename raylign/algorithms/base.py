@@ -1,0 +1,152 @@
+"""The `Algorithm` interface: what an online method tells the engine, and nothing about Ray.
+
+The engine owns the roles (samplers, reward, reference, Ray Train workers) and moves data:
+
+    prompt row --prepare_prompt--> sampler --> score (+ reference log-probs) --> select (driver,
+    whole batch) --> units dealt to ranks --> prepare (no-grad, every rank) --> epochs x
+    minibatches of micro-batches --> loss --> optimizer step (global-weight normalised) --> sync
+
+A method overrides only what it needs. A *unit* is the indivisible thing a loss consumes
+(a prompt's group of candidates for RRHF, one rollout for PPO/GRPO/RAFT, a pair for DPO);
+units are dealt to ranks whole, so a group is never split across workers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from raylign.config import StrictModel
+
+
+class UpdateConfig(StrictModel):
+    """How one rollout batch becomes optimizer steps."""
+
+    epochs: int = 1  # passes over each rollout batch (PPO: 2)
+    num_minibatches: int = 1  # optimizer steps per epoch (every rank takes the same number)
+    micro_batch_size: int = 4  # units per forward/backward
+
+
+class Algorithm:
+    """Base class: the defaults are RRHF-like (one unit per prompt group, one step per batch)."""
+
+    name: str = "algorithm"
+    needs_reference: bool = False  # the score stage attaches the reference actor's log-probs
+    dataset_responses: bool = False  # the dataset's chosen/rejected join the sampled candidates
+    update: UpdateConfig = UpdateConfig()
+
+    # ---- driver side -------------------------------------------------------------------
+    def prepare_model(self, model_path: str, output_dir: str) -> str:
+        """Path of the starting weights every role loads (Quark adds its control tokens here)."""
+        return model_path
+
+    def prepare_prompt(self, row: dict) -> dict:
+        """Per-row stage before sampling (e.g. a control-token prefix)."""
+        return row
+
+    def select(self, rows: list[dict], step: int) -> tuple[list[list[dict]], dict[str, float]]:
+        """Batch-level work before sharding; returns the units to train on and metrics.
+
+        Default: one unit per prompt group (keyed by `prompt_uid`, the row's identity in
+        this step, so a prompt repeated within a step forms two groups).
+        """
+        return group_rows(rows), {}
+
+    def state_dict(self) -> dict:
+        """Driver-side state that a resumed run needs (e.g. Quark's pool)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+    # ---- trainer side (runs on every Ray Train worker) ----------------------------------
+    def build_module(self, policy: torch.nn.Module) -> torch.nn.Module:
+        """The trainable module wrapped for data parallelism; must expose the policy as
+        `.policy` when it is not the policy itself (PPO adds a critic)."""
+        return policy
+
+    def parameter_groups(self, module: torch.nn.Module, learning_rate: float) -> list[dict]:
+        return [{"params": [p for p in module.parameters() if p.requires_grad], "lr": learning_rate}]
+
+    def prepare(self, module: torch.nn.Module, units: list, context: "TrainContext") -> dict[str, float]:
+        """No-grad pass on this rank's units before the update (old log-probs, values,
+        advantages); may all-reduce batch statistics, over `units[:context.num_real_units]`
+        only (a rank short of data also prepares a weight-0 filler). Returns metrics."""
+        return {}
+
+    def unit_weight(self, unit: Any) -> float:
+        """What the loss sum of this unit is divided by, summed over all ranks."""
+        return 1.0
+
+    def loss(self, module: torch.nn.Module, units: list, context: "TrainContext") -> tuple[torch.Tensor, float, dict]:
+        raise NotImplementedError
+
+    def after_update(self, metrics: dict[str, float]) -> None:
+        """Hook after each rollout batch's update (adaptive KL controller)."""
+
+
+class TrainContext:
+    """What a loss needs from the trainer besides the module: padding and length limits."""
+
+    def __init__(self, pad_id: int, max_length: int, logprob_chunk_size: int | None = None, step: int = 0):
+        self.pad_id = pad_id
+        self.max_length = max_length
+        self.logprob_chunk_size = logprob_chunk_size
+        self.step = step
+        self.num_real_units = 0
+
+
+def group_rows(rows: list[dict], key: str = "prompt_uid") -> list[list[dict]]:
+    """Rows grouped by `key` in first-seen order (rows without it fall back to prompt_id)."""
+    groups: dict[Any, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(row.get(key, row.get("prompt_id")), []).append(row)
+    return list(groups.values())
+
+
+def policy_rows(rows: list[dict]) -> list[dict]:
+    """Rows the policy sampled (not the dataset's own answers)."""
+    return [r for r in rows if r.get("source") != "dataset"]
+
+
+def unwrap(module: torch.nn.Module) -> torch.nn.Module:
+    """The module inside a DDP/DeepSpeed wrapper."""
+    return getattr(module, "module", module)
+
+
+def policy_of(module: torch.nn.Module) -> torch.nn.Module:
+    inner = unwrap(module)
+    return getattr(inner, "policy", inner)
+
+
+def rows_logprobs(model: torch.nn.Module, rows: list[dict], context: TrainContext):
+    """Per-token log-probs of each row's response under `model` (a causal LM, possibly
+    wrapped) and the packed batch: the one place rollout rows become tensors."""
+    from raylign.training.sequences import pack_prompt_responses, token_logprobs
+
+    batch = pack_prompt_responses(
+        [r["prompt_token_ids"] for r in rows], [r["response_token_ids"] for r in rows], context.pad_id, context.max_length
+    )
+    return token_logprobs(model, batch, context.logprob_chunk_size), batch
+
+
+def response_values(values: list, mask: torch.Tensor) -> torch.Tensor:
+    """Per-response-token values (one list per row, in order) placed at the mask's positions."""
+    from raylign.algorithms.kl import scatter_response_values
+
+    return scatter_response_values(values, mask)
+
+
+def response_token_count(row: dict, max_length: int) -> int:
+    """Response tokens a row contributes after packing to `max_length` (what a token-mean
+    loss divides by), without building tensors."""
+    from raylign.training.sequences import _fit
+
+    prompt, response = _fit(list(row["prompt_token_ids"]), list(row["response_token_ids"]), max_length)
+    return len(response) - (1 if not prompt and response else 0)
+
+
+def masked_list(values, mask_row) -> list[float]:
+    """A row's values at its response positions, in order (the inverse of `response_values`)."""
+    return values[mask_row.bool()].tolist()

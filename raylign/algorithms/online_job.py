@@ -1,0 +1,97 @@
+"""What every online recipe shares: the roles' config sections and one way to run them.
+
+A method's job module (`rrhf_job.py`, `ppo_job.py`, ...) adds its own section to
+`OnlineJobConfig` and builds its `Algorithm`; `run_online` resolves the model, reads the
+prompts, starts Ray and the roles, and hands everything to the engine.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Callable, Literal
+
+from raylign.algorithms.base import Algorithm
+from raylign.config import StrictModel, dump_config, load_config
+from raylign.engine.loop import EngineConfig, run_engine
+from raylign.sampling.base import SamplingConfig
+from raylign.scoring.base import RewardConfig
+from raylign.scoring.reference import ReferenceConfig, create_reference
+from raylign.smoke import BUNDLED_PROMPTS
+
+
+class DataConfig(StrictModel):
+    path: str = str(BUNDLED_PROMPTS)
+    format: str = "auto"
+    # preference rows carry the dataset's chosen/rejected answers (RRHF uses them as extra candidates)
+    kind: Literal["prompt", "preference"] = "preference"
+    on_error: Literal["raise", "skip"] = "skip"
+    limit: int | None = None
+    # keep only rows whose seeded prompt hash falls in this split (same split as `raylign train rm`)
+    split: Literal["all", "train", "validation", "test"] = "all"
+    test_fraction: float = 0.2
+    validation_fraction: float = 0.1
+    split_seed: int = 0
+
+
+class OnlineJobConfig(StrictModel):
+    model: str = "SmolLM2-135M-Instruct"
+    ray_address: str | None = None
+    data: DataConfig = DataConfig()
+    sampling: SamplingConfig = SamplingConfig()
+    reward: RewardConfig = RewardConfig(kind="actor", model="hh-rm-smollm2")
+    reference: ReferenceConfig = ReferenceConfig()
+    engine: EngineConfig = EngineConfig()
+
+
+def load_prompts(data: DataConfig) -> list[dict]:
+    from raylign.data.adapters import load_rows
+
+    rows = load_rows(data.path, data.kind, data.format, None if data.split != "all" else data.limit, data.on_error)
+    if data.split != "all":
+        from raylign.training.reward_model_data import select_split
+
+        rows = select_split(rows, data.split, data.test_fraction, data.validation_fraction, data.split_seed)
+        rows = rows[: data.limit] if data.limit else rows
+    if not rows:
+        from raylign.data.readers import DataError
+
+        raise DataError(f"{data.path}: no prompts in split '{data.split}'")
+    return rows
+
+
+def run_online(config: OnlineJobConfig, algorithm: Algorithm, run_name: str) -> dict:
+    import ray
+
+    from raylign.models.registry import resolve_model
+    from raylign.runtime import init_ray
+    from raylign.scoring.sources import make_reward_source
+
+    model_path = str(resolve_model(config.model))
+    prompts = load_prompts(config.data)
+    init_ray(config.ray_address)
+    model_path = algorithm.prepare_model(model_path, config.engine.output_dir)
+    reward = make_reward_source(config.reward)
+    reference = create_reference(config.reference, model_path, config.engine.trainer.max_length, algorithm.needs_reference)
+    try:
+        return run_engine(config.engine, model_path, prompts, config.sampling, reward, algorithm,
+                          run_name=run_name, reference=reference)
+    finally:
+        reward.close()
+        if reference is not None:
+            ray.kill(reference)
+
+
+def online_main(argv: list[str], command: str, description: str, config_cls: type[OnlineJobConfig],
+                make_algorithm: Callable[[OnlineJobConfig], Algorithm], run_name: str) -> int:
+    from raylign.cli import recipe_parser
+
+    args = recipe_parser(command, description).parse_args(argv)
+    config = load_config(config_cls, args.config, args.overrides)
+    print(dump_config(config), flush=True)
+    result = run_online(config, make_algorithm(config), run_name)
+    for example in result["examples"]:
+        print(f"\n--- best sample of the last step (policy v{example['policy_version']}, {example['sampler']}, "
+              f"reward {example['reward']:.3f})\nPROMPT: {example['prompt'][-300:]}\nRESPONSE: {example['response']}")
+    print(json.dumps({k: v for k, v in result.items() if k not in ("last", "examples")}, indent=2))
+    print(f"final policy (HF format): {result['checkpoint']}")
+    return 0
