@@ -135,6 +135,7 @@ def run(config: BestOfNConfig, best_of_n: bool = True) -> dict:
         context = ray.data.DataContext.get_current()
         context.execution_options.preserve_order = True
         context.enable_progress_bars = False
+        context.issue_detectors_config.detectors = []  # candidate rows are small; its memory hints are noise
         blocks = max(1, math.ceil(len(prompts) / config.prompts_per_batch))
         ds = ray.data.from_items(prompts, override_num_blocks=blocks)
         ds = ds.map_batches(
