@@ -4,7 +4,8 @@ Specs (`--annotator`, repeatable; several make a pool):
   rm:NAME_OR_PATH            a reward model in a Ray actor (e.g. rm:alpaca-rm-smollm2)
   rm-http:URL                a `raylign serve rm` endpoint
   fn:MODULE:CALLABLE         a Python reward function rows -> scores (fn:raylign.feedback.annotators:length_reward)
-  judge:MODEL[@TEMPLATE]     an LLM judge on sampler actors (judge:SmolLM2-135M-Instruct@pairwise)
+  judge:MODEL[@TEMPLATE]     an LLM judge on vLLM sampler actors (judge:SmolLM2-135M-Instruct@pairwise)
+  judge-hf:MODEL[@TEMPLATE]  the same on transformers sampler actors
   http:URL#MODEL[@TEMPLATE]  an OpenAI-compatible chat endpoint (http:http://127.0.0.1:8000/v1#my-model)
 """
 
@@ -53,23 +54,24 @@ class AnnotateConfig(StrictModel):
 def parse_spec(spec: str) -> AnnotatorConfig:
     kind, sep, rest = spec.partition(":")
     if not sep or not rest:
-        raise ConfigError(f"annotator '{spec}': expected KIND:VALUE (rm:, rm-http:, fn:, judge:, http:)")
+        raise ConfigError(f"annotator '{spec}': expected KIND:VALUE (rm:, rm-http:, fn:, judge:, judge-hf:, http:)")
     if kind == "rm":
         return AnnotatorConfig(kind="reward", name=spec, reward=RewardConfig(kind="actor", model=rest))
     if kind == "rm-http":
         return AnnotatorConfig(kind="reward", name=spec, reward=RewardConfig(kind="http", url=rest))
     if kind == "fn":
         return AnnotatorConfig(kind="reward", name=spec, reward=RewardConfig(kind="function", function=rest))
-    if kind == "judge":
+    if kind in ("judge", "judge-hf"):
         model, _, template = rest.partition("@")
-        return AnnotatorConfig(kind="judge", name=spec, model=model, template=template or "pairwise")
+        return AnnotatorConfig(kind="judge", name=spec, model=model, template=template or "pairwise",
+                               backend="hf" if kind == "judge-hf" else "vllm")
     if kind == "http":
         url, sep2, model_template = rest.partition("#")
         if not sep2 or not model_template:
             raise ConfigError(f"annotator '{spec}': expected http:URL#MODEL[@TEMPLATE]")
         model, _, template = model_template.partition("@")
         return AnnotatorConfig(kind="http", name=spec, url=url, model=model, template=template or "pairwise")
-    raise ConfigError(f"annotator '{spec}': unknown kind '{kind}' (rm, rm-http, fn, judge, http)")
+    raise ConfigError(f"annotator '{spec}': unknown kind '{kind}' (rm, rm-http, fn, judge, judge-hf, http)")
 
 
 def build_annotator(config: AnnotatorConfig) -> Annotator:

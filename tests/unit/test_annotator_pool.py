@@ -163,5 +163,6 @@ def test_specs():
     spec = parse_spec("http:http://127.0.0.1:8000/v1#tiny@pairwise_ab")
     assert (spec.url, spec.model, spec.template) == ("http://127.0.0.1:8000/v1", "tiny", "pairwise_ab")
     assert parse_spec("judge:SmolLM2-135M-Instruct").template == "pairwise"
+    assert parse_spec("judge-hf:SmolLM2-135M-Instruct@pairwise_ab").backend == "hf"
     with pytest.raises(ValueError, match="unknown kind"):
         parse_spec("gpt:4")
