@@ -66,7 +66,8 @@ def dpo_loss(
     with torch.no_grad():
         metrics = {
             "dpo_loss": float(per_pair.mean()) if count else 0.0,
-            "reward_accuracy": float((h > 0).float().mean()) if count else 0.0,
+            # ties (policy == reference, e.g. before the first step) count half, as in the RM's accuracy
+            "reward_accuracy": float(((h > 0).float() + 0.5 * (h == 0).float()).mean()) if count else 0.0,
             "reward_margin": float((beta * h).mean()) if count else 0.0,
             "chosen_reward": float((beta * chosen_reward).mean()) if count else 0.0,
             "rejected_reward": float((beta * rejected_reward).mean()) if count else 0.0,

@@ -112,6 +112,7 @@ OBJECTIVES: dict[str, str] = {
     "rm": "raylign.training.reward_model_objective:RewardModelObjective",
     "sft": "raylign.training.sft:SFTObjective",
     "dpo": "raylign.training.dpo:DPOObjective",
+    "cut": "raylign.training.cut_objective:CUTObjective",
 }
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from raylign.training.reward_model_config import LoraSettings
+from raylign.training.offline_config import LoraSettings
 
 
 def block_list(model: nn.Module) -> tuple[str, nn.ModuleList]:
@@ -51,8 +51,8 @@ def freeze_to_top_layers(model: nn.Module, top_layers: int) -> list[str]:
     return names
 
 
-def apply_lora(model: nn.Module, settings: LoraSettings) -> nn.Module:
-    """Wrap in peft LoRA (task SEQ_CLS); the head is trained in full (modules_to_save)."""
+def apply_lora(model: nn.Module, settings: LoraSettings, task: str = "SEQ_CLS") -> nn.Module:
+    """Wrap in peft LoRA (task SEQ_CLS or CAUSAL_LM); a scalar head is trained in full (modules_to_save)."""
     from peft import LoraConfig, TaskType, get_peft_model
 
     _, blocks = block_list(model)
@@ -63,18 +63,19 @@ def apply_lora(model: nn.Module, settings: LoraSettings) -> nn.Module:
             # peft takes a layer subset only with explicit module names: every Linear in a block.
             targets = sorted({name.rsplit(".", 1)[-1] for name, m in blocks[0].named_modules() if isinstance(m, nn.Linear)})
     config = LoraConfig(
-        task_type=TaskType.SEQ_CLS,
+        task_type=getattr(TaskType, task),
         r=settings.r,
         lora_alpha=settings.alpha,
         lora_dropout=settings.dropout,
         target_modules=targets,
         layers_to_transform=layers,
-        modules_to_save=head_names(model),
+        modules_to_save=head_names(model) or None,
     )
     return get_peft_model(model, config)
 
 
-def make_trainable(model: nn.Module, trainable: str, top_layers: int, lora: LoraSettings) -> nn.Module:
+def make_trainable(model: nn.Module, trainable: str, top_layers: int, lora: LoraSettings,
+                   lora_task: str = "SEQ_CLS") -> nn.Module:
     if trainable == "all":
         for param in model.parameters():
             param.requires_grad_(True)
@@ -83,7 +84,7 @@ def make_trainable(model: nn.Module, trainable: str, top_layers: int, lora: Lora
         freeze_to_top_layers(model, top_layers)
         return model
     if trainable == "lora":
-        return apply_lora(model, lora)
+        return apply_lora(model, lora, lora_task)
     raise ValueError(f"unknown trainable '{trainable}' (all, top_layers, lora)")
 
 

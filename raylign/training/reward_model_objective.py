@@ -1,0 +1,116 @@
+"""The pairwise (Bradley-Terry) reward model as an objective of the offline trainer.
+
+Rows: {chosen_ids, rejected_ids, length}, each the chat-templated (prompt, response)
+text of `raylign.scoring.text.encode_scored_pair`, so training scores exactly the tokens
+evaluation, Serve and the reward actor score. Loss: -log sigma(r_chosen - r_rejected)
+summed over pairs (the trainer divides by the global pair count); accuracy counts ties
+as half. See ALGORITHMS.md, Reward model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from raylign.scoring.losses import pairwise_correct
+from raylign.training.objective import OfflineObjective
+
+
+class TokenizePairs:
+    """Ray Data stage: preference rows -> scored-text token ids of both responses."""
+
+    def __init__(self, model_path: str, max_length: int, over_long: str):
+        self.model_path, self.max_length, self.over_long = model_path, max_length, over_long
+
+    def __call__(self, table):
+        import pyarrow as pa
+
+        from raylign.models.chat import load_tokenizer
+        from raylign.scoring.text import PairTooLongError, encode_scored_pair
+        from raylign.training.reward_model_data import human_probability
+
+        tokenizer = load_tokenizer(self.model_path)
+        out = {"chosen_ids": [], "rejected_ids": [], "p_human": [], "length": []}
+        for row in table.to_pylist():
+            try:
+                chosen = encode_scored_pair(tokenizer, row, row["chosen"], self.max_length, self.over_long)
+                rejected = encode_scored_pair(tokenizer, row, row["rejected"], self.max_length, self.over_long)
+            except PairTooLongError:
+                continue
+            out["chosen_ids"].append(chosen)
+            out["rejected_ids"].append(rejected)
+            out["p_human"].append(human_probability(row))
+            out["length"].append(max(len(chosen), len(rejected)))
+        return pa.table({
+            "chosen_ids": pa.array(out["chosen_ids"], pa.list_(pa.int32())),
+            "rejected_ids": pa.array(out["rejected_ids"], pa.list_(pa.int32())),
+            "p_human": pa.array(out["p_human"], pa.float32()),
+            "length": pa.array(out["length"], pa.int32()),
+        })
+
+
+def bradley_terry_sum(chosen: torch.Tensor, rejected: torch.Tensor) -> tuple[torch.Tensor, float, dict]:
+    """(sum of -log sigma(r_c - r_r), number of pairs, {accuracy}) for one micro-batch."""
+    loss_sum = -F.logsigmoid(chosen - rejected).sum()
+    accuracy = float(pairwise_correct(chosen.detach(), rejected.detach()).mean()) if len(chosen) else float("nan")
+    return loss_sum, float(len(chosen)), {"accuracy": accuracy}
+
+
+class RewardModelObjective(OfflineObjective):
+    name = "rm"
+    row_kind = "preference"
+    unit = "pairs"
+    lora_task = "SEQ_CLS"
+    select_metric = "accuracy"
+    select_mode = "max"
+
+    def prepare_dataset(self, ds, model_path: str):
+        data = self.config.data
+        return ds.map_batches(TokenizePairs(model_path, data.max_length, data.over_long), batch_format="pyarrow",
+                              batch_size=64)
+
+    def build_model(self, model_path: str):
+        from raylign.scoring.reward_model import load_reward_model
+
+        model, tokenizer, _ = load_reward_model(model_path, head_seed=self.config.seed)
+        return model, tokenizer
+
+    def forward_module(self, model):
+        from raylign.scoring.reward_model import PairScorer
+
+        return PairScorer(model)
+
+    def param_groups(self, model) -> list[dict]:
+        """The scalar head gets `head_lr` (a fresh head wants a larger rate than the body)."""
+        from raylign.training.reward_model_trainable import head_names
+
+        inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+        heads = tuple(head_names(inner))
+        head, body = [], []
+        for name, param in model.named_parameters():
+            if param.requires_grad:
+                parts = name.split(".")
+                (head if any(h in parts for h in heads) else body).append(param)
+        groups = [{"params": body, "lr": self.config.lr}]
+        if head:
+            groups.append({"params": head, "lr": self.config.head_lr or self.config.lr})
+        return [g for g in groups if g["params"]]
+
+    def collate(self, rows: list[dict]):
+        from raylign.scoring.reward_model import pad_batch
+
+        ids, mask = pad_batch([r["chosen_ids"] for r in rows] + [r["rejected_ids"] for r in rows], self.pad_id)
+        return {"input_ids": ids, "attention_mask": mask, "pairs": len(rows)}
+
+    def loss(self, module, data):
+        device = next(module.parameters()).device
+        scores = module(data["input_ids"].to(device), data["attention_mask"].to(device))
+        n = data["pairs"]
+        return bradley_terry_sum(scores[:n], scores[n:])
+
+    def save(self, model, tokenizer, out_dir: Path) -> None:
+        from raylign.training.reward_model_trainer import save_reward_model
+
+        save_reward_model(model, tokenizer, out_dir, self.config)

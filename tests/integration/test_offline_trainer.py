@@ -1,0 +1,100 @@
+"""The offline trainer on a real local Ray cluster with 2 Ray Train workers and the tiny model:
+DPO and SFT lower their loss and change the weights; an SFT worker group whose worker
+process dies mid-run resumes from its last checkpoint and finishes the planned steps."""
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from ray import cloudpickle
+
+pytestmark = pytest.mark.integration
+cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import test modules
+
+BUNDLED = Path(__file__).resolve().parents[2] / "raylign" / "assets" / "hh_rlhf_harmless_sample.jsonl.gz"
+
+COMMON = {"trainable": "all", "num_workers": 2, "cpus_per_worker": 1, "batch_size": 4, "log_every": 1,
+          "warmup_ratio": 0.0, "schedule": "constant", "eval_every": 0, "keep_best": False}
+
+
+def _weights(path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(Path(path) / "model.safetensors"))
+
+
+def _train_losses(out_dir) -> list[float]:
+    lines = [json.loads(line) for line in (Path(out_dir) / "metrics.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in lines if r["split"] == "train"]
+
+
+def _changed(before: dict, after: dict) -> int:
+    return sum(not torch.allclose(before[k], after[k]) for k in before if k in after)
+
+
+@pytest.mark.slow
+def test_dpo_two_workers_loss_falls_and_accuracy_rises(ray_cluster, tiny_model_dir, tmp_path):
+    from raylign.training.dpo import DPOObjective, DPOTrainConfig
+    from raylign.training.offline_trainer import run_offline
+
+    config = DPOTrainConfig.model_validate({
+        **COMMON, "model": str(tiny_model_dir), "output_dir": str(tmp_path / "dpo"), "lr": 2e-3, "epochs": 3,
+        "data": {"path": str(BUNDLED), "limit": 24, "max_length": 64, "test_fraction": 0.0,
+                 "validation_fraction": 0.0},
+        "dpo": {"beta": 0.5},
+    })
+    summary = run_offline(config, DPOObjective(config))
+    losses = _train_losses(tmp_path / "dpo")
+    assert summary["counts"]["train"]["pairs"] == 24
+    assert losses[0] == pytest.approx(0.6931, abs=0.02)  # policy == reference at step 1: -log sigma(0)
+    assert losses[-1] < 0.6
+    assert _changed(_weights(tiny_model_dir), _weights(tmp_path / "dpo")) > 0
+
+
+def _dying_objective(marker: Path, die_at_call: int):
+    from raylign.training.sft import SFTObjective
+
+    class DyingSFT(SFTObjective):
+        calls = 0
+
+        def loss(self, module, data):
+            DyingSFT.calls += 1
+            if DyingSFT.calls == die_at_call and not marker.exists():
+                marker.write_text("died")
+                time.sleep(3)  # let the controller collect the last checkpoint report first
+                os._exit(1)  # a real worker failure: the process is gone
+            return super().loss(module, data)
+
+    return DyingSFT
+
+
+@pytest.mark.slow
+def test_sft_two_workers_learn_and_resume_after_a_killed_worker(ray_cluster, tiny_model_dir, tmp_path):
+    from raylign.training.offline_trainer import run_offline
+    from raylign.training.sft import SFTTrainConfig
+
+    data = tmp_path / "demos.jsonl"
+    demos = [{"instruction": f"Say the number {i}.", "input": "", "output": f"The number is {i}."} for i in range(24)]
+    data.write_text("".join(json.dumps(d) + "\n" for d in demos))
+    config = SFTTrainConfig.model_validate({
+        **COMMON, "model": str(tiny_model_dir), "output_dir": str(tmp_path / "sft"), "lr": 3e-3, "epochs": 3,
+        "save_every": 2, "max_failures": 1,
+        "data": {"path": str(data), "format": "alpaca", "max_length": 64, "test_fraction": 0.0,
+                 "validation_fraction": 0.0},
+    })
+    marker = tmp_path / "died"
+    # 12 rows per worker, 4 per micro-batch, 3 epochs: 9 steps; the 7th loss call (step 7) kills
+    # the worker process after the step-6 checkpoint.
+    summary = run_offline(config, _dying_objective(marker, die_at_call=7)(config))
+    assert marker.exists(), "the worker never died: the test did not exercise a failure"
+    assert summary["step"] == 9 and summary["resumed_from"] in (2, 4, 6)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "sft" / "metrics.jsonl").read_text().splitlines()]
+    resumed = summary["resumed_from"]
+    assert steps[:6] == [1, 2, 3, 4, 5, 6] and steps[-(9 - resumed):] == list(range(resumed + 1, 10))
+    losses = _train_losses(tmp_path / "sft")
+    assert losses[-1] < 0.7 * losses[0]
+    assert _changed(_weights(tiny_model_dir), _weights(tmp_path / "sft")) > 0
