@@ -178,7 +178,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
                 keys = {k for _, m in window for k in m if k not in ("global_weight", "micro_steps")}
                 mean = {k: sum(w * m.get(k, 0.0) for w, m in window) / weight for k in sorted(keys)}
                 log.write({"step": progress["step"], "epoch": epoch, "split": "train", **mean,
-                           "lr": scheduler.get_last_lr()[0], "elapsed_s": round(time.time() - started, 1)})
+                           "lr": scheduler.get_last_lr()[0], "elapsed_s": round(time.time() - started, 3)})
                 window = []
             if config.eval_every and progress["step"] % config.eval_every == 0 and validate():
                 stop = True

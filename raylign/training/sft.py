@@ -22,7 +22,15 @@ from torch import Tensor
 from raylign.config import StrictModel
 from raylign.training.objective import OfflineObjective
 from raylign.training.offline_config import OfflineDataConfig, OfflineTrainConfig
-from raylign.training.sequences import _fit
+
+
+def fit_demonstration(prompt: list[int], response: list[int], max_length: int) -> tuple[list[int], list[int]]:
+    """Cut an over-long demonstration: the response loses its end first (the instruction is what
+    the response must be learned from), down to half of max_length; then the prompt keeps its end."""
+    if len(prompt) + len(response) <= max_length:
+        return prompt, response
+    prompt = prompt[-max(max_length - len(response), max_length // 2):]
+    return prompt, response[: max_length - len(prompt)]
 
 
 class SFTSettings(StrictModel):
@@ -65,7 +73,7 @@ class TokenizeDemonstrations:
             response = encode_response(tokenizer, row["response"], self.max_length)
             if len(prompt) + len(response) > self.max_length and self.over_long == "drop":
                 continue
-            prompt, response = _fit(prompt, response, self.max_length)
+            prompt, response = fit_demonstration(prompt, response, self.max_length)
             ids = prompt + response
             cols["input_ids"].append(ids)
             cols["response_mask"].append([0] * max(len(prompt), 1) + [1] * (len(ids) - max(len(prompt), 1)))

@@ -56,3 +56,12 @@ def test_objective_loss_is_token_mean_nll_of_the_model(tiny_model_dir):
         logits = model(torch.tensor([[5, 6, 7, 8]])).logits[0].log_softmax(-1)
     want = -(logits[1, 7] + logits[2, 8])
     assert tokens == 2 and float(loss_sum.detach()) == pytest.approx(float(want), abs=1e-4)
+
+
+def test_over_long_demonstrations_keep_the_prompt_and_cut_the_response_end():
+    from raylign.training.sft import fit_demonstration
+
+    assert fit_demonstration([1, 2], [3, 4, 5], 8) == ([1, 2], [3, 4, 5])
+    assert fit_demonstration([1, 2], [3, 4, 5, 6, 7, 8, 9], 6) == ([1, 2], [3, 4, 5, 6])
+    # a long prompt keeps its end, at least half the budget, and the response fills the rest
+    assert fit_demonstration(list(range(10)), [20, 21, 22, 23, 24], 6) == ([7, 8, 9], [20, 21, 22])
