@@ -34,11 +34,11 @@ def prompts_file(tmp_path_factory):
     return path
 
 
-def _config(model, prompts, reward_model, output, n=4):
+def _config(model, prompts, reward_model, output, n=4, samplers=2):
     return BestOfNConfig(
         model=str(model),
         data={"path": str(prompts)},
-        sampling=SamplingConfig(backend="hf", num_samples=n, max_new_tokens=12, dtype="float32", num_samplers=2,
+        sampling=SamplingConfig(backend="hf", num_samples=n, max_new_tokens=12, dtype="float32", num_samplers=samplers,
                                 temperature=1.0, top_p=0.9),
         reward=RewardConfig(kind="actor", model=str(reward_model), max_length=128, num_cpus=0.25),
         prompts_per_batch=2,
@@ -72,7 +72,7 @@ def test_best_of_n_then_leaderboard(ray_cluster, tiny_model_dir, tiny_reward_mod
 
     # Plain outputs (n = 1, no scorer) are the baseline; the leaderboard annotates with the tiny RM.
     ref = tmp_path / "ref.json"
-    plain = run(_config(tiny_model_dir, prompts_file, tiny_reward_model_dir, ref), best_of_n=False)
+    plain = run(_config(tiny_model_dir, prompts_file, tiny_reward_model_dir, ref, samplers=1), best_of_n=False)
     assert (plain["outputs"], plain["candidates"], plain["n"]) == (5, 5, 1)
     assert all("reward" not in o for o in json.loads(ref.read_text()))
     results = tmp_path / "lb" / "results.json"
