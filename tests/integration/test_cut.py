@@ -45,8 +45,8 @@ def test_cut_trains_with_two_workers_and_lowers_judged_bad_tokens(ray_cluster, t
     config = load_config(CUTTrainConfig, None, [
         f"model={start_dir}", f"output_dir={tmp_path / 'run'}", f"data.path={data}", f"data.test_path={data}",
         "data.validation_fraction=0.2", "data.max_length=96", "cut.max_response_tokens=32", "cut.downsample=0.5",
-        "lora.r=8", "lora.alpha=16", "lora.dropout=0", "lr=5e-3", "schedule=constant", "warmup_ratio=0",
-        "epochs=4", "batch_size=2", "grad_accum=1", "eval_every=0", "log_every=1", "num_workers=2",
+        "lora.r=8", "lora.alpha=16", "lora.dropout=0", "lr=1e-2", "schedule=constant", "warmup_ratio=0",
+        "epochs=6", "batch_size=2", "grad_accum=1", "eval_every=0", "log_every=1", "num_workers=2",
         "cpus_per_worker=1", "keep_best=false", "eval_at_start=true", "heldout.negatives=16", "heldout.positives=8",
         "heldout.batch_size=8",
     ])
