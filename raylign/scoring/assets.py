@@ -18,7 +18,10 @@ from pathlib import Path
 from raylign.models.registry import ModelNotFoundError, cache_root, resolve_model
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
-SHIPPED = {"hh-rm-smollm2": ASSETS / "rm_hh_smollm2.safetensors"}
+SHIPPED = {
+    "hh-rm-smollm2": ASSETS / "rm_hh_smollm2.safetensors",  # harmlessness (HH-RLHF harmless-base)
+    "alpaca-rm-smollm2": ASSETS / "rm_alpaca_smollm2.safetensors",  # helpfulness (AlpacaEval GPT-4 pairs)
+}
 FORMAT = "raylign-rm-delta-v1"
 
 
