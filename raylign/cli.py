@@ -24,10 +24,7 @@ COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("train", "dpo"), "raylign.training.dpo:main", "DPO / IPO / conservative DPO on preference pairs (offline trainer)"),
     (("bench", "train"), "raylign.benchmarks.train_bench:main", "offline trainer throughput (RM, DPO) vs TRL"),
     (("train", "cut"), "raylign.training.cut_objective:main", "CUT: contrastive unlikelihood on judgments, LoRA"),
-    (("train", "cut"), "raylign.training.cut_objective:main", "CUT: contrastive unlikelihood on judgments, LoRA"),
     (("eval", "rm"), "raylign.evaluation.reward_model_eval:main", "evaluate a reward model on pairwise data"),
-    (("eval", "policy"), "raylign.evaluation.policy_eval:main", "policy: held-out reward, reference perplexity, DPO pair accuracy"),
-    (("eval", "cut"), "raylign.evaluation.cut_eval:main", "CUT: held-out judged-bad token probability before vs after"),
     (("eval", "compare"), "raylign.evaluation.alignment_report:main", "held-out reward, reference PPL and win rate vs the start policy"),
     (("eval", "policy"), "raylign.evaluation.policy_eval:main", "policy: held-out reward, reference perplexity, DPO pair accuracy"),
     (("eval", "cut"), "raylign.evaluation.cut_eval:main", "CUT: held-out judged-bad token probability before vs after"),
@@ -47,7 +44,7 @@ COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
 def _usage() -> str:
     lines = ["usage: raylign <command> [args...]", "", "commands:"]
     for words, _, text in COMMANDS:
-        lines.append(f"  {' '.join(words):<16} {text}")
+        lines.append(f"  {' '.join(words):<20} {text}")
     lines += ["", "Run `raylign <command> --help` for a command's options."]
     return "\n".join(lines)
 

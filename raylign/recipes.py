@@ -15,7 +15,6 @@ RECIPE_CONFIGS = {
     "online_dpo": "raylign.algorithms.online_dpo_job:OnlineDPOJobConfig",
     "quark": "raylign.algorithms.quark_job:QuarkJobConfig",
     "rm": "raylign.training.reward_model_config:RewardTrainConfig",
-    "cut": "raylign.training.cut_objective:CUTTrainConfig",
     "sft": "raylign.training.sft:SFTTrainConfig",
     "dpo": "raylign.training.dpo:DPOTrainConfig",
     "cut": "raylign.training.cut_objective:CUTTrainConfig",

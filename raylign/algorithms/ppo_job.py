@@ -140,8 +140,8 @@ class PPOAlgorithm(Algorithm):
         if self.config.whiten_advantages and moments[2] > 1:
             mean, var = moments_to_mean_var(moments[0], moments[1], moments[2])
             for unit in units:
-                adv = torch.tensor(unit["advantages"])
-                unit["advantages"] = whiten_with(adv, mean, var, torch.ones_like(adv)).tolist()
+                adv = torch.tensor([unit["advantages"]], dtype=torch.float32)
+                unit["advantages"] = whiten_with(adv, mean, var, torch.ones_like(adv))[0].tolist()
         kl_mean = stats[0] / max(stats[1], 1.0)
         return {"kl": kl_mean, "kl_coef": self.kl.value, "ppo_rollouts": stats[4],
                 "sampler_logprob_abs_diff": stats[2] / max(stats[3], 1.0)}

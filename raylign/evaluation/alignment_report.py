@@ -27,7 +27,8 @@ class CompareConfig(StrictModel):
     temperature: float = 0.0  # greedy: the comparison does not depend on sampling luck
     backend: str = "vllm"
     reward_model: str = "hh-rm-smollm2"
-    judge_model: str = "alpaca-rm-smollm2"
+    # the second judge, as an annotator spec of `raylign annotate` (rm:NAME, judge:MODEL, http:URL#MODEL)
+    judge: str = "judge:SmolLM2-135M-Instruct"
     reference: str = "SmolLM2-135M-Instruct"
     max_length: int = 320
 
@@ -76,20 +77,36 @@ def _scores(model: str, rows: list[dict], max_length: int) -> list[float]:
         source.close()
 
 
+def judge_win_rate(prompts: list[dict], baseline: list[dict], candidate: list[dict], spec: str) -> dict:
+    """Win rate of `candidate` over `baseline` under an annotator of `raylign annotate`
+    (order swapped by a seeded hash, identical outputs tied, no label noise)."""
+    from raylign.evaluation.leaderboard import winrate
+    from raylign.feedback.config import build_annotator, parse_spec
+    from raylign.feedback.job import annotate_rows
+    from raylign.feedback.pool import AnnotatorPool, PoolConfig
+
+    pairs = [{"instruction": p["prompt"], "input": "", "output_1": b["response"], "output_2": c["response"]}
+             for p, b, c in zip(prompts, baseline, candidate)]
+    pool = AnnotatorPool([build_annotator(parse_spec(spec))], PoolConfig(seed=0, training=False)).prepare()
+    try:
+        judged = annotate_rows(pairs, pool, use_ray_data=False)
+    finally:
+        pool.close()
+    return winrate([row["preference"] for row in judged])
+
+
 def compare(policies: dict[str, str], config: CompareConfig) -> list[dict]:
     """Rows of the report, the first policy being the baseline every other is judged against."""
     from raylign.algorithms.online_job import DataConfig, load_prompts
-    from raylign.evaluation.leaderboard import winrate
-    from raylign.feedback.annotators import preference_from_scores
     from raylign.models.registry import resolve_model
 
     prompts = load_prompts(DataConfig(path=config.data, kind="prompt", split=config.split, limit=config.limit))
     reference = str(resolve_model(config.reference))
     outputs = {name: generate(str(resolve_model(path)), prompts, config) for name, path in policies.items()}
-    report, baseline_judged = [], None
+    baseline = next(iter(outputs.values()))
+    report = []
     for name, rows in outputs.items():
         rewards = _scores(config.reward_model, rows, config.max_length)
-        judged = _scores(config.judge_model, rows, config.max_length)
         entry = {
             "policy": name,
             "path": policies[name],
@@ -98,12 +115,9 @@ def compare(policies: dict[str, str], config: CompareConfig) -> list[dict]:
             "reward_sem": statistics.stdev(rewards) / math.sqrt(len(rewards)) if len(rewards) > 1 else 0.0,
             "reference_ppl": reference_perplexity(rows, reference, config.max_length),
             "response_tokens_mean": statistics.fmean(len(r["response_token_ids"]) for r in rows),
-            "judge_reward_mean": statistics.fmean(judged),
         }
-        if baseline_judged is None:
-            baseline_judged = judged
-        else:
-            stats = winrate([preference_from_scores(b, c) for b, c in zip(baseline_judged, judged)])
+        if rows is not baseline:
+            stats = judge_win_rate(prompts, baseline, rows, config.judge)
             entry.update(win_rate_vs_start=stats["win_rate"], win_rate_se=stats["standard_error"])
         entry["examples"] = [{"prompt": r["prompt"][-200:], "response": r["response"]} for r in rows[:3]]
         report.append(entry)
@@ -112,7 +126,7 @@ def compare(policies: dict[str, str], config: CompareConfig) -> list[dict]:
 
 def format_report(report: list[dict], config: CompareConfig) -> str:
     lines = [f"held-out: {config.data} split={config.split}, {report[0]['prompts']} prompts, greedy={config.temperature <= 0}",
-             f"reward = {config.reward_model} (what the methods optimise); judge = {config.judge_model} (second judge)",
+             f"reward = {config.reward_model} (what the methods optimise); second judge = {config.judge}",
              f"{'policy':<14}{'reward':>9}{'± se':>7}{'ref PPL':>9}{'tokens':>8}{'win vs start (judge)':>24}"]
     for e in report:
         win = f"{e['win_rate_vs_start']:.1f} ± {e['win_rate_se']:.1f}" if "win_rate_vs_start" in e else "(baseline)"

@@ -113,7 +113,6 @@ OBJECTIVES: dict[str, str] = {
     "sft": "raylign.training.sft:SFTObjective",
     "dpo": "raylign.training.dpo:DPOObjective",
     "cut": "raylign.training.cut_objective:CUTObjective",
-    "cut": "raylign.training.cut_objective:CUTObjective",
 }
 
 
