@@ -22,7 +22,7 @@ from raylign.algorithms.base import (
     rows_logprobs,
 )
 from raylign.algorithms.grpo import GRPOConfig, group_advantages, grpo_loss
-from raylign.algorithms.online_job import OnlineJobConfig, online_main, run_online
+from raylign.algorithms.online_job import OnlineJobConfig, online_main
 
 
 class GRPOJobConfig(OnlineJobConfig):
@@ -84,7 +84,3 @@ def make_algorithm(config: GRPOJobConfig) -> GRPOAlgorithm:
 def main(argv: list[str]) -> int:
     return online_main(argv, "train grpo", "GRPO / RLOO: group-relative advantages, clipped objective, no critic.",
                        GRPOJobConfig, make_algorithm, "grpo")
-
-
-def run(config: GRPOJobConfig) -> dict:
-    return run_online(config, make_algorithm(config), "grpo")

@@ -12,7 +12,7 @@ import torch
 from raylign.algorithms.base import Algorithm, TrainContext, UpdateConfig, policy_rows, rows_logprobs
 from raylign.algorithms.dpo import dpo_loss, sequence_logprobs
 from raylign.algorithms.online_dpo import OnlineDPOConfig, make_pairs
-from raylign.algorithms.online_job import OnlineJobConfig, online_main, run_online
+from raylign.algorithms.online_job import OnlineJobConfig, online_main
 
 
 class OnlineDPOJobConfig(OnlineJobConfig):
@@ -51,7 +51,3 @@ def make_algorithm(config: OnlineDPOJobConfig) -> OnlineDPOAlgorithm:
 def main(argv: list[str]) -> int:
     return online_main(argv, "train online-dpo", "Online DPO: best-vs-worst pairs of sampled responses, DPO loss.",
                        OnlineDPOJobConfig, make_algorithm, "online_dpo")
-
-
-def run(config: OnlineDPOJobConfig) -> dict:
-    return run_online(config, make_algorithm(config), "online_dpo")

@@ -25,7 +25,7 @@ from raylign.algorithms.base import (
     response_token_count,
     response_values,
 )
-from raylign.algorithms.online_job import OnlineJobConfig, online_main, run_online
+from raylign.algorithms.online_job import OnlineJobConfig, online_main
 from raylign.algorithms.ppo import (
     PPOConfig,
     gae_advantages,
@@ -171,7 +171,3 @@ def make_algorithm(config: PPOJobConfig) -> PPOAlgorithm:
 def main(argv: list[str]) -> int:
     return online_main(argv, "train ppo", "PPO: policy, reference, reward and value models; GAE, clipped losses.",
                        PPOJobConfig, make_algorithm, "ppo")
-
-
-def run(config: PPOJobConfig) -> dict:
-    return run_online(config, make_algorithm(config), "ppo")

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from raylign.algorithms.base import Algorithm, TrainContext, UpdateConfig, policy_rows, response_token_count, response_values, rows_logprobs
-from raylign.algorithms.online_job import OnlineJobConfig, online_main, run_online
+from raylign.algorithms.online_job import OnlineJobConfig, online_main
 from raylign.algorithms.quark import QuarkConfig, QuarkPool, control_tokens, quark_loss
 
 
@@ -109,7 +109,3 @@ def make_algorithm(config: QuarkJobConfig) -> QuarkAlgorithm:
 def main(argv: list[str]) -> int:
     return online_main(argv, "train quark", "Quark: reward-quantile control tokens, conditioned LM loss + KL.",
                        QuarkJobConfig, make_algorithm, "quark")
-
-
-def run(config: QuarkJobConfig) -> dict:
-    return run_online(config, make_algorithm(config), "quark")

@@ -9,7 +9,7 @@ many steps is many rounds of expert iteration on fresh samples.
 from __future__ import annotations
 
 from raylign.algorithms.base import Algorithm, TrainContext, UpdateConfig, policy_rows, response_token_count, rows_logprobs
-from raylign.algorithms.online_job import OnlineJobConfig, online_main, run_online
+from raylign.algorithms.online_job import OnlineJobConfig, online_main
 from raylign.algorithms.raft import RAFTConfig, select_best, sft_loss
 
 
@@ -46,7 +46,3 @@ def make_algorithm(config: RAFTJobConfig) -> RAFTAlgorithm:
 def main(argv: list[str]) -> int:
     return online_main(argv, "train raft", "RAFT / expert iteration: sample K, keep the best, fine-tune.",
                        RAFTJobConfig, make_algorithm, "raft")
-
-
-def run(config: RAFTJobConfig) -> dict:
-    return run_online(config, make_algorithm(config), "raft")
