@@ -88,5 +88,15 @@ def recipe_parser(prog: str, description: str) -> argparse.ArgumentParser:
     return parser
 
 
+
+def run_recipe(argv: list[str], prog: str, description: str, config_cls, run):
+    """The shared body of recipe commands: parse, load and validate the recipe, print it, run it."""
+    from raylign.config import dump_config, load_config
+
+    args = recipe_parser(prog, description).parse_args(argv)
+    config = load_config(config_cls, args.config, args.overrides)
+    print(dump_config(config), flush=True)
+    return run(config)
+
 if __name__ == "__main__":
     sys.exit(main())

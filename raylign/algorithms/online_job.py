@@ -11,7 +11,7 @@ import json
 from typing import Callable, Literal
 
 from raylign.algorithms.base import Algorithm
-from raylign.config import StrictModel, dump_config, load_config
+from raylign.config import StrictModel
 from raylign.engine.loop import EngineConfig, run_engine
 from raylign.sampling.base import SamplingConfig
 from raylign.scoring.base import RewardConfig
@@ -83,12 +83,10 @@ def run_online(config: OnlineJobConfig, algorithm: Algorithm, run_name: str) -> 
 
 def online_main(argv: list[str], command: str, description: str, config_cls: type[OnlineJobConfig],
                 make_algorithm: Callable[[OnlineJobConfig], Algorithm], run_name: str) -> int:
-    from raylign.cli import recipe_parser
+    from raylign.cli import run_recipe
 
-    args = recipe_parser(command, description).parse_args(argv)
-    config = load_config(config_cls, args.config, args.overrides)
-    print(dump_config(config), flush=True)
-    result = run_online(config, make_algorithm(config), run_name)
+    result = run_recipe(argv, command, description, config_cls,
+                        lambda config: run_online(config, make_algorithm(config), run_name))
     for example in result["examples"]:
         print(f"\n--- best sample of the last step (policy v{example['policy_version']}, {example['sampler']}, "
               f"reward {example['reward']:.3f})\nPROMPT: {example['prompt'][-300:]}\nRESPONSE: {example['response']}")

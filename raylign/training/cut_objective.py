@@ -167,12 +167,7 @@ def run(config: CUTTrainConfig) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    from raylign.cli import recipe_parser
-    from raylign.config import dump_config, load_config
+    from raylign.cli import run_recipe
 
-    parser = recipe_parser("train cut", "CUT (contrastive unlikelihood with judgments) with LoRA on Ray Train.")
-    args = parser.parse_args(argv)
-    config = load_config(CUTTrainConfig, args.config, args.overrides)
-    print(dump_config(config), flush=True)
-    run(config)
+    run_recipe(argv, "train cut", "CUT (contrastive unlikelihood with judgments) with LoRA on Ray Train.", CUTTrainConfig, run)
     return 0

@@ -159,12 +159,7 @@ def run(config: DPOTrainConfig) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    from raylign.cli import recipe_parser
-    from raylign.config import dump_config, load_config
+    from raylign.cli import run_recipe
 
-    parser = recipe_parser("train dpo", "Direct preference optimisation (DPO, IPO, conservative) on Ray Train.")
-    args = parser.parse_args(argv)
-    config = load_config(DPOTrainConfig, args.config, args.overrides)
-    print(dump_config(config), flush=True)
-    run(config)
+    run_recipe(argv, "train dpo", "Direct preference optimisation (DPO, IPO, conservative) on Ray Train.", DPOTrainConfig, run)
     return 0

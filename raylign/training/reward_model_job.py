@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from raylign.config import dump_config, load_config
 from raylign.training.reward_model_config import RewardTrainConfig
 
 
@@ -31,11 +30,7 @@ def run(config: RewardTrainConfig) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    from raylign.cli import recipe_parser
+    from raylign.cli import run_recipe
 
-    parser = recipe_parser("train rm", "Train a pairwise (Bradley-Terry) reward model on Ray Train.")
-    args = parser.parse_args(argv)
-    config = load_config(RewardTrainConfig, args.config, args.overrides)
-    print(dump_config(config), flush=True)
-    run(config)
+    run_recipe(argv, "train rm", "Train a pairwise (Bradley-Terry) reward model on Ray Train.", RewardTrainConfig, run)
     return 0

@@ -157,12 +157,7 @@ def run(config: SFTTrainConfig) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    from raylign.cli import recipe_parser
-    from raylign.config import dump_config, load_config
+    from raylign.cli import run_recipe
 
-    parser = recipe_parser("train sft", "Supervised fine-tuning on instruction data on Ray Train.")
-    args = parser.parse_args(argv)
-    config = load_config(SFTTrainConfig, args.config, args.overrides)
-    print(dump_config(config), flush=True)
-    run(config)
+    run_recipe(argv, "train sft", "Supervised fine-tuning on instruction data on Ray Train.", SFTTrainConfig, run)
     return 0
