@@ -53,13 +53,6 @@ class Algorithm:
         """
         return group_rows(rows), {}
 
-    def state_dict(self) -> dict:
-        """Driver-side state that a resumed run needs (e.g. Quark's pool)."""
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
-
     # ---- trainer side (runs on every Ray Train worker) ----------------------------------
     def build_module(self, policy: torch.nn.Module) -> torch.nn.Module:
         """The trainable module wrapped for data parallelism; must expose the policy as
@@ -89,11 +82,10 @@ class Algorithm:
 class TrainContext:
     """What a loss needs from the trainer besides the module: padding and length limits."""
 
-    def __init__(self, pad_id: int, max_length: int, logprob_chunk_size: int | None = None, step: int = 0):
+    def __init__(self, pad_id: int, max_length: int, logprob_chunk_size: int | None = None):
         self.pad_id = pad_id
         self.max_length = max_length
         self.logprob_chunk_size = logprob_chunk_size
-        self.step = step
         self.num_real_units = 0
 
 
@@ -131,13 +123,6 @@ def rows_logprobs(model: torch.nn.Module, rows: list[dict], context: TrainContex
     return token_logprobs(model, batch, context.logprob_chunk_size), batch
 
 
-def response_values(values: list, mask: torch.Tensor) -> torch.Tensor:
-    """Per-response-token values (one list per row, in order) placed at the mask's positions."""
-    from raylign.algorithms.kl import scatter_response_values
-
-    return scatter_response_values(values, mask)
-
-
 def response_token_count(row: dict, max_length: int) -> int:
     """Response tokens a row contributes after packing to `max_length` (what a token-mean
     loss divides by), without building tensors."""
@@ -148,5 +133,5 @@ def response_token_count(row: dict, max_length: int) -> int:
 
 
 def masked_list(values, mask_row) -> list[float]:
-    """A row's values at its response positions, in order (the inverse of `response_values`)."""
+    """A row's values at its response positions, in order (the inverse of `kl.scatter_response_values`)."""
     return values[mask_row.bool()].tolist()

@@ -18,10 +18,10 @@ from raylign.algorithms.base import (
     masked_list,
     policy_rows,
     response_token_count,
-    response_values,
     rows_logprobs,
 )
 from raylign.algorithms.grpo import GRPOConfig, group_advantages, grpo_loss
+from raylign.algorithms.kl import scatter_response_values
 from raylign.algorithms.online_job import OnlineJobConfig, online_main
 
 
@@ -70,8 +70,8 @@ class GRPOAlgorithm(Algorithm):
     def loss(self, module, units: list[dict], context: TrainContext):
         logprobs, batch = rows_logprobs(module, units, context)
         mask = batch["response_mask"]
-        old = response_values([u["old_logprobs"] for u in units], mask) if "old_logprobs" in units[0] else None
-        ref = response_values([u["ref_logprobs"] for u in units], mask) if self.config.kl_coef > 0 else None
+        old = scatter_response_values([u["old_logprobs"] for u in units], mask) if "old_logprobs" in units[0] else None
+        ref = scatter_response_values([u["ref_logprobs"] for u in units], mask) if self.config.kl_coef > 0 else None
         advantages = torch.tensor([u["advantage"] for u in units], dtype=torch.float32)
         return grpo_loss(logprobs, old, ref, advantages, mask, self.config.cliprange, self.config.kl_coef,
                          self.config.loss_agg)

@@ -23,8 +23,8 @@ from raylign.algorithms.base import (
     masked_list,
     policy_rows,
     response_token_count,
-    response_values,
 )
+from raylign.algorithms.kl import scatter_response_values
 from raylign.algorithms.online_job import OnlineJobConfig, online_main
 from raylign.algorithms.ppo import (
     PPOConfig,
@@ -71,17 +71,13 @@ class ActorCritic(nn.Module):
 def forward_rows(module, rows: list[dict], context: TrainContext):
     """(token log-probs [N, T], values [N, T], batch): value at t estimates the return
     from the token at t on, read from the hidden state that predicts it (position t-1)."""
-    from raylign.training.sequences import pack_prompt_responses
+    from raylign.training.sequences import logits_to_token_logprobs, pack_prompt_responses, position_ids_of
 
     batch = pack_prompt_responses([r["prompt_token_ids"] for r in rows], [r["response_token_ids"] for r in rows],
                                   context.pad_id, context.max_length)
     ids, attention = batch["input_ids"], batch["attention_mask"]
-    position_ids = (attention.cumsum(-1) - 1).clamp(min=0)
-    out = module(input_ids=ids, attention_mask=attention, position_ids=position_ids)
-    logits = out.logits[:, :-1].float()
-    picked = logits.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
-    logprobs = torch.zeros(ids.shape, dtype=torch.float32)
-    logprobs[:, 1:] = picked
+    out = module(input_ids=ids, attention_mask=attention, position_ids=position_ids_of(attention))
+    logprobs = logits_to_token_logprobs(out.logits, ids, attention)
     values = torch.zeros(ids.shape, dtype=torch.float32)
     values[:, 1:] = out.values[:, :-1]
     return logprobs, values, batch
@@ -114,7 +110,7 @@ class PPOAlgorithm(Algorithm):
             chunk = units[start : start + 8]
             logprobs, values, batch = forward_rows(module, chunk, context)
             mask = batch["response_mask"]
-            ref = response_values([u["ref_logprobs"] for u in chunk], mask)
+            ref = scatter_response_values([u["ref_logprobs"] for u in chunk], mask)
             scores = torch.tensor([float(u["reward"]) for u in chunk])
             rewards, kl = per_token_rewards(logprobs, ref, mask, scores, self.kl.value, self.config.kl_clamp)
             advantages, returns = gae_advantages(rewards, values, mask, self.config.gamma, self.config.lam)
@@ -151,7 +147,7 @@ class PPOAlgorithm(Algorithm):
         mask = batch["response_mask"]
 
         def spread(key):
-            return response_values([u[key] for u in units], mask)
+            return scatter_response_values([u[key] for u in units], mask)
 
         policy_sum, count, policy_metrics = ppo_policy_loss(logprobs, spread("old_logprobs"), spread("advantages"), mask,
                                                             self.config.cliprange)

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-from raylign.algorithms.base import Algorithm, TrainContext, UpdateConfig, policy_rows, response_token_count, response_values, rows_logprobs
+from raylign.algorithms.base import Algorithm, TrainContext, UpdateConfig, policy_rows, response_token_count, rows_logprobs
+from raylign.algorithms.kl import scatter_response_values
 from raylign.algorithms.online_job import OnlineJobConfig, online_main
 from raylign.algorithms.quark import QuarkConfig, QuarkPool, control_tokens, quark_loss
 
@@ -86,19 +87,13 @@ class QuarkAlgorithm(Algorithm):
         return units, {"pool_size": float(len(self.pool)), "pool_reward_mean": sum(rewards) / len(rewards),
                        "trained_rollouts": float(len(units))}
 
-    def state_dict(self) -> dict:
-        return {"pool": self.pool}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.pool = state["pool"]
-
     def unit_weight(self, unit: dict) -> float:
         return float(response_token_count(unit, self.max_length))
 
     def loss(self, module, units: list[dict], context: TrainContext):
         logprobs, batch = rows_logprobs(module, units, context)
         mask = batch["response_mask"]
-        ref = response_values([u["ref_logprobs"] for u in units], mask)
+        ref = scatter_response_values([u["ref_logprobs"] for u in units], mask)
         return quark_loss(logprobs, ref, mask, self.config.kl_coef)
 
 

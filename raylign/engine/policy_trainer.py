@@ -176,7 +176,7 @@ def policy_train_loop(cfg: dict) -> None:
             return
         units, filler, selection = shard["units"], shard["filler"], shard["metrics"]
         start = time.perf_counter()
-        ctx = TrainContext(tokenizer.pad_token_id, trainer.max_length, trainer.logprob_chunk_size, step)
+        ctx = TrainContext(tokenizer.pad_token_id, trainer.max_length, trainer.logprob_chunk_size)
         metrics = train_on_units(module, optimizer, algorithm, units, filler, ctx, plan, deepspeed,
                                  trainer.max_grad_norm, trainer.seed + step)
         algorithm.after_update(metrics)

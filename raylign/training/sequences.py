@@ -62,12 +62,20 @@ def _model_device(model) -> torch.device:
         return torch.device("cpu")
 
 
+def position_ids_of(attention_mask: Tensor) -> Tensor:
+    """Position ids from the mask: right padding gives 0..len-1 on real tokens, and left
+    padding (should a caller pass it) stays correct as well."""
+    return (attention_mask.cumsum(-1) - 1).clamp(min=0)
+
+
 def _chunk_logprobs(model, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-    # Position ids from the mask: right padding gives 0..len-1 on real tokens, and
-    # left padding (should a caller pass it) stays correct as well.
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_of(attention_mask),
                    use_cache=False).logits
+    return logits_to_token_logprobs(logits, input_ids, attention_mask)
+
+
+def logits_to_token_logprobs(logits: Tensor, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+    """log pi(token_t | tokens_<t) at position t from a causal LM's logits [N, L, V]."""
     logits = logits[:, :-1].float()
     targets = input_ids[:, 1:]
     # gather - logsumexp == log_softmax at the target, without a second [n, L, V] tensor
