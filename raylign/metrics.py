@@ -65,6 +65,28 @@ def progress(total: int, desc: str, **kwargs) -> tqdm:
     return tqdm(**options)
 
 
+def running_mean(values, window: int) -> list[float]:
+    """Trailing mean over the last `window` values (fewer at the start)."""
+    out, total = [], 0.0
+    for i, value in enumerate(values):
+        total += value
+        if i >= window:
+            total -= values[i - window]
+        out.append(total / min(i + 1, window))
+    return out
+
+
+def trend_summary(records: list[dict], key: str = "reward_mean") -> str | None:
+    """'first quarter -> last quarter' of a metric: the rising (or flat) curve in one line."""
+    values = [r[key] for r in records if isinstance(r.get(key), (int, float))]
+    if len(values) < 4:
+        return None
+    quarter = max(1, len(values) // 4)
+    first, last = values[:quarter], values[-quarter:]
+    return (f"{key}: first {quarter} steps {sum(first) / quarter:.3f} -> last {quarter} steps "
+            f"{sum(last) / quarter:.3f} ({len(values)} steps)")
+
+
 class MetricsLogger:
     """Append-only metrics for one run: out_dir/metrics.jsonl, stdout, Ray gauges."""
 
@@ -140,7 +162,11 @@ class MetricsLogger:
         ax = fig.add_subplot(1, 1, 1)
         for key, points in series.items():
             steps, values = zip(*points)
-            ax.plot(steps, values, marker="o" if len(points) < 30 else None, label=key)
+            ax.plot(steps, values, marker="o" if len(points) < 30 else None, label=key, alpha=0.6)
+            if len(points) >= 6:  # per-step means are noisy at small batches: show the trend
+                window = max(3, len(points) // 5)
+                smooth = running_mean(values, window)
+                ax.plot(steps, smooth, linewidth=2.5, label=f"{key} (running mean of {window})")
         ax.set_xlabel("step")
         ax.set_title(self.run_name)
         ax.grid(alpha=0.3)

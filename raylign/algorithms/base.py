@@ -45,6 +45,11 @@ class Algorithm:
         """Per-row stage before sampling (e.g. a control-token prefix)."""
         return row
 
+    def generation_prefix(self) -> list[str]:
+        """Tokens the trained policy expects before every prompt (recorded in the final
+        checkpoint, so `eval` and `generate` condition it as training did)."""
+        return []
+
     def select(self, rows: list[dict], step: int) -> tuple[list[list[dict]], dict[str, float]]:
         """Batch-level work before sharding; returns the units to train on and metrics.
 

@@ -91,5 +91,10 @@ def online_main(argv: list[str], command: str, description: str, config_cls: typ
         print(f"\n--- best sample of the last step (policy v{example['policy_version']}, {example['sampler']}, "
               f"reward {example['reward']:.3f})\nPROMPT: {example['prompt'][-300:]}\nRESPONSE: {example['response']}")
     print(json.dumps({k: v for k, v in result.items() if k not in ("last", "examples")}, indent=2))
+    from raylign.metrics import read_metrics, trend_summary
+
+    trend = trend_summary(read_metrics(result["metrics"]))
+    if trend:
+        print(f"reward curve: {trend} (plot: {result['plot']})")
     print(f"final policy (HF format): {result['checkpoint']}")
     return 0

@@ -74,6 +74,9 @@ class QuarkAlgorithm(Algorithm):
     def prepare_prompt(self, row: dict) -> dict:
         return {**row, "prompt_prefix_ids": [self.token_ids[self.pool.best_token]]}
 
+    def generation_prefix(self) -> list[str]:
+        return [self.pool.best_token]
+
     def select(self, rows: list[dict], step: int):
         fresh = []
         for row in policy_rows(rows):

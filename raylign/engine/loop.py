@@ -27,6 +27,7 @@ from raylign.engine.policy_trainer import TrainerConfig, policy_train_loop, read
 from raylign.engine.stages import group_by_step, sample_batch, sample_stage, score_batch, score_stage
 from raylign.engine.weight_sync import WeightSyncConfig
 from raylign.metrics import MetricsLogger, progress
+from raylign.models.chat import save_prompt_prefix
 from raylign.sampling.actor import create_samplers
 from raylign.sampling.base import SamplingConfig
 from raylign.scoring.base import RewardSource
@@ -231,6 +232,8 @@ def run_engine(
             samplers.shutdown()
     if feeder.error is not None:
         raise feeder.error
+    if algorithm.generation_prefix():
+        save_prompt_prefix(output_dir / "final", algorithm.generation_prefix())
     return {
         "output_dir": str(output_dir),
         "checkpoint": str(output_dir / "final"),

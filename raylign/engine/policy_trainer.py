@@ -40,6 +40,9 @@ class TrainerConfig(StrictModel):
     micro_batch_size: int | None = None  # units per forward/backward; None = the algorithm's default
     gradient_checkpointing: bool = False  # recompute activations in backward (long sequences, big models)
     logprob_chunk_size: int | None = None  # rows per forward when computing log-probs (bounds the logits tensor)
+    # torch intra-op threads per worker; None = Ray's (one per reserved CPU). On a small CPU
+    # machine the update can use the cores the samplers leave idle while it runs.
+    torch_threads: int | None = None
 
 
 def freeze_lower_layers(model, trainable_layers: int | None) -> int:
@@ -153,6 +156,8 @@ def policy_train_loop(cfg: dict) -> None:
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     trainer: TrainerConfig = cfg["trainer"]
+    if trainer.torch_threads:
+        torch.set_num_threads(trainer.torch_threads)
     algorithm: Algorithm = cfg["algorithm"]
     output_dir = Path(cfg["output_dir"])
     buffer = cfg["buffer"]

@@ -16,6 +16,7 @@ import statistics
 from pathlib import Path
 
 from raylign.config import StrictModel
+from raylign.evaluation.policy_eval import generate, logprob_actor, reference_perplexity
 from raylign.smoke import BUNDLED_PROMPTS
 
 
@@ -24,6 +25,7 @@ class CompareConfig(StrictModel):
     split: str = "test"
     limit: int = 64
     max_new_tokens: int = 48
+    max_prompt_tokens: int = 256
     temperature: float = 0.0  # greedy: the comparison does not depend on sampling luck
     backend: str = "vllm"
     reward_model: str = "hh-rm-smollm2"
@@ -33,93 +35,95 @@ class CompareConfig(StrictModel):
     max_length: int = 320
 
 
-def generate(policy_path: str, prompts: list[dict], config: CompareConfig) -> list[dict]:
-    """One response per prompt from sampler actors serving `policy_path`."""
-    import ray
-
-    from raylign.sampling.actor import create_samplers
+def _sampling(config: CompareConfig):
     from raylign.sampling.base import SamplingConfig
 
-    sampling = SamplingConfig(backend=config.backend, num_samples=1, temperature=config.temperature,
-                              max_new_tokens=config.max_new_tokens, max_prompt_tokens=256, num_samplers=1,
-                              num_cpus_per_sampler=0.5)
-    samplers = create_samplers(policy_path, sampling)
-    try:
-        return ray.get(samplers[0].generate.remote(prompts, 1))
-    finally:
-        samplers.shutdown()
+    return SamplingConfig(backend=config.backend, num_samples=1, temperature=config.temperature,
+                          max_new_tokens=config.max_new_tokens, max_prompt_tokens=config.max_prompt_tokens,
+                          num_samplers=1, num_cpus_per_sampler=1.0)
 
 
-def reference_perplexity(rows: list[dict], reference_path: str, max_length: int) -> float:
-    """exp(mean token NLL) of the responses under the reference model (response tokens only)."""
+def _perplexities(outputs: dict[str, list[dict]], config: CompareConfig) -> dict[str, float]:
     import ray
 
-    from raylign.scoring.reference import ReferenceActor
+    from raylign.models.chat import load_tokenizer
+    from raylign.models.registry import resolve_model
 
-    actor = ReferenceActor.options(num_cpus=0.5).remote(reference_path, max_length, 8)
+    reference = str(resolve_model(config.reference))
+    tokenizer = load_tokenizer(reference)
+    actor = logprob_actor(reference, config.max_length)
     try:
-        logprobs = ray.get(actor.response_logprobs.remote(
-            [{"prompt_token_ids": r["prompt_token_ids"], "response_token_ids": r["response_token_ids"]} for r in rows]))
+        return {name: reference_perplexity(actor, tokenizer, rows, config.max_prompt_tokens, config.max_length)["reference_ppl"]
+                for name, rows in outputs.items()}
     finally:
         ray.kill(actor)
-    tokens = [lp for row in logprobs for lp in row]
-    return math.exp(-statistics.fmean(tokens)) if tokens else float("nan")
 
 
-def _scores(model: str, rows: list[dict], max_length: int) -> list[float]:
+def _rewards(outputs: dict[str, list[dict]], config: CompareConfig) -> dict[str, list[float]]:
     from raylign.scoring.base import RewardConfig
     from raylign.scoring.sources import make_reward_source
 
-    source = make_reward_source(RewardConfig(kind="actor", model=model, max_length=max_length, num_cpus=0.5))
+    source = make_reward_source(RewardConfig(kind="actor", model=config.reward_model, max_length=config.max_length,
+                                             num_cpus=1.0))
     try:
-        return source.score(rows)
+        return {name: source.score(rows) for name, rows in outputs.items()}
     finally:
         source.close()
 
 
-def judge_win_rate(prompts: list[dict], baseline: list[dict], candidate: list[dict], spec: str) -> dict:
-    """Win rate of `candidate` over `baseline` under an annotator of `raylign annotate`
-    (order swapped by a seeded hash, identical outputs tied, no label noise)."""
+def judge_win_rates(prompts: list[dict], outputs: dict[str, list[dict]], spec: str) -> dict[str, dict]:
+    """Win rate of every policy but the first over the first, under an annotator of
+    `raylign annotate` (order swapped by a seeded hash, identical outputs tied, no label noise)."""
     from raylign.evaluation.leaderboard import winrate
     from raylign.feedback.config import build_annotator, parse_spec
     from raylign.feedback.job import annotate_rows
     from raylign.feedback.pool import AnnotatorPool, PoolConfig
 
-    pairs = [{"instruction": p["prompt"], "input": "", "output_1": b["response"], "output_2": c["response"]}
-             for p, b, c in zip(prompts, baseline, candidate)]
+    names = list(outputs)
+    baseline = outputs[names[0]]
     pool = AnnotatorPool([build_annotator(parse_spec(spec))], PoolConfig(seed=0, training=False)).prepare()
+    stats = {}
     try:
-        judged = annotate_rows(pairs, pool, use_ray_data=False)
+        for name in names[1:]:
+            pairs = [{"instruction": p["prompt"], "input": "", "output_1": b["response"], "output_2": c["response"]}
+                     for p, b, c in zip(prompts, baseline, outputs[name])]
+            judged = annotate_rows(pairs, pool, use_ray_data=False)
+            stats[name] = winrate([row["preference"] for row in judged])
     finally:
         pool.close()
-    return winrate([row["preference"] for row in judged])
+    return stats
 
 
 def compare(policies: dict[str, str], config: CompareConfig) -> list[dict]:
-    """Rows of the report, the first policy being the baseline every other is judged against."""
+    """Rows of the report, the first policy being the baseline every other is judged against.
+    Each role (reward model, reference, judge) starts once and serves every policy."""
     from raylign.algorithms.online_job import DataConfig, load_prompts
     from raylign.models.registry import resolve_model
 
-    prompts = load_prompts(DataConfig(path=config.data, kind="prompt", split=config.split, limit=config.limit))
-    reference = str(resolve_model(config.reference))
-    outputs = {name: generate(str(resolve_model(path)), prompts, config) for name, path in policies.items()}
-    baseline = next(iter(outputs.values()))
+    prompts = load_prompts(DataConfig(path=config.data, kind="prompt", split=config.split, limit=config.limit,
+                                      on_error="skip"))
+    outputs = {name: generate(str(resolve_model(path)), prompts, _sampling(config)) for name, path in policies.items()}
+    rewards = _rewards(outputs, config)
+    perplexities = _perplexities(outputs, config)
+    wins = judge_win_rates(prompts, outputs, config.judge)
     report = []
     for name, rows in outputs.items():
-        rewards = _scores(config.reward_model, rows, config.max_length)
+        scores = rewards[name]
         entry = {
             "policy": name,
             "path": policies[name],
             "prompts": len(rows),
-            "reward_mean": statistics.fmean(rewards),
-            "reward_sem": statistics.stdev(rewards) / math.sqrt(len(rewards)) if len(rewards) > 1 else 0.0,
-            "reference_ppl": reference_perplexity(rows, reference, config.max_length),
+            "reward_mean": statistics.fmean(scores),
+            "reward_sem": statistics.stdev(scores) / math.sqrt(len(scores)) if len(scores) > 1 else 0.0,
+            "reference_ppl": perplexities[name],
             "response_tokens_mean": statistics.fmean(len(r["response_token_ids"]) for r in rows),
+            "stopped_fraction": statistics.fmean(r.get("finish_reason") == "stop" for r in rows),
         }
-        if rows is not baseline:
-            stats = judge_win_rate(prompts, baseline, rows, config.judge)
-            entry.update(win_rate_vs_start=stats["win_rate"], win_rate_se=stats["standard_error"])
+        if name in wins:
+            entry.update(win_rate_vs_start=wins[name]["win_rate"], win_rate_se=wins[name]["standard_error"])
         entry["examples"] = [{"prompt": r["prompt"][-200:], "response": r["response"]} for r in rows[:3]]
+        entry["responses"] = [{"prompt": r["prompt"], "response": r["response"], "reward": s}
+                              for r, s in zip(rows, scores)]
         report.append(entry)
     return report
 

@@ -18,7 +18,6 @@ import json
 import math
 from pathlib import Path
 
-from raylign.data.adapters import alpaca_prompt
 from raylign.data.readers import DataError, iter_records
 from raylign.evaluation.leaderboard import COLUMNS, format_table, leaderboard, read_annotations
 

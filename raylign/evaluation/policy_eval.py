@@ -69,45 +69,51 @@ def load_eval_rows(args) -> tuple[list[dict], bool]:
     return rows, pairs
 
 
-def generate(model_path: str, rows: list[dict], args) -> list[dict]:
+def sampling_config(args):
+    from raylign.sampling.base import SamplingConfig
+
+    return SamplingConfig(backend=args.backend, num_samples=1, max_new_tokens=args.max_new_tokens,
+                          temperature=args.temperature, top_p=args.top_p, seed=args.seed, num_samplers=1,
+                          num_cpus_per_sampler=1.0, max_prompt_tokens=args.max_prompt_tokens)
+
+
+def generate(model_path: str, rows: list[dict], sampling, batch_size: int = 8) -> list[dict]:
     """One response per prompt from sampler actors (rows are dealt over them in chunks)."""
     import ray
 
     from raylign.sampling.actor import create_samplers
-    from raylign.sampling.base import SamplingConfig
 
-    config = SamplingConfig(backend=args.backend, num_samples=1, max_new_tokens=args.max_new_tokens,
-                            temperature=args.temperature, top_p=args.top_p, seed=args.seed, num_samplers=1,
-                            num_cpus_per_sampler=1.0, max_prompt_tokens=args.max_prompt_tokens)
-    samplers = create_samplers(model_path, config)
+    samplers = create_samplers(model_path, sampling)
     try:
-        chunks = [rows[i : i + args.batch_size] for i in range(0, len(rows), args.batch_size)]
+        chunks = [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
         futures = [samplers[i % len(samplers)].generate.remote(chunk, 1) for i, chunk in enumerate(chunks)]
         return [r for part in ray.get(futures) for r in part]
     finally:
         samplers.shutdown()
 
 
-def _encode(tokenizer, row: dict, response: str, args, finished: bool = True) -> dict:
+def _encode(tokenizer, row: dict, response: str, max_prompt_tokens: int, max_length: int, finished: bool = True) -> dict:
     from raylign.models.chat import as_messages, encode_prompt, encode_response
 
-    ids = encode_response(tokenizer, response, args.max_length)
-    return {"prompt_token_ids": encode_prompt(tokenizer, as_messages(row), args.max_prompt_tokens),
+    ids = encode_response(tokenizer, response, max_length)
+    return {"prompt_token_ids": encode_prompt(tokenizer, as_messages(row), max_prompt_tokens),
             "response_token_ids": ids if finished else ids[:-1]}
 
 
-def logprob_actor(model_path: str, args):
+def logprob_actor(model_path: str, max_length: int, batch_size: int = 8, num_cpus: float = 1.0):
     from raylign.scoring.reference import ReferenceActor
 
-    return ReferenceActor.options(num_cpus=1).remote(model_path, args.max_length, args.batch_size)
+    return ReferenceActor.options(num_cpus=num_cpus).remote(model_path, max_length, batch_size)
 
 
-def reference_perplexity(ref_actor, tokenizer, rollouts: list[dict], args) -> dict:
+def reference_perplexity(ref_actor, tokenizer, rollouts: list[dict], max_prompt_tokens: int, max_length: int) -> dict:
     """exp(mean token NLL) of the responses under the reference, pooled over tokens. Responses
-    are re-tokenised by the reference's tokenizer; EOS counts only when the policy stopped."""
+    are re-tokenised by the reference's tokenizer (a policy may have extra control tokens, and
+    its prompt prefix is not the reference's); EOS counts only when the policy stopped."""
     import ray
 
-    encoded = [_encode(tokenizer, r, r["response"], args, r.get("finish_reason") == "stop") for r in rollouts]
+    encoded = [_encode(tokenizer, r, r["response"], max_prompt_tokens, max_length, r.get("finish_reason") == "stop")
+               for r in rollouts]
     per_row = ray.get(ref_actor.response_logprobs.remote(encoded))
     tokens = sum(len(x) for x in per_row)
     nll = -sum(sum(x) for x in per_row) / max(1, tokens)
@@ -127,7 +133,8 @@ def implicit_reward_accuracy(policy_lp: list[float], ref_lp: list[float], beta: 
 def preference_accuracy(policy_actor, ref_actor, tokenizer, rows: list[dict], args) -> dict:
     import ray
 
-    encoded = [_encode(tokenizer, row, row[key], args) for row in rows for key in ("chosen", "rejected")]
+    encoded = [_encode(tokenizer, row, row[key], args.max_prompt_tokens, args.max_length)
+               for row in rows for key in ("chosen", "rejected")]
     policy, ref = ray.get([policy_actor.response_logprobs.remote(encoded), ref_actor.response_logprobs.remote(encoded)])
     return implicit_reward_accuracy([sum(x) for x in policy], [sum(x) for x in ref], args.beta)
 
@@ -147,7 +154,7 @@ def evaluate(args) -> dict:
     init_ray(quiet=True, dashboard=False)
     timings: dict[str, float] = {}
     clock = time.time()
-    rollouts = generate(model_path, rows, args)
+    rollouts = generate(model_path, rows, sampling_config(args), args.batch_size)
     timings["generate_s"] = round(time.time() - clock, 1)
 
     clock = time.time()
@@ -162,16 +169,16 @@ def evaluate(args) -> dict:
 
     clock = time.time()
     ref_tokenizer = load_tokenizer(ref_path)
-    ref_actor = logprob_actor(ref_path, args)
+    ref_actor = logprob_actor(ref_path, args.max_length, args.batch_size)
     report: dict = {"prompts": len(rollouts), "reward_mean": sum(scores) / len(scores),
                     "reward_std": _std(scores),
                     "response_words": sum(len(r["response"].split()) for r in rollouts) / len(rollouts),
                     "stopped_fraction": sum(r.get("finish_reason") == "stop" for r in rollouts) / len(rollouts)}
-    report.update(reference_perplexity(ref_actor, ref_tokenizer, rollouts, args))
+    report.update(reference_perplexity(ref_actor, ref_tokenizer, rollouts, args.max_prompt_tokens, args.max_length))
     timings["perplexity_s"] = round(time.time() - clock, 1)
     if pairs:
         clock = time.time()
-        policy_actor = logprob_actor(model_path, args)
+        policy_actor = logprob_actor(model_path, args.max_length, args.batch_size)
         report.update(preference_accuracy(policy_actor, ref_actor, ref_tokenizer, rows, args))
         ray.kill(policy_actor)
         timings["pairs_s"] = round(time.time() - clock, 1)

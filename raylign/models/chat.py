@@ -6,7 +6,9 @@ is encoded the same way whichever backend generates or scores it.
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal, Sequence
 
 OverLong = Literal["truncate", "reject"]
@@ -24,6 +26,27 @@ def load_tokenizer(path: str):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+GENERATION_FILE = "raylign_generation.json"
+
+
+def save_prompt_prefix(model_dir: str | Path, tokens: list[str]) -> None:
+    """Record in a checkpoint the control tokens every prompt must start with (Quark's
+    best-quantile token), so whoever samples from it later conditions it the same way."""
+    (Path(model_dir) / GENERATION_FILE).write_text(json.dumps({"prompt_prefix_tokens": list(tokens)}))
+
+
+def prompt_prefix_ids(model_dir: str | Path, tokenizer) -> list[int]:
+    """Token ids of a checkpoint's recorded prompt prefix; [] for an ordinary model."""
+    path = Path(model_dir) / GENERATION_FILE
+    if not path.is_file():
+        return []
+    tokens = json.loads(path.read_text()).get("prompt_prefix_tokens", [])
+    ids = tokenizer.convert_tokens_to_ids(tokens)
+    if any(i is None or i == tokenizer.unk_token_id for i in ids):
+        raise ValueError(f"{path}: prefix tokens {tokens} are not in the model's vocabulary")
+    return list(ids)
 
 
 def as_messages(row_or_prompt) -> list[dict]:

@@ -12,7 +12,14 @@ import time
 
 import ray
 
-from raylign.models.chat import PromptTooLongError, as_messages, encode_prompt, encode_raw_prompt, encode_response
+from raylign.models.chat import (
+    PromptTooLongError,
+    as_messages,
+    encode_prompt,
+    encode_raw_prompt,
+    encode_response,
+    prompt_prefix_ids,
+)
 from raylign.sampling.base import SamplingConfig, make_sampler
 
 log = logging.getLogger(__name__)
@@ -25,6 +32,8 @@ class SamplerWorker:
         self.sampler = make_sampler(model_path, config)
         self.sampler.policy_version = initial_version
         self.tokenizer = self.sampler.tokenizer
+        # A checkpoint trained with control tokens (Quark) says which prefix it expects.
+        self.default_prefix_ids = prompt_prefix_ids(model_path, self.tokenizer)
         self.rejected_prompts = 0
 
     def generate(self, rows: list[dict], num_samples: int | None = None, dataset_responses: bool = False) -> list[dict]:
@@ -38,8 +47,9 @@ class SamplerWorker:
             try:
                 ids = self._prompt_ids(row)
                 # A method's control tokens (Quark's reward quantile) go before the chat.
-                prompt_ids.append(list(row.get("prompt_prefix_ids") or []) + ids)
-                kept.append(row)
+                prefix = row["prompt_prefix_ids"] if "prompt_prefix_ids" in row else self.default_prefix_ids
+                prompt_ids.append(list(prefix or []) + ids)
+                kept.append({**row, "prompt_prefix_ids": list(prefix or [])} if prefix else row)
             except PromptTooLongError as err:
                 self.rejected_prompts += 1
                 log.warning("%s: skipping prompt %s: %s", self.name, row.get("prompt_id"), err)

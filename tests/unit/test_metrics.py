@@ -127,3 +127,22 @@ def test_progress_bar_counts(capsys):
     assert bar.n == 3 and bar.total == 3 and bar.mininterval == 1
     bar.close()
     assert "sampling" in capsys.readouterr().err
+
+
+def test_running_mean_and_trend_summary():
+    from raylign.metrics import running_mean, trend_summary
+
+    assert running_mean([1.0, 2.0, 3.0, 4.0], 2) == [1.0, 1.5, 2.5, 3.5]
+    assert running_mean([2.0, 4.0, 6.0], 5) == [2.0, 3.0, 4.0]
+    records = [{"step": i + 1, "reward_mean": v} for i, v in enumerate([0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4])]
+    assert trend_summary(records) == "reward_mean: first 2 steps 0.100 -> last 2 steps 1.300 (8 steps)"
+    assert trend_summary(records[:3]) is None  # too short to call a trend
+
+
+def test_plot_draws_a_running_mean(tmp_path):
+    from raylign.metrics import MetricsLogger
+
+    with MetricsLogger(tmp_path, "t", ray_metrics=False) as logger:
+        for step in range(1, 9):
+            logger.log(step, {"reward_mean": step * 0.1})
+        assert logger.plot().read_bytes().startswith(PNG_MAGIC)
