@@ -49,6 +49,37 @@ def prompt_prefix_ids(model_dir: str | Path, tokenizer) -> list[int]:
     return list(ids)
 
 
+ZERO_WIDTH_SPACE = "\u200b"
+
+
+def special_token_strings(tokenizer) -> list[str]:
+    """The strings the tokenizer turns into special tokens (chat-turn markers, EOS, ...)."""
+    strings = set(getattr(tokenizer, "all_special_tokens", []) or [])
+    for added in (getattr(tokenizer, "added_tokens_decoder", None) or {}).values():
+        if getattr(added, "special", False):
+            strings.add(str(added))
+    return sorted((t for t in strings if len(t) > 1), key=len, reverse=True)
+
+
+def escape_special_tokens(tokenizer, text: str) -> str:
+    """`text` with every special-token string broken by a zero-width space after its first
+    character, so text written by a user or sampled from a policy is read as text and can
+    never forge a chat-turn boundary (`<|im_end|><|im_start|>assistant ...`). Text without
+    such strings is returned unchanged, so ordinary prompts encode exactly as before."""
+    if "<" not in text and "[" not in text:  # fast path: every common special token starts so
+        specials = [t for t in special_token_strings(tokenizer) if t[0] not in "<["]
+    else:
+        specials = special_token_strings(tokenizer)
+    for special in specials:
+        if special in text:
+            text = text.replace(special, special[0] + ZERO_WIDTH_SPACE + special[1:])
+    return text
+
+
+def escape_messages(tokenizer, messages: Sequence[dict]) -> list[dict]:
+    return [{**m, "content": escape_special_tokens(tokenizer, m["content"])} for m in messages]
+
+
 def as_messages(row_or_prompt) -> list[dict]:
     if isinstance(row_or_prompt, str):
         return [{"role": "user", "content": row_or_prompt}]
@@ -61,7 +92,8 @@ def as_messages(row_or_prompt) -> list[dict]:
 def encode_prompt(tokenizer, messages: Sequence[dict], max_tokens: int, over_long: OverLong = "truncate") -> list[int]:
     """Prompt ids with the generation prompt appended; over-long ones keep their end."""
     if getattr(tokenizer, "chat_template", None):
-        ids = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=True)
+        ids = tokenizer.apply_chat_template(escape_messages(tokenizer, messages), add_generation_prompt=True,
+                                            tokenize=True)
         if isinstance(ids, dict) or hasattr(ids, "keys"):
             ids = ids["input_ids"]
     else:
@@ -90,5 +122,5 @@ def encode_raw_prompt(tokenizer, text: str, max_tokens: int, over_long: OverLong
 
 def encode_response(tokenizer, text: str, max_tokens: int) -> list[int]:
     """Token ids of a response as the model would emit it, ending with EOS."""
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"][: max_tokens - 1]
+    ids = tokenizer(escape_special_tokens(tokenizer, text), add_special_tokens=False)["input_ids"][: max_tokens - 1]
     return list(ids) + [tokenizer.eos_token_id]

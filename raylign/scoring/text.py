@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Literal, Sequence
 
-from raylign.models.chat import as_messages
+from raylign.models.chat import as_messages, escape_messages
 
 OverLongPair = Literal["truncate", "drop"]
 
@@ -32,6 +32,8 @@ def scored_conversation(prompt_or_messages, response: str) -> list[dict]:
 def render_scored_text(tokenizer, prompt_or_messages, response: str) -> str:
     conversation = scored_conversation(prompt_or_messages, response)
     if getattr(tokenizer, "chat_template", None):
+        # Turn markers come from the template only: a response cannot forge a turn boundary.
+        conversation = escape_messages(tokenizer, conversation)
         return tokenizer.apply_chat_template(conversation, add_generation_prompt=False, tokenize=False)
     # Tokenizers without a chat template (plain encoders): the HH-style transcript.
     names = {"user": "Human", "assistant": "Assistant", "system": "System"}

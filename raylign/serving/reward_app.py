@@ -51,15 +51,33 @@ class RewardServeConfig(StrictModel):
     over_long: Literal["truncate", "reject"] = "truncate"  # reject: 413 naming the item
     dtype: Literal["float32", "bfloat16"] = "float32"
     torch_threads: int | None = None
-    token: str | None = None  # bearer token; env RAYLIGN_RM_TOKEN also works
+    token: str | None = Field(None, repr=False)  # bearer token; env RAYLIGN_RM_TOKEN also works
+    require_token: bool = False  # refuse to start without a token (cluster/serve_rm.yaml binds 0.0.0.0)
+    max_body_bytes: int = Field(4_000_000, ge=1)  # larger bodies get 413 before they are read
+    max_queued_requests: int = Field(64, ge=-1)  # beyond this Serve answers 503; -1 = unbounded
 
 
-app = FastAPI(title="raylign reward model")
+# Docs routes off: they are not needed to score, and /docs pulls scripts from a CDN.
+app = FastAPI(title="raylign reward model", docs_url=None, redoc_url=None, openapi_url=None)
 
 
 def _error(err: RequestError) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if err.status == 401 else None
     return JSONResponse(err.body(), status_code=err.status, headers=headers)
+
+
+async def read_capped_body(request: Request, limit: int) -> bytes:
+    """The body, or 413 as soon as it (or its declared length) passes `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise RequestError(413, f"request body of {declared} bytes, more than the limit of {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(413, f"request body over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=32)
@@ -79,20 +97,30 @@ class RewardModelServer:
         over_long = "drop" if self.config.over_long == "reject" else "truncate"
         self.scorer = RewardScorer(model_dir, self.max_length, self.config.max_batch_size, self.config.dtype, over_long)
         self.token = self.config.token or os.environ.get("RAYLIGN_RM_TOKEN") or None
+        if self.config.require_token and not self.token:
+            raise RuntimeError("require_token is set but no token was given: export RAYLIGN_RM_TOKEN on the "
+                               "cluster's nodes (before `ray start`) or in the app's runtime_env")
         self._score_batch.set_max_batch_size(self.config.max_batch_size)
         self._score_batch.set_batch_wait_timeout_s(self.config.batch_wait_timeout_s)
         self.served = 0
 
     @app.get("/health")
-    async def health(self) -> dict:
+    async def health(self, request: Request) -> dict:
+        """Liveness for anyone; the model and counters only for holders of the token."""
+        try:
+            check_bearer(request.headers.get("authorization"), self.token)
+        except RequestError:
+            return {"status": "ok"}
         return {"status": "ok", "model": self.config.model, "max_length": self.max_length, "served": self.served}
 
     @app.post("/score")
     async def score(self, request: Request):
         try:
             check_bearer(request.headers.get("authorization"), self.token)
-            pairs = parse_score_request(parse_json(await request.body()), self.config.max_items, self.config.max_chars)
-            sequences = self._encode(pairs)
+            raw = await read_capped_body(request, self.config.max_body_bytes)
+            pairs = parse_score_request(parse_json(raw), self.config.max_items, self.config.max_chars)
+            # Tokenising long texts takes a while: off the event loop, so /health stays prompt.
+            sequences = await asyncio.to_thread(self._encode, pairs)
         except RequestError as err:
             return _error(err)
         started = time.perf_counter()
@@ -128,6 +156,7 @@ def build_app(args: dict | None = None):
     options: dict = {
         "ray_actor_options": {"num_cpus": config.num_cpus, "num_gpus": config.num_gpus},
         "name": "RewardModelServer",
+        "max_queued_requests": config.max_queued_requests,
     }
     if config.autoscaling is not None:
         options["autoscaling_config"] = config.autoscaling.model_dump()
@@ -143,6 +172,17 @@ def start(config: RewardServeConfig, host: str = "127.0.0.1", port: int = 8000, 
     return f"http://{host}:{port}{config.route_prefix.rstrip('/')}"
 
 
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def main(argv: list[str]) -> int:
     from raylign.config import load_config
     from raylign.runtime import init_ray
@@ -155,6 +195,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--replicas", type=int, help="number of replicas (fixed)")
     parser.add_argument("--token", help="require 'Authorization: Bearer TOKEN' (or set RAYLIGN_RM_TOKEN)")
     parser.add_argument("--ray-address", help="join this Ray cluster instead of starting a local one")
+    parser.add_argument("--insecure", action="store_true",
+                        help="allow a non-loopback --host without a token (anyone who can reach it may score)")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. max_batch_size=32")
     args = parser.parse_args(argv)
     overrides = list(args.overrides)
@@ -165,6 +207,12 @@ def main(argv: list[str]) -> int:
     config = load_config(RewardServeConfig, args.config, overrides)
     if args.token:
         config.token = args.token
+    token = config.token or os.environ.get("RAYLIGN_RM_TOKEN")
+    if not is_loopback(args.host) and not token and not args.insecure:
+        parser.error(f"--host {args.host} is reachable from other machines and no token is set: pass --token "
+                     "(or set RAYLIGN_RM_TOKEN), or --insecure to serve it open anyway")
+    if not is_loopback(args.host) and not token:
+        print(f"[raylign] WARNING: serving on {args.host} with no token (--insecure)", file=sys.stderr, flush=True)
     init_ray(args.ray_address)
     url = start(config, args.host, args.port)
     print(f"[raylign] reward model '{config.model}' serving at {url}/score (health: {url}/health); Ctrl-C stops", flush=True)

@@ -21,13 +21,43 @@ class RequestError(ValueError):
         return {"error": self.message, "status": self.status}
 
 
+MAX_DEPTH = 8  # {"items": [{"prompt": [{"content": ...}]}]} needs 5
+
+
+def json_depth_exceeds(raw: bytes, limit: int) -> bool:
+    """Whether brackets nest deeper than `limit` (outside strings), checked before parsing:
+    200,000 nested '[' must not reach the recursive parser."""
+    depth, in_string, escaped = 0, False, False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            if depth > limit:
+                return True
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return False
+
+
 def parse_json(raw: bytes) -> Any:
     if not raw:
         raise RequestError(400, "request body is empty; send JSON like {\"items\": [{\"prompt\": ..., \"response\": ...}]}")
+    if json_depth_exceeds(raw, MAX_DEPTH):
+        raise RequestError(422, f"request body nests deeper than {MAX_DEPTH} levels")
     try:
         return json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise RequestError(400, f"request body is not valid JSON: {err}") from None
+    except (ValueError, RecursionError) as err:  # e.g. an integer of thousands of digits
+        raise RequestError(422, f"request body has a value out of range: {str(err)[:120]}") from None
 
 
 def _check_text(value: Any, where: str, max_chars: int) -> str:
@@ -35,6 +65,10 @@ def _check_text(value: Any, where: str, max_chars: int) -> str:
         raise RequestError(422, f"{where}: expected a string, got {type(value).__name__}")
     if len(value) > max_chars:
         raise RequestError(413, f"{where}: {len(value)} characters, more than the limit of {max_chars}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate such as "\ud800", valid JSON but not text
+        raise RequestError(422, f"{where}: not valid Unicode text (lone surrogate)") from None
     return value
 
 
@@ -60,8 +94,7 @@ def _check_prompt(value: Any, where: str, max_chars: int) -> str | list[dict]:
     for i, message in enumerate(value):
         _require_fields(message, f"{where}[{i}]", ("role", "content"))
         for key in ("role", "content"):
-            if not isinstance(message[key], str):
-                raise RequestError(422, f"{where}[{i}].{key}: expected a string, got {type(message[key]).__name__}")
+            _check_text(message[key], f"{where}[{i}].{key}", max_chars)
         total += len(message["content"])
         messages.append({"role": message["role"], "content": message["content"]})
     if total > max_chars:

@@ -28,7 +28,7 @@ def service(ray_cluster, rm_dir):
     from raylign.serving.reward_app import RewardServeConfig, start
 
     config = RewardServeConfig(model=str(rm_dir), app_name="reward-test", num_cpus=0.25, max_items=8,
-                               max_chars=2000, max_length=128, token=TOKEN, torch_threads=1)
+                               max_chars=2000, max_length=128, token=TOKEN, torch_threads=1, max_body_bytes=100_000)
     url = start(config, host="127.0.0.1", port=_free_port())
     yield url, config
     serve.shutdown()
@@ -72,6 +72,10 @@ def test_scores_match_local_scorer_and_client(service, rm_dir):
         (b'{"items": "abc"}', 422, "items: expected a list"),
         (b'{"items": [' + b",".join([b'{"prompt": "a", "response": "b"}'] * 9) + b"]}", 413, "more than the limit of 8"),
         (b'{"items": [{"prompt": "a", "response": "' + b"x" * 2001 + b'"}]}', 413, "more than the limit of 2000"),
+        (b"[" * 200_000, 413, "more than the limit of 100000"),  # size is checked before anything is parsed
+        (b"[" * 50_000, 422, "nests deeper"),
+        (b'{"items": [{"prompt": "\\ud800", "response": "b"}]}', 422, "not valid Unicode"),
+        (b'{"items": [{"prompt": "a", "response": "b"}], "n": ' + b"9" * 5000 + b"}", 422, "out of range"),
     ],
 )
 def test_bad_requests_get_4xx_json(service, body, status, fragment):
@@ -108,3 +112,22 @@ def test_replica_still_serves_after_bad_requests(service):
     assert httpx.get(f"{url}/health", timeout=30).json()["status"] == "ok"
     answer = httpx.post(f"{url}/score", json={"items": ITEMS[:1]}, headers=_headers(), timeout=60)
     assert answer.status_code == 200 and len(answer.json()["scores"]) == 1
+
+
+def test_health_and_docs_reveal_nothing_without_the_token(service):
+    url, config = service
+    assert httpx.get(f"{url}/health", timeout=30).json() == {"status": "ok"}
+    assert httpx.get(f"{url}/health", headers=_headers(), timeout=30).json()["model"] == config.model
+    for path in ("/docs", "/redoc", "/openapi.json"):
+        assert httpx.get(f"{url}{path}", timeout=30).status_code == 404
+
+
+def test_non_loopback_host_without_token_refuses(monkeypatch):
+    from raylign.serving.reward_app import is_loopback, main
+
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("example.org")
+    monkeypatch.delenv("RAYLIGN_RM_TOKEN", raising=False)
+    with pytest.raises(SystemExit) as info:
+        main(["--host", "0.0.0.0"])
+    assert info.value.code == 2

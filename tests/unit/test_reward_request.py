@@ -59,3 +59,23 @@ def test_bearer_token():
         with pytest.raises(RequestError) as info:
             check_bearer(header, "s3cret")
         assert info.value.status == 401 and fragment in info.value.message
+
+
+@pytest.mark.parametrize(
+    "raw, status, fragment",
+    [
+        (b"[" * 200_000, 422, "nests deeper"),
+        (b'{"items": [{"prompt": "a", "response": "' + b"[" * 50 + b'"}]}', None, None),  # brackets in a string are text
+        (b'{"items": [{"prompt": "\\ud800", "response": "b"}]}', 422, "items[0].prompt: not valid Unicode"),
+        (b'{"items": [{"prompt": "a", "response": "b"}], "n": ' + b"9" * 5000 + b"}", 422, "out of range"),
+        (b'{"items": [{"prompt": [{"role": "user", "content": "\\udfff"}], "response": "b"}]}', 422,
+         "prompt[0].content: not valid Unicode"),
+    ],
+)
+def test_hostile_bodies_are_4xx(raw, status, fragment):
+    if status is None:
+        assert parse(parse_json(raw), max_chars=100)[0][1] == "[" * 50
+        return
+    with pytest.raises(RequestError) as info:
+        parse(parse_json(raw))
+    assert info.value.status == status and fragment in info.value.message
