@@ -65,6 +65,29 @@ def progress(total: int, desc: str, **kwargs) -> tqdm:
     return tqdm(**options)
 
 
+def drop_metrics_after(path: str | Path, step: int) -> int:
+    """Remove the records of steps after `step` from a metrics.jsonl (a resumed run trains
+    them again); returns how many were dropped. Lines that are not JSON are dropped too."""
+    path = Path(path)
+    if not path.exists():
+        return 0
+    kept, dropped = [], 0
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            dropped += 1  # a line cut short by the interruption
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), (int, float)) and record["step"] > step:
+            dropped += 1
+        else:
+            kept.append(line)
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(line + "\n" for line in kept))
+    tmp.replace(path)
+    return dropped
+
+
 def running_mean(values, window: int) -> list[float]:
     """Trailing mean over the last `window` values (fewer at the start)."""
     out, total = [], 0.0

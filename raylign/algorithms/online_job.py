@@ -59,6 +59,24 @@ def load_prompts(data: DataConfig) -> list[dict]:
     return rows
 
 
+def check_reward_source(reward: RewardConfig) -> None:
+    """The reward model exists (a shipped name is built into the cache now, not 70 s into
+    the run) and the other kinds say what they need."""
+    from raylign.config import ConfigError
+
+    if reward.kind == "actor":
+        if not reward.model:
+            raise ConfigError("reward.model: required for reward.kind 'actor'")
+        from raylign.scoring.assets import resolve_reward_model
+
+        resolve_reward_model(reward.model)
+    elif reward.kind == "http" and not reward.url:
+        raise ConfigError("reward.url: required for reward.kind 'http'")
+    elif reward.kind == "function":
+        if not reward.function or ":" not in reward.function:
+            raise ConfigError("reward.function: required for reward.kind 'function', as 'module:callable'")
+
+
 def run_online(config: OnlineJobConfig, algorithm: Algorithm, run_name: str) -> dict:
     import ray
 
@@ -66,8 +84,10 @@ def run_online(config: OnlineJobConfig, algorithm: Algorithm, run_name: str) -> 
     from raylign.runtime import init_ray
     from raylign.scoring.sources import make_reward_source
 
+    # Everything that can be wrong with the inputs is found here, before Ray and the models start.
     model_path = str(resolve_model(config.model))
     prompts = load_prompts(config.data)
+    check_reward_source(config.reward)
     init_ray(config.ray_address)
     model_path = algorithm.prepare_model(model_path, config.engine.output_dir)
     reward = make_reward_source(config.reward)

@@ -40,9 +40,28 @@ def _open_text(path: Path):
     return path.open("r", encoding="utf-8")
 
 
+def _lines(path: Path, handle) -> Iterator[tuple[int, str]]:
+    """Numbered lines; a truncated or non-gzip `.gz`, or bytes that are not UTF-8, become a
+    DataError naming the file and line instead of a decoder traceback."""
+    number = 0
+    try:
+        for number, line in enumerate(handle, start=1):
+            yield number, line
+    except (EOFError, OSError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}:{number + 1}: cannot be read ({_why(path, err)})") from None
+
+
+def _why(path: Path, err: Exception) -> str:
+    if isinstance(err, EOFError):
+        return "the compressed file is truncated"
+    if isinstance(err, gzip.BadGzipFile) or (path.suffix == ".gz" and isinstance(err, OSError)):
+        return f"not a valid gzip file: {err}"
+    return str(err)
+
+
 def _iter_jsonl(path: Path) -> Iterator[Record]:
     with _open_text(path) as handle:
-        for number, line in enumerate(handle, start=1):
+        for number, line in _lines(path, handle):
             if not line.strip():
                 continue
             try:
@@ -60,6 +79,8 @@ def _iter_json_array(path: Path) -> Iterator[Record]:
             data = json.load(handle)
         except json.JSONDecodeError as err:
             raise DataError(f"{path}:{err.lineno}: not valid JSON ({err.msg} at column {err.colno})") from None
+        except (EOFError, OSError, UnicodeDecodeError) as err:
+            raise DataError(f"{path}: cannot be read ({_why(path, err)})") from None
     if isinstance(data, dict):
         data = next((v for v in data.values() if isinstance(v, list)), None) or [data]
     for index, item in enumerate(data):
@@ -92,6 +113,9 @@ def iter_records(path: str | Path, limit: int | None = None) -> Iterator[Record]
         raise DataError(f"data file not found: {path}")
     name = path.name.lower()
     if path.is_dir():
+        if not any((path / marker).exists() for marker in ("dataset_info.json", "dataset_dict.json", "state.json")):
+            raise DataError(f"{path}: is a directory, not a data file (.jsonl[.gz], .json, .parquet) "
+                            "or a `datasets` save_to_disk folder")
         reader = _iter_hf_dataset
     elif name.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
         reader = _iter_jsonl

@@ -21,12 +21,14 @@ from typing import Callable, Literal
 import ray
 
 from raylign.algorithms.base import Algorithm
-from raylign.config import StrictModel
+from pydantic import Field
+
+from raylign.config import ConfigError, StrictModel
 from raylign.engine.buffer import RolloutBuffer
 from raylign.engine.policy_trainer import TrainerConfig, policy_train_loop, read_resume_state
 from raylign.engine.stages import group_by_step, sample_batch, sample_stage, score_batch, score_stage
 from raylign.engine.weight_sync import WeightSyncConfig
-from raylign.metrics import MetricsLogger, progress
+from raylign.metrics import MetricsLogger, drop_metrics_after, progress
 from raylign.models.chat import save_prompt_prefix
 from raylign.sampling.actor import create_samplers
 from raylign.sampling.base import SamplingConfig
@@ -36,9 +38,9 @@ log = logging.getLogger(__name__)
 
 
 class EngineConfig(StrictModel):
-    num_iterations: int = 3
-    prompts_per_step: int = 4
-    max_staleness: int = 0  # 0 = synchronous (on-policy); 1 = sample step i+1 while step i trains
+    num_iterations: int = Field(3, ge=1)
+    prompts_per_step: int = Field(4, ge=1)
+    max_staleness: int = Field(0, ge=0)  # 0 = synchronous (on-policy); 1 = sample step i+1 while step i trains
     pipeline: Literal["streaming", "sequential"] = "streaming"
     output_dir: str = "runs/rrhf"
     resume: bool = False
@@ -161,6 +163,10 @@ def run_engine(
         _set_aside_previous_run(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     resume = read_resume_state(output_dir) if config.resume else None
+    if config.resume and resume is None:
+        raise ConfigError(f"engine.resume=true but {output_dir} holds no resumable checkpoint "
+                          "(latest/raylign_state.json; runs save one every engine.trainer.save_every steps): "
+                          "set engine.resume=false to start a new run")
     first_step = resume["step"] if resume else 0
     if first_step >= config.num_iterations:
         raise ValueError(
@@ -170,11 +176,14 @@ def run_engine(
     start_weights = str(output_dir / "latest") if resume else model_path
     owns_samplers = samplers is None
     if owns_samplers:
-        samplers = create_samplers(start_weights, sampling, initial_version=first_step)
+        samplers = create_samplers(start_weights, sampling,
+                                   initial_version=resume.get("policy_version", first_step) if resume else 0)
     buffer = RolloutBuffer.remote()
     rows = assign_steps(prompts, config.prompts_per_step, first_step, config.num_iterations)
     stream = _stream_factory(config, rows, samplers, sampling.num_samples, reward, algorithm, reference)
 
+    if resume:  # steps after the checkpoint run again: their old rows must not stay beside the new ones
+        drop_metrics_after(output_dir / "metrics.jsonl", first_step)
     logger = MetricsLogger(output_dir, run_name)
     bar = progress(config.num_iterations - first_step, f"{run_name} iterations")
     rollout_stats: dict[int, dict] = {}

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import torch
+from pydantic import Field
 
 from raylign.algorithms.base import Algorithm, TrainContext, policy_of, unwrap
 from raylign.config import StrictModel
@@ -24,16 +25,16 @@ from raylign.training.step import MicroBatch, chunked, optimizer_step, split_eve
 
 
 class TrainerConfig(StrictModel):
-    num_workers: int = 1
-    cpus_per_worker: float = 1.0
+    num_workers: int = Field(1, ge=1)
+    cpus_per_worker: float = Field(1.0, ge=0.0)
     use_gpu: bool = False
-    learning_rate: float = 1e-5
+    learning_rate: float = Field(1e-5, gt=0.0)
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     trainable_layers: int | None = None  # train only the top N decoder layers (+ final norm); None = all
-    max_length: int = 768
+    max_length: int = Field(768, ge=2)
     deepspeed_config: str | None = None  # DeepSpeed JSON (GPU clusters), e.g. cluster/deepspeed_zero2.json
-    save_every: int = 0  # steps between resumable checkpoints; 0 = only the final one
+    save_every: int = Field(0, ge=0)  # steps between resumable checkpoints; 0 = only the final one
     seed: int = 0
     epochs: int | None = None  # passes over each rollout batch; None = the algorithm's default
     num_minibatches: int | None = None  # optimizer steps per epoch; None = the algorithm's default
@@ -191,6 +192,10 @@ def policy_train_loop(cfg: dict) -> None:
             rows = [r for u in units for r in (u if isinstance(u, (list, tuple)) else [u]) if isinstance(r, dict)]
             staleness = [step - r["policy_version"] for r in rows if r.get("source") != "dataset" and "policy_version" in r]
             tokens = sum(len(r.get("prompt_token_ids", [])) + len(r.get("response_token_ids", [])) for r in rows)
+            # Save before the weight push: a sampler that dies during the push must not
+            # cost the step that has just trained.
+            if trainer.save_every and (step + 1) % trainer.save_every == 0 and step + 1 < cfg["num_iterations"]:
+                _save_resumable(module, optimizer, tokenizer, output_dir, step + 1, version, deepspeed)
             sync_stats = sync.push(policy_of(module).state_dict(), version)
             report = {
                 **selection,
@@ -207,8 +212,6 @@ def policy_train_loop(cfg: dict) -> None:
             # Wall time per step as the trainer lives it: waiting for rollouts + update + sync.
             report["iteration_seconds"] = now - previous_end
             previous_end = now
-            if trainer.save_every and (step + 1) % trainer.save_every == 0 and step + 1 < cfg["num_iterations"]:
-                _save_resumable(module, optimizer, tokenizer, output_dir, step + 1, version, deepspeed)
             ray.get(buffer.report.remote(step, report))
     if rank == 0:
         save_hf_checkpoint(module, tokenizer, output_dir / "final")

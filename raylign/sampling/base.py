@@ -6,24 +6,26 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Literal
 
+from pydantic import Field
+
 from raylign.config import StrictModel
 
 
 class SamplingConfig(StrictModel):
     backend: Literal["vllm", "hf"] = "vllm"
-    num_samples: int = 4
-    max_new_tokens: int = 64
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_prompt_tokens: int = 512
+    num_samples: int = Field(4, ge=1)
+    max_new_tokens: int = Field(64, ge=1)
+    temperature: float = Field(1.0, ge=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_prompt_tokens: int = Field(512, ge=1)
     over_long_prompt: Literal["truncate", "reject"] = "truncate"
     # chat: the row's messages through the chat template; raw: its `prompt` text verbatim (few-shot completion)
     prompt_mode: Literal["chat", "raw"] = "chat"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     seed: int = 0
-    num_samplers: int = 2
-    num_cpus_per_sampler: float = 0.25
-    num_gpus_per_sampler: float = 0.0
+    num_samplers: int = Field(2, ge=1)
+    num_cpus_per_sampler: float = Field(0.25, ge=0.0)
+    num_gpus_per_sampler: float = Field(0.0, ge=0.0)
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
     placement_timeout_s: float = 120.0
     vllm_kv_cache_gb: float = 1.0

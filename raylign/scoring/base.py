@@ -9,6 +9,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Literal
 
+from pydantic import Field
+
 from raylign.config import StrictModel
 
 
@@ -19,10 +21,10 @@ class RewardConfig(StrictModel):
     app_name: str = "reward"  # serve: Ray Serve application name
     function: str | None = None  # function: "module:callable" taking (rows) -> list[float]
     token: str | None = None  # bearer token for http
-    batch_size: int = 16
-    max_length: int = 512
-    num_cpus: float = 0.25
-    num_gpus: float = 0.0
+    batch_size: int = Field(16, ge=1)
+    max_length: int = Field(512, ge=2)
+    num_cpus: float = Field(0.25, ge=0.0)
+    num_gpus: float = Field(0.0, ge=0.0)
 
 
 class RewardSource(ABC):

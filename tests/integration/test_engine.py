@@ -114,7 +114,7 @@ def test_interrupted_run_resumes(ray_cluster, tiny_model_dir, tmp_path):
                         sampling, PreferLength(), RRHFAlgorithm(RRHFConfig()), run_name="resume-b")
     assert second["sampler_versions"] == [3]
     steps = [json.loads(line)["step"] for line in open(second["metrics"])]
-    assert steps == [1, 2, 2, 3]  # run A logged 1-2, run B picked up at step 2
+    assert steps == [1, 2, 3]  # run A logged 1-2, run B retrained step 2 and replaced its row
     assert (tmp_path / "run" / "latest" / "optimizer.pt").exists()
 
 

@@ -146,3 +146,25 @@ def test_ray_dataset_from_adapter(shared_data, ray_cluster):
     ds = read_dataset(shared_data / "alpaca_eval_instructions.jsonl.gz", "prompt", limit=16)
     assert ds.count() == 16
     assert set(ds.take(1)[0]) >= {"prompt_id", "prompt", "messages"}
+
+
+def test_truncated_or_fake_gzip_and_directories_name_the_problem(tmp_path):
+    import gzip
+    import json
+
+    from raylign.data.readers import DataError, iter_records
+
+    good = tmp_path / "good.jsonl.gz"
+    with gzip.open(good, "wt") as handle:
+        for i in range(3000):
+            handle.write(json.dumps({"prompt": f"prompt number {i} " * 4}) + "\n")
+    truncated = tmp_path / "cut.jsonl.gz"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    plain = tmp_path / "plain.jsonl.gz"
+    plain.write_text('{"prompt": "x"}\n')
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for path, fragment in ((truncated, "truncated"), (plain, "not a valid gzip file"), (folder, "is a directory")):
+        with pytest.raises(DataError, match=fragment) as info:
+            list(iter_records(path))
+        assert str(path) in str(info.value)

@@ -95,3 +95,40 @@ def test_previous_run_is_set_aside_not_mixed(tmp_path):
     (moved,) = [p for p in tmp_path.iterdir() if p.name.startswith("run-")]
     assert (moved / "metrics.jsonl").read_text() == '{"step": 1}\n'
     _set_aside_previous_run(tmp_path / "never-existed")  # nothing to do
+
+
+def test_resume_without_a_checkpoint_is_an_error(tmp_path):
+    from raylign.config import ConfigError
+    from raylign.engine.loop import EngineConfig, run_engine
+
+    config = EngineConfig(output_dir=str(tmp_path / "run"), resume=True)
+    with pytest.raises(ConfigError, match="holds no resumable checkpoint"):
+        run_engine(config, "unused", [{"prompt": "x"}], None, None, None, run_name="t")
+
+
+def test_resumed_run_drops_the_metrics_of_steps_it_retrains(tmp_path):
+    import json
+
+    from raylign.metrics import drop_metrics_after
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps({"step": s, "loss": s}) + "\n" for s in (1, 2, 3)) + '{"step": 4, "lo')
+    assert drop_metrics_after(path, 2) == 2
+    assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2]
+    assert drop_metrics_after(tmp_path / "absent.jsonl", 1) == 0
+
+
+@pytest.mark.parametrize("override, field", [
+    ("sampling.num_samples=0", "sampling.num_samples"),
+    ("engine.num_iterations=-1", "engine.num_iterations"),
+    ("engine.prompts_per_step=0", "engine.prompts_per_step"),
+    ("sampling.top_p=0", "sampling.top_p"),
+    ("engine.trainer.learning_rate=0", "engine.trainer.learning_rate"),
+])
+def test_impossible_settings_fail_at_load_naming_the_key(override, field):
+    from raylign.algorithms.grpo_job import GRPOJobConfig
+    from raylign.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError) as info:
+        load_config(GRPOJobConfig, "jobs/grpo_hh.yaml", [override])
+    assert str(info.value).startswith(f"jobs/grpo_hh.yaml: key '{field}'") and "unknown key" not in str(info.value)
