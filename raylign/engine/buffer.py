@@ -57,6 +57,9 @@ class RolloutBuffer:
             del self._batches[step]
         return shard
 
+    async def is_closed(self) -> bool:
+        return self._closed
+
     async def report(self, step: int, metrics: dict) -> None:
         self._reports.append({"step": step, **metrics})
 

@@ -44,6 +44,8 @@ class EngineConfig(StrictModel):
     pipeline: Literal["streaming", "sequential"] = "streaming"
     output_dir: str = "runs/rrhf"
     resume: bool = False
+    # how long a step may wait for the samplers to reach the policy version it needs
+    staleness_timeout_s: float = Field(1800.0, gt=0)
     trainer: TrainerConfig = TrainerConfig()
     weight_sync: WeightSyncConfig = WeightSyncConfig()
 
@@ -180,7 +182,7 @@ def run_engine(
                                    initial_version=resume.get("policy_version", first_step) if resume else 0)
     buffer = RolloutBuffer.remote()
     rows = assign_steps(prompts, config.prompts_per_step, first_step, config.num_iterations)
-    stream = _stream_factory(config, rows, samplers, sampling.num_samples, reward, algorithm, reference)
+    stream = _stream_factory(config, rows, samplers, sampling.num_samples, reward, algorithm, reference, buffer)
 
     if resume:  # steps after the checkpoint run again: their old rows must not stay beside the new ones
         drop_metrics_after(output_dir / "metrics.jsonl", first_step)
@@ -254,7 +256,8 @@ def run_engine(
     }
 
 
-def _stream_factory(config: EngineConfig, rows, samplers, num_samples, reward, algorithm: Algorithm, reference=None):
+def _stream_factory(config: EngineConfig, rows, samplers, num_samples, reward, algorithm: Algorithm, reference=None,
+                    buffer=None):
     """A function returning an iterator of row lists, one element per finished chunk."""
     staleness = config.max_staleness
     dataset_responses = algorithm.dataset_responses
@@ -262,7 +265,8 @@ def _stream_factory(config: EngineConfig, rows, samplers, num_samples, reward, a
     def sequential():
         for batch in group_by_step(rows):
             batch = [algorithm.prepare_prompt(row) for row in batch]
-            yield score_batch(sample_batch(batch, samplers, num_samples, 0, dataset_responses), reward, reference)
+            yield score_batch(sample_batch(batch, samplers, num_samples, 0, dataset_responses,
+                                           config.staleness_timeout_s, buffer), reward, reference)
 
     def streaming():
         context = ray.data.DataContext.get_current()
@@ -282,6 +286,8 @@ def _stream_factory(config: EngineConfig, rows, samplers, num_samples, reward, a
                 "num_samples": num_samples,
                 "max_staleness": staleness,
                 "dataset_responses": dataset_responses,
+                "wait_timeout_s": config.staleness_timeout_s,
+                "buffer": buffer,
             },
             num_cpus=0.01,
             compute=ray.data.TaskPoolStrategy(size=1),

@@ -17,19 +17,33 @@ class StaleBatchError(RuntimeError):
     pass
 
 
-def wait_for_version(samplers: list, required: int, timeout_s: float = 3600.0, poll_s: float = 0.1) -> int:
+class StreamStopped(RuntimeError):
+    """The run ended (the trainer finished or failed) while this stage waited."""
+
+
+def wait_for_version(samplers: list, required: int, timeout_s: float = 1800.0, poll_s: float = 0.1,
+                     buffer=None) -> int:
     """Block until every sampler serves at least policy `required`.
 
     This is the `max_staleness` bound: prompts of training step i are sampled only
     once the samplers hold version >= i - max_staleness (0 = strictly on-policy).
+    Gives up after `timeout_s` (engine.staleness_timeout_s), and at once when the run's
+    rollout buffer is closed (the trainer ended), instead of polling on.
     """
     deadline = time.monotonic() + timeout_s
+    next_stop_check = 0.0
     while True:
         versions = ray.get([s.policy_version.remote() for s in samplers])
         if min(versions) >= required:
             return min(versions)
-        if time.monotonic() > deadline:
-            raise StaleBatchError(f"samplers stuck at versions {versions}, need {required}")
+        now = time.monotonic()
+        if now > deadline:
+            raise StaleBatchError(f"samplers stuck at versions {versions}, need {required} after {timeout_s:.0f} s "
+                                  "(engine.staleness_timeout_s): is the trainer alive?")
+        if buffer is not None and now >= next_stop_check:
+            next_stop_check = now + 1.0
+            if ray.get(buffer.is_closed.remote()):
+                raise StreamStopped(f"the run ended while step {required + 1} waited for policy {required}")
         time.sleep(poll_s)
 
 
@@ -39,12 +53,14 @@ def sample_batch(
     num_samples: int,
     max_staleness: int,
     dataset_responses: bool = False,
+    wait_timeout_s: float = 1800.0,
+    buffer=None,
 ) -> list[dict]:
     """Generate k responses per prompt, spreading one step's prompts over all samplers."""
     if not rows:
         return []
     step = rows[0]["batch_index"]
-    wait_for_version(samplers, step - max_staleness)
+    wait_for_version(samplers, step - max_staleness, wait_timeout_s, buffer=buffer)
     start = time.perf_counter()
     chunks = [rows[i :: len(samplers)] for i in range(len(samplers))]
     calls = [s.generate.remote(chunk, num_samples, dataset_responses) for s, chunk in zip(samplers, chunks) if chunk]
@@ -93,13 +109,13 @@ def group_by_step(rows: list[dict]) -> list[list[dict]]:
     return [steps[k] for k in sorted(steps)]
 
 
-def sample_stage(batch, samplers, num_samples, max_staleness, dataset_responses):
+def sample_stage(batch, samplers, num_samples, max_staleness, dataset_responses, wait_timeout_s=1800.0, buffer=None):
     """Ray Data adapter around `sample_batch` (pyarrow in, pyarrow out)."""
     import pyarrow as pa
 
     out = []
     for rows in group_by_step(batch.to_pylist()):
-        out.extend(sample_batch(rows, samplers, num_samples, max_staleness, dataset_responses))
+        out.extend(sample_batch(rows, samplers, num_samples, max_staleness, dataset_responses, wait_timeout_s, buffer))
     return pa.Table.from_pylist(out)
 
 

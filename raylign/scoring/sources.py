@@ -65,12 +65,22 @@ class ServeRewardSource(RewardSource):
 
 
 class HttpRewardSource(RewardSource):
+    """Pickles as its config (an open HTTP client does not), so the streaming pipeline can
+    ship it into Ray Data stages; each process opens its own connection pool."""
+
     def __init__(self, config: RewardConfig):
         from raylign.serving.reward_client import RewardClient
 
         if not config.url:
             raise ValueError("reward kind 'http' needs reward.url (e.g. http://127.0.0.1:8000)")
+        self.config = config
         self.client = RewardClient(config.url, config.token, batch_size=config.batch_size)
+
+    def __getstate__(self) -> dict:
+        return {"config": self.config}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["config"])
 
     def score(self, rows: list[dict]) -> list[float]:
         return self.client.score(_slim(rows))

@@ -144,3 +144,26 @@ def test_step_with_every_prompt_rejected_fails_clearly(ray_cluster, tiny_model_d
     with pytest.raises(ValueError, match="rejected as over-long"):
         run_engine(engine, str(tiny_model_dir), PROMPTS, sampling, PreferLength(),
                    RRHFAlgorithm(RRHFConfig()), run_name="reject-all")
+
+
+def test_waiting_stage_stops_when_the_run_ends(ray_cluster):
+    """A step waiting for a policy version the trainer will never push gives up as soon as
+    the run's buffer closes (before: it polled for an hour), and after its timeout otherwise."""
+    import time
+
+    from raylign.engine.buffer import RolloutBuffer
+    from raylign.engine.stages import StaleBatchError, StreamStopped, wait_for_version
+
+    @ray.remote(num_cpus=0)
+    class StuckSampler:
+        def policy_version(self):
+            return 0
+
+    sampler, buffer = StuckSampler.remote(), RolloutBuffer.remote()
+    with pytest.raises(StaleBatchError, match="staleness_timeout_s"):
+        wait_for_version([sampler], 3, timeout_s=0.5, buffer=buffer)
+    ray.get(buffer.close.remote())
+    started = time.monotonic()
+    with pytest.raises(StreamStopped):
+        wait_for_version([sampler], 3, timeout_s=600, buffer=buffer)
+    assert time.monotonic() - started < 10

@@ -93,3 +93,17 @@ def test_encoder_backbones_score_the_same_for_both_padding_sides(tmp_path):
     assert left == pytest.approx(right, abs=1e-5) and plain == pytest.approx(right, abs=1e-5)
     names = freeze_to_top_layers(model, 1)
     assert any(n.startswith("classifier.") for n in names) and not any(".layer.0." in n for n in names)
+
+
+def test_http_reward_source_pickles_into_pipeline_stages():
+    """Ray Data ships stage arguments by pickling: an open httpx client cannot travel, the config can."""
+    import pickle
+
+    from raylign.scoring.base import RewardConfig
+    from raylign.scoring.sources import make_reward_source
+
+    source = make_reward_source(RewardConfig(kind="http", url="http://127.0.0.1:9", token="t", batch_size=3))
+    copy = pickle.loads(pickle.dumps(source))
+    assert copy.config == source.config and copy.client is not source.client
+    copy.close()
+    source.close()
