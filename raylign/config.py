@@ -116,5 +116,20 @@ def _defaults(model: type[StrictModel]) -> dict:
         return {}
 
 
+SECRET_KEYS = ("token", "api_key", "password", "secret")
+
+
+def redact_secrets(tree):
+    """A copy with the values of secret-looking keys (token, api_key, ...) replaced, so a
+    recipe can be printed or logged without leaking them."""
+    if isinstance(tree, dict):
+        return {k: ("***" if v and isinstance(k, str) and k.lower() in SECRET_KEYS else redact_secrets(v))
+                for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [redact_secrets(v) for v in tree]
+    return tree
+
+
 def dump_config(config: BaseModel) -> str:
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    """The config as YAML for printing and for the run folder; secrets redacted."""
+    return yaml.safe_dump(redact_secrets(config.model_dump(mode="json")), sort_keys=False)

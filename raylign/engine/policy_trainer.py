@@ -181,6 +181,8 @@ def policy_train_loop(cfg: dict) -> None:
         if shard is None:  # the rollout stream ended early (an error the driver reports)
             return
         units, filler, selection = shard["units"], shard["filler"], shard["metrics"]
+        # queue depth: steps already sampled and scored, waiting for the trainer
+        queued = ray.get(buffer.pending.remote()) if rank == 0 else 0
         start = time.perf_counter()
         ctx = TrainContext(tokenizer.pad_token_id, trainer.max_length, trainer.logprob_chunk_size)
         metrics = train_on_units(module, optimizer, algorithm, units, filler, ctx, plan, deepspeed,
@@ -206,6 +208,7 @@ def policy_train_loop(cfg: dict) -> None:
                 "staleness_max": max(staleness, default=0),
                 "staleness_mean": sum(staleness) / max(1, len(staleness)),
                 "trainable_params": trainable,
+                "buffer_pending_steps": queued,
                 **sync_stats,
             }
             now = time.perf_counter()

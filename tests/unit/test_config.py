@@ -84,3 +84,13 @@ def test_override_keeps_sibling_defaults_of_a_section(tmp_path):
     path.write_text("sampling:\n  temperature: 0.5\n")
     config = load_config(WithNestedDefaults, path)
     assert (config.sampling.temperature, config.sampling.num_samples, config.sampling.max_new_tokens) == (0.5, 2, 48)
+
+
+def test_printed_configs_never_show_secrets():
+    from raylign.algorithms.online_job import OnlineJobConfig
+    from raylign.config import dump_config, load_config
+
+    config = load_config(OnlineJobConfig, None, ["reward.kind=http", "reward.url=http://h:1", "reward.token=s3cret"])
+    text = dump_config(config)
+    assert "s3cret" not in text and "token: '***'" in text and "http://h:1" in text
+    assert config.reward.token == "s3cret"  # only the printed copy is redacted
