@@ -30,6 +30,7 @@ class RolloutBuffer:
         self._ready: dict[int, asyncio.Event] = defaultdict(asyncio.Event)
         self._reports: list[dict] = []
         self._closed = False
+        self._latest_weights: tuple[list, int] | None = None
 
     async def put(self, step: int, units: list, metrics: dict | None = None) -> None:
         self._batches[step] = (units, metrics or {})
@@ -56,6 +57,14 @@ class RolloutBuffer:
         if self._taken[step] >= world_size:  # every rank has its shard: free the rows
             del self._batches[step]
         return shard
+
+    async def set_latest_weights(self, boxed_ref: list, version: int) -> None:
+        """The newest pushed weights (an ObjectRef inside a list, so it is kept, not fetched):
+        a sampler that Ray restarts loads these instead of its starting weights."""
+        self._latest_weights = (boxed_ref, version)
+
+    async def latest_weights(self) -> tuple[list, int] | None:
+        return self._latest_weights
 
     async def is_closed(self) -> bool:
         return self._closed

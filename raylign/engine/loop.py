@@ -99,6 +99,7 @@ def _rollout_stats(rows: list[dict]) -> dict[str, float]:
         "sample_seconds": sample_seconds,
         "sample_tokens_per_s": tokens / max(sample_seconds, 1e-9),
         "score_seconds": max(r["score_seconds"] for r in rows),
+        "sampler_retries": max(r.get("sampler_retries", 0) for r in rows),
     }
 
 
@@ -182,7 +183,8 @@ def run_engine(
                                    initial_version=resume.get("policy_version", first_step) if resume else 0)
     buffer = RolloutBuffer.remote()
     rows = assign_steps(prompts, config.prompts_per_step, first_step, config.num_iterations)
-    stream = _stream_factory(config, rows, samplers, sampling.num_samples, reward, algorithm, reference, buffer)
+    stream = _stream_factory(config, rows, samplers, sampling.num_samples, reward, algorithm, reference, buffer,
+                             sampling.max_retries_per_step)
 
     if resume:  # steps after the checkpoint run again: their old rows must not stay beside the new ones
         drop_metrics_after(output_dir / "metrics.jsonl", first_step)
@@ -257,16 +259,17 @@ def run_engine(
 
 
 def _stream_factory(config: EngineConfig, rows, samplers, num_samples, reward, algorithm: Algorithm, reference=None,
-                    buffer=None):
+                    buffer=None, max_retries_per_step: int = 2):
     """A function returning an iterator of row lists, one element per finished chunk."""
     staleness = config.max_staleness
     dataset_responses = algorithm.dataset_responses
+    retries = max_retries_per_step
 
     def sequential():
         for batch in group_by_step(rows):
             batch = [algorithm.prepare_prompt(row) for row in batch]
             yield score_batch(sample_batch(batch, samplers, num_samples, 0, dataset_responses,
-                                           config.staleness_timeout_s, buffer), reward, reference)
+                                           config.staleness_timeout_s, buffer, retries), reward, reference)
 
     def streaming():
         context = ray.data.DataContext.get_current()
@@ -288,6 +291,7 @@ def _stream_factory(config: EngineConfig, rows, samplers, num_samples, reward, a
                 "dataset_responses": dataset_responses,
                 "wait_timeout_s": config.staleness_timeout_s,
                 "buffer": buffer,
+                "retries": retries,
             },
             num_cpus=0.01,
             compute=ray.data.TaskPoolStrategy(size=1),

@@ -171,7 +171,7 @@ def policy_train_loop(cfg: dict) -> None:
         optimizer.load_state_dict(torch.load(output_dir / "latest" / "optimizer.pt", weights_only=True))
     if resume and (output_dir / "latest" / "trainer_extra.pt").exists():
         unwrap(module).load_state_dict(torch.load(output_dir / "latest" / "trainer_extra.pt", weights_only=True), strict=False)
-    sync = make_weight_sync(cfg["samplers"], cfg["weight_sync"]) if rank == 0 else None
+    sync = make_weight_sync(cfg["samplers"], cfg["weight_sync"], store=buffer) if rank == 0 else None
     deepspeed = trainer.deepspeed_config is not None
     plan = update_plan(trainer, algorithm)
     previous_end = time.perf_counter()

@@ -6,11 +6,15 @@ directly from the driver (sequential mode), so both modes compute the same thing
 
 from __future__ import annotations
 
+import logging
 import time
 
 import ray
 
+from raylign.engine.recovery import ACTOR_LOST, RoleFailedError, restore_sampler, when_alive
 from raylign.scoring.base import RewardSource
+
+log = logging.getLogger(__name__)
 
 
 class StaleBatchError(RuntimeError):
@@ -33,9 +37,13 @@ def wait_for_version(samplers: list, required: int, timeout_s: float = 1800.0, p
     deadline = time.monotonic() + timeout_s
     next_stop_check = 0.0
     while True:
-        versions = ray.get([s.policy_version.remote() for s in samplers])
+        # a sampler being restarted answers once it is back (with its weights restored)
+        versions = [when_alive(lambda s=s: s.policy_version.remote(), f"sampler-{i}", timeout_s)
+                    for i, s in enumerate(samplers)]
         if min(versions) >= required:
             return min(versions)
+        if buffer is not None:
+            _restore_restarted(samplers, versions, buffer, timeout_s)
         now = time.monotonic()
         if now > deadline:
             raise StaleBatchError(f"samplers stuck at versions {versions}, need {required} after {timeout_s:.0f} s "
@@ -47,6 +55,18 @@ def wait_for_version(samplers: list, required: int, timeout_s: float = 1800.0, p
         time.sleep(poll_s)
 
 
+def _restore_restarted(samplers: list, versions: list[int], buffer, timeout_s: float) -> None:
+    """A sampler behind the newest pushed version was restarted by Ray (while idle) and
+    serves its starting weights: give it the current ones."""
+    latest = ray.get(buffer.latest_weights.remote())
+    if latest is None:
+        return
+    for i, (sampler, version) in enumerate(zip(samplers, versions)):
+        if version < latest[1] and when_alive(lambda s=sampler: s.restarted_without_weights.remote(), f"sampler-{i}"):
+            log.warning("sampler-%d serves policy %d, behind %d: restarted; restoring its weights", i, version, latest[1])
+            restore_sampler(sampler, f"sampler-{i}", buffer, timeout_s)
+
+
 def sample_batch(
     rows: list[dict],
     samplers: list,
@@ -55,6 +75,7 @@ def sample_batch(
     dataset_responses: bool = False,
     wait_timeout_s: float = 1800.0,
     buffer=None,
+    retries: int = 2,
 ) -> list[dict]:
     """Generate k responses per prompt, spreading one step's prompts over all samplers."""
     if not rows:
@@ -62,9 +83,10 @@ def sample_batch(
     step = rows[0]["batch_index"]
     wait_for_version(samplers, step - max_staleness, wait_timeout_s, buffer=buffer)
     start = time.perf_counter()
-    chunks = [rows[i :: len(samplers)] for i in range(len(samplers))]
-    calls = [s.generate.remote(chunk, num_samples, dataset_responses) for s, chunk in zip(samplers, chunks) if chunk]
-    rollouts = [r for part in ray.get(calls) for r in part]
+    chunks = {i: rows[i :: len(samplers)] for i in range(len(samplers))}
+    parts, retried = _generate_surviving_deaths(samplers, {i: c for i, c in chunks.items() if c}, num_samples,
+                                                dataset_responses, step, retries, buffer, wait_timeout_s)
+    rollouts = [r for i in sorted(parts) for r in parts[i]]
     if not rollouts:
         raise ValueError(
             f"step {step}: all {len(rows)} prompts were rejected as over-long; raise sampling.max_prompt_tokens "
@@ -74,7 +96,37 @@ def sample_batch(
     for r in rollouts:
         r["sample_seconds"] = seconds
         r["rows_in_batch"] = len(rollouts)
+        r["sampler_retries"] = retried
     return rollouts
+
+
+def _generate_surviving_deaths(samplers, chunks: dict, num_samples, dataset_responses, step, retries, buffer,
+                               timeout_s):
+    """Each sampler's share of the step; a share whose sampler died is generated again once
+    Ray has restarted it and it serves the current weights (so the step stays complete and
+    every rollout is stamped with the version that made it)."""
+    parts: dict[int, list[dict]] = {}
+    retried = 0
+    todo = dict(chunks)
+    for attempt in range(retries + 1):
+        calls = {i: samplers[i].generate.remote(chunk, num_samples, dataset_responses) for i, chunk in todo.items()}
+        lost = []
+        for i, ref in calls.items():
+            try:
+                parts[i] = ray.get(ref)
+            except ACTOR_LOST:
+                lost.append(i)
+        if not lost:
+            return parts, retried
+        if attempt == retries:
+            break
+        retried += len(lost)
+        for i in lost:
+            log.warning("step %d: sampler-%d died; retrying its %d prompts after the restart", step, i, len(todo[i]))
+            restore_sampler(samplers[i], f"sampler-{i}", buffer, timeout_s)
+        todo = {i: todo[i] for i in lost}
+    raise RoleFailedError(f"step {step}: sampler-{lost[0]} died {retries + 1} times on the same prompts "
+                          "(sampling.max_retries_per_step); see its log in the Ray dashboard")
 
 
 def score_batch(rollouts: list[dict], reward: RewardSource, reference=None) -> list[dict]:
@@ -92,7 +144,13 @@ def score_batch(rollouts: list[dict], reward: RewardSource, reference=None) -> l
         ]
         pending = reference.response_logprobs.remote(tokens)
     scores = reward.score(rollouts)
-    references = ray.get(pending) if pending is not None else [None] * len(rollouts)
+    references = [None] * len(rollouts)
+    if pending is not None:
+        try:
+            references = ray.get(pending)
+        except ACTOR_LOST:  # a pure call: ask the restarted reference again
+            log.warning("the reference actor died; retrying its log-probs after the restart")
+            references = when_alive(lambda: reference.response_logprobs.remote(tokens), "reference")
     seconds = time.perf_counter() - start
     for r, score, ref in zip(rollouts, scores, references):
         r["reward"] = float(score)
@@ -109,13 +167,15 @@ def group_by_step(rows: list[dict]) -> list[list[dict]]:
     return [steps[k] for k in sorted(steps)]
 
 
-def sample_stage(batch, samplers, num_samples, max_staleness, dataset_responses, wait_timeout_s=1800.0, buffer=None):
+def sample_stage(batch, samplers, num_samples, max_staleness, dataset_responses, wait_timeout_s=1800.0, buffer=None,
+                 retries=2):
     """Ray Data adapter around `sample_batch` (pyarrow in, pyarrow out)."""
     import pyarrow as pa
 
     out = []
     for rows in group_by_step(batch.to_pylist()):
-        out.extend(sample_batch(rows, samplers, num_samples, max_staleness, dataset_responses, wait_timeout_s, buffer))
+        out.extend(sample_batch(rows, samplers, num_samples, max_staleness, dataset_responses, wait_timeout_s, buffer,
+                                retries))
     return pa.Table.from_pylist(out)
 
 

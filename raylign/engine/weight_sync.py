@@ -20,6 +20,7 @@ from typing import Literal
 import ray
 
 from raylign.config import StrictModel
+from raylign.engine.recovery import ACTOR_LOST, when_alive
 
 
 class WeightSyncConfig(StrictModel):
@@ -37,9 +38,10 @@ def _wire_dtype(name: str):
 class WeightSync(ABC):
     """Pushes a new policy version to all samplers; returns timing details."""
 
-    def __init__(self, samplers: list, config: WeightSyncConfig):
+    def __init__(self, samplers: list, config: WeightSyncConfig, store=None):
         self.samplers = samplers
         self.config = config
+        self.store = store  # keeps the newest weights for samplers that Ray restarts (RolloutBuffer)
 
     @abstractmethod
     def push(self, state_dict: dict, version: int) -> dict[str, float]:
@@ -52,8 +54,17 @@ class ObjectStoreSync(WeightSync):
         dtype = _wire_dtype(self.config.dtype)
         tensors = {k: (v.detach().to(dtype) if dtype is not None else v.detach()).cpu() for k, v in state_dict.items()}
         ref = ray.put(tensors)
+        if self.store is not None:
+            ray.get(self.store.set_latest_weights.remote([ref], version))
         put_seconds = time.perf_counter() - start
-        load_seconds = ray.get([s.load_state_dict.remote(ref, version) for s in self.samplers])
+        calls = [s.load_state_dict.remote(ref, version) for s in self.samplers]
+        load_seconds = []
+        for index, (sampler, call) in enumerate(zip(self.samplers, calls)):
+            try:
+                load_seconds.append(ray.get(call))
+            except ACTOR_LOST:  # died during the push: once Ray restarts it, it gets this version
+                load_seconds.append(when_alive(lambda s=sampler: s.load_state_dict.remote(ref, version),
+                                               f"sampler-{index}"))
         return {
             "sync_seconds": time.perf_counter() - start,
             "sync_put_seconds": put_seconds,
@@ -107,7 +118,7 @@ class NCCLBroadcastSync(WeightSync):
         return {"sync_seconds": time.perf_counter() - start}
 
 
-def make_weight_sync(samplers: list, config: WeightSyncConfig) -> WeightSync:
+def make_weight_sync(samplers: list, config: WeightSyncConfig, store=None) -> WeightSync:
     if config.transport == "nccl":
         return NCCLBroadcastSync(samplers, config)
-    return ObjectStoreSync(samplers, config)
+    return ObjectStoreSync(samplers, config, store)

@@ -35,6 +35,9 @@ class SamplerWorker:
         # A checkpoint trained with control tokens (Quark) says which prefix it expects.
         self.default_prefix_ids = prompt_prefix_ids(model_path, self.tokenizer)
         self.rejected_prompts = 0
+        # Ray re-ran this constructor after the actor died: until weights arrive it serves the
+        # starting ones, and the loop must hand it the current version (engine/recovery.py).
+        self.awaiting_weights = _was_restarted()
 
     def generate(self, rows: list[dict], num_samples: int | None = None, dataset_responses: bool = False) -> list[dict]:
         """Rollout rows: one per (prompt, sample), prompt fields carried through.
@@ -117,6 +120,7 @@ class SamplerWorker:
         """Swap in new weights; returns the seconds it took."""
         start = time.perf_counter()
         self.sampler.load_state_dict(state_dict, version)
+        self.awaiting_weights = False
         return time.perf_counter() - start
 
     def init_weight_group(self, host: str, port: int, rank: int, world_size: int) -> None:
@@ -130,8 +134,18 @@ class SamplerWorker:
     def policy_version(self) -> int:
         return self.sampler.policy_version
 
+    def restarted_without_weights(self) -> bool:
+        return self.awaiting_weights
+
     def stats(self) -> dict:
         return {"name": self.name, "policy_version": self.sampler.policy_version, "rejected": self.rejected_prompts}
+
+
+def _was_restarted() -> bool:
+    try:
+        return bool(ray.get_runtime_context().was_current_actor_reconstructed)
+    except Exception:  # not inside an actor (a SamplerWorker used directly)
+        return False
 
 
 SamplerActor = ray.remote(SamplerWorker)
@@ -182,6 +196,7 @@ def create_samplers(
     for index in range(count):
         actors.append(
             SamplerActor.options(
+                max_restarts=config.max_restarts,
                 num_cpus=config.num_cpus_per_sampler,
                 num_gpus=config.num_gpus_per_sampler,
                 scheduling_strategy=PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=index),

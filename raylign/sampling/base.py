@@ -26,6 +26,9 @@ class SamplingConfig(StrictModel):
     num_samplers: int = Field(2, ge=1)
     num_cpus_per_sampler: float = Field(0.25, ge=0.0)
     num_gpus_per_sampler: float = Field(0.0, ge=0.0)
+    max_restarts: int = Field(3, ge=0)  # a dead sampler actor is restarted this often by Ray
+    max_retries_per_step: int = Field(2, ge=0)  # a step's prompts are re-sampled after this many sampler deaths
+    restart_timeout_s: float = Field(600.0, gt=0)  # how long a restarting sampler may take to come back
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
     placement_timeout_s: float = 120.0
     vllm_kv_cache_gb: float = 1.0

@@ -25,6 +25,8 @@ class RewardConfig(StrictModel):
     max_length: int = Field(512, ge=2)
     num_cpus: float = Field(0.25, ge=0.0)
     num_gpus: float = Field(0.0, ge=0.0)
+    max_restarts: int = Field(3, ge=0)  # actor kind: Ray restarts a dead reward actor this often
+    restart_timeout_s: float = Field(600.0, gt=0)
 
 
 class RewardSource(ABC):

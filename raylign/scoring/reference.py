@@ -20,6 +20,7 @@ class ReferenceConfig(StrictModel):
     num_cpus: float = 0.2
     num_gpus: float = 0.0
     batch_size: int = 8
+    max_restarts: int = 3  # Ray restarts a dead reference actor this often (its log-probs are pure)
 
 
 class ReferenceWorker:
@@ -57,7 +58,8 @@ def create_reference(config: ReferenceConfig, policy_path: str, max_length: int,
     """The reference actor, or None when no KL term is asked for and the method needs none."""
     if config.kl_coef <= 0 and not required:
         return None
-    actor = ReferenceActor.options(num_cpus=config.num_cpus, num_gpus=config.num_gpus).remote(
+    actor = ReferenceActor.options(num_cpus=config.num_cpus, num_gpus=config.num_gpus,
+                                   max_restarts=config.max_restarts).remote(
         config.model or policy_path, max_length, config.batch_size
     )
     return actor

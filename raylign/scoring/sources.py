@@ -37,14 +37,19 @@ class ActorRewardSource(RewardSource):
             raise ValueError("reward kind 'actor' needs reward.model (a path or a shipped name like hh-rm-smollm2)")
         threads = max(1, round(config.num_cpus)) if config.num_cpus >= 1 else 1
         self.config = config
-        self.actor = RewardModelActor.options(num_cpus=config.num_cpus, num_gpus=config.num_gpus).remote(
+        # restarted by Ray if it dies; scoring is pure, so a lost call is simply asked again
+        self.actor = RewardModelActor.options(num_cpus=config.num_cpus, num_gpus=config.num_gpus,
+                                              max_restarts=config.max_restarts).remote(
             config.model, config.max_length, config.batch_size, threads
         )
 
     def score(self, rows: list[dict]) -> list[float]:
-        import ray
+        from raylign.engine.recovery import when_alive
 
-        return ray.get(self.actor.score_rows.remote(_slim(rows))) if rows else []
+        if not rows:
+            return []
+        slim = _slim(rows)
+        return when_alive(lambda: self.actor.score_rows.remote(slim), "reward", self.config.restart_timeout_s)
 
     def close(self) -> None:
         import ray
