@@ -24,5 +24,5 @@ policies=(start=SmolLM2-135M-Instruct)
 for method in rrhf raft grpo online_dpo ppo quark; do
   [ -f "runs/${method}_hh/final/config.json" ] && policies+=("${method}=runs/${method}_hh/final")
 done
-"$RAYLIGN" eval compare "${policies[@]}" --data "$EVAL_DATA" --split test --limit "${LIMIT:-96}" \
+"$RAYLIGN" eval compare "${policies[@]}" --data "$EVAL_DATA" --split test --limit "${LIMIT:-64}" \
   --judge "$JUDGE" --output runs/compare/align_hh.json
