@@ -199,6 +199,12 @@ class MetricsLogger:
         fig.savefig(out, format="png")
         return out
 
+    def drop_after(self, step: int) -> None:
+        """Forget the records of steps after `step` (they are about to be logged again)."""
+        self._fh.close()
+        drop_metrics_after(self.path, step)
+        self._fh = self.path.open("a", buffering=1)
+
     def close(self) -> None:
         if not self._fh.closed:
             self._fh.close()

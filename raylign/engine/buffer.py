@@ -54,9 +54,13 @@ class RolloutBuffer:
         units, metrics = self._batches[step]
         shard = {**shard_units(units, rank, world_size), "metrics": metrics}
         self._taken[step] += 1
-        if self._taken[step] >= world_size:  # every rank has its shard: free the rows
-            del self._batches[step]
         return shard
+
+    async def release_before(self, step: int) -> None:
+        """Free the batches of steps before `step`: a checkpoint covers them. Later ones stay,
+        because a worker group restarted after a failure trains them again from there."""
+        for old in [s for s in self._batches if s < step]:
+            del self._batches[old]
 
     async def set_latest_weights(self, boxed_ref: list, version: int) -> None:
         """The newest pushed weights (an ObjectRef inside a list, so it is kept, not fetched):
@@ -77,4 +81,5 @@ class RolloutBuffer:
         return reports
 
     async def pending(self) -> int:
-        return len(self._batches)
+        """Steps ready that no rank has taken yet (the queue in front of the trainer)."""
+        return sum(1 for s in self._batches if self._taken[s] == 0)

@@ -158,7 +158,7 @@ def run_engine(
     Pass `samplers` to keep them after the run (the caller owns them); otherwise the
     loop starts its own and stops them at the end.
     """
-    from ray.train import RunConfig, ScalingConfig
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     output_dir = Path(config.output_dir).resolve()
@@ -194,12 +194,17 @@ def run_engine(
     last: dict = {}
     examples: list[dict] = []
     lock = threading.Lock()  # the feeder thread and the driver both flush
+    logged = [first_step]  # the last step in metrics.jsonl
 
     def flush_reports():
         with lock:
             for report in ray.get(buffer.pop_reports.remote()):
                 step = report.pop("step")
-                merged = {**rollout_stats.pop(step, {}), **report}
+                if step + 1 <= logged[0]:  # a restarted worker group retrained it: replace the row
+                    logger.drop_after(step)
+                    bar.update(step - logged[0])
+                logged[0] = step + 1
+                merged = {**rollout_stats.get(step, {}), **report}
                 logger.log(step + 1, merged)
                 last.update(merged)
                 bar.update(1)
@@ -217,7 +222,6 @@ def run_engine(
             "weight_sync": wire_dtype_for(sampling, config.weight_sync),
             "model_path": model_path,
             "output_dir": str(output_dir),
-            "resume": bool(resume),
             "num_iterations": config.num_iterations,
             "buffer": buffer,
             "samplers": samplers,
@@ -228,7 +232,8 @@ def run_engine(
             use_gpu=config.trainer.use_gpu,
             resources_per_worker={"CPU": config.trainer.cpus_per_worker},
         ),
-        run_config=RunConfig(name=run_name, storage_path=str(output_dir / "ray_train")),
+        run_config=RunConfig(name=run_name, storage_path=str(output_dir / "ray_train"),
+                             failure_config=FailureConfig(max_failures=config.trainer.max_failures)),
     )
     feeder.start()
     try:

@@ -34,6 +34,8 @@ class TrainerConfig(StrictModel):
     trainable_layers: int | None = None  # train only the top N decoder layers (+ final norm); None = all
     max_length: int = Field(768, ge=2)
     deepspeed_config: str | None = None  # DeepSpeed JSON (GPU clusters), e.g. cluster/deepspeed_zero2.json
+    # restarts of a failed worker group, each resuming from the last resumable checkpoint
+    max_failures: int = Field(2, ge=0)
     save_every: int = Field(0, ge=0)  # steps between resumable checkpoints; 0 = only the final one
     seed: int = 0
     epochs: int | None = None  # passes over each rollout batch; None = the algorithm's default
@@ -162,7 +164,10 @@ def policy_train_loop(cfg: dict) -> None:
     algorithm: Algorithm = cfg["algorithm"]
     output_dir = Path(cfg["output_dir"])
     buffer = cfg["buffer"]
-    resume = read_resume_state(output_dir) if cfg["resume"] else None
+    # A fresh run starts with an empty output_dir (an old run is set aside), so a checkpoint
+    # found here is this run's own: the worker group is a restart after a failure
+    # (FailureConfig), or the run was resumed. Either way, continue from it.
+    resume = read_resume_state(output_dir)
     start_step = resume["step"] if resume else 0
     version = resume.get("policy_version", start_step) if resume else 0
     start_path = str(output_dir / "latest") if resume else cfg["model_path"]
@@ -198,6 +203,7 @@ def policy_train_loop(cfg: dict) -> None:
             # cost the step that has just trained.
             if trainer.save_every and (step + 1) % trainer.save_every == 0 and step + 1 < cfg["num_iterations"]:
                 _save_resumable(module, optimizer, tokenizer, output_dir, step + 1, version, deepspeed)
+                ray.get(buffer.release_before.remote(step + 1))  # a restart resumes after this step
             sync_stats = sync.push(policy_of(module).state_dict(), version)
             report = {
                 **selection,

@@ -103,3 +103,44 @@ def test_killed_reward_actor_is_restarted_and_asked_again(ray_cluster, tiny_mode
         reward.close()
     assert killed.is_set()
     _check_complete(result)
+
+
+def test_killed_train_worker_group_resumes_from_the_last_checkpoint(ray_cluster, tiny_model_dir, tmp_path, sampling):
+    """SIGKILL of the Ray Train worker after step 2: FailureConfig restarts the group, which
+    continues from the checkpoint of step 2 with the rollouts the buffer kept."""
+    import os
+    import signal
+
+    from ray._private.state import actors
+
+    def kill_train_worker():
+        (pid,) = [a["Pid"] for a in actors().values()
+                  if a["ActorClassName"] == "RayTrainWorker" and a["State"] == "ALIVE"]
+        os.kill(pid, signal.SIGKILL)
+
+    metrics_path = tmp_path / "run" / "metrics.jsonl"
+    done = threading.Event()
+
+    def watch():
+        deadline = time.time() + 600
+        while time.time() < deadline:
+            if metrics_path.exists() and len(metrics_path.read_text().splitlines()) >= 2:
+                kill_train_worker()
+                done.set()
+                return
+            time.sleep(0.2)
+
+    threading.Thread(target=watch, daemon=True).start()
+    samplers = create_samplers(str(tiny_model_dir), sampling)
+    try:
+        engine = EngineConfig(num_iterations=STEPS, prompts_per_step=PER_STEP, max_staleness=1,
+                              output_dir=str(tmp_path / "run"),
+                              trainer=TrainerConfig(num_workers=1, cpus_per_worker=0.5, learning_rate=5e-3,
+                                                    max_length=64, save_every=2, max_failures=1))
+        result = run_engine(engine, str(tiny_model_dir), PROMPTS, sampling, PreferShort(), RRHFAlgorithm(RRHFConfig()),
+                            run_name="kill-trainer", samplers=samplers)
+    finally:
+        samplers.shutdown()
+    assert done.is_set()
+    metrics = _check_complete(result)
+    assert [m["policy_version"] for m in metrics] == [1, 2, 3, 4]
