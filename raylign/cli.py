@@ -36,6 +36,7 @@ COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("synth", "almost"), "raylign.feedback.almost:main", "ALMoST synthetic comparisons: generated prompts, rubric-ranked responses"),
     (("serve", "rm"), "raylign.serving.reward_app:main", "serve a reward model over HTTP with Ray Serve"),
     (("bench", "engine"), "raylign.benchmarks.engine_bench:main", "benchmark sampling, streaming overlap and weight sync"),
+    (("bench", "serve"), "raylign.benchmarks.serve_bench:main", "load test of the reward endpoint (1 and 2 replicas)"),
     (("model", "prepare"), "raylign.models.cli:prepare", "convert the default model (or check a local one)"),
     (("data", "check"), "raylign.data.cli:check", "read a data file through an adapter and report"),
 ]

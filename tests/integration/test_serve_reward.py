@@ -131,3 +131,13 @@ def test_non_loopback_host_without_token_refuses(monkeypatch):
     with pytest.raises(SystemExit) as info:
         main(["--host", "0.0.0.0"])
     assert info.value.code == 2
+
+
+def test_load_with_bad_requests_mixed_in(service):
+    """`raylign bench serve`'s load: concurrent clients, every bad request a 4xx, no valid one lost."""
+    from raylign.benchmarks.serve_bench import run_load
+
+    url, _ = service
+    load = run_load(url, TOKEN, clients=3, requests=4, bad_fraction=0.5)
+    assert load["all_bad_got_4xx"] and load["valid_failed"] == 0
+    assert load["valid_requests"] > 0 and load["p99_ms"] >= load["p50_ms"] > 0
