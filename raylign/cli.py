@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 
 # (words, "module:function", help). The function receives the remaining argv.
@@ -74,11 +75,22 @@ def main(argv: list[str] | None = None) -> int:
     from raylign.data.readers import DataError
     from raylign.models.registry import ModelNotFoundError
 
+    # SIGTERM (a scheduler, `kill`, `ray job stop`) unwinds like Ctrl-C, so runs close their
+    # logs and actors on the way out; commands may install their own handler (serve).
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         return int(func(argv[len(words) :]) or 0)
     except (ConfigError, DataError, ModelNotFoundError) as err:
         print(f"raylign {' '.join(words)}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"\nraylign {' '.join(words)}: interrupted. A training run continues from its last resumable "
+              "checkpoint (<output_dir>/latest, every save_every steps) with engine.resume=true.", file=sys.stderr)
+        return 130
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def recipe_parser(prog: str, description: str) -> argparse.ArgumentParser:

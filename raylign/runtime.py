@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import threading
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None, dashboard: bool = True, quiet: bool = False):
@@ -25,8 +27,19 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, dashboard:
             kwargs["num_cpus"] = num_cpus
         # Workers import raylign from the same environment; keep them quiet about it.
         kwargs["runtime_env"] = {"env_vars": {"TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}}
+    handler = _python_sigterm_handler()
     context = ray.init(**kwargs)
+    if handler is not None:  # Ray's core installs a C handler that aborts; keep the program's own
+        signal.signal(signal.SIGTERM, handler)
     url = getattr(context, "dashboard_url", None)
     if url and not quiet:
         print(f"[raylign] Ray dashboard: http://{url}", flush=True)
     return url
+
+
+def _python_sigterm_handler():
+    """The SIGTERM handler the program installed in Python (the CLI's: unwind like Ctrl-C)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    handler = signal.getsignal(signal.SIGTERM)
+    return handler if callable(handler) else None

@@ -144,3 +144,39 @@ def test_killed_train_worker_group_resumes_from_the_last_checkpoint(ray_cluster,
     assert done.is_set()
     metrics = _check_complete(result)
     assert [m["policy_version"] for m in metrics] == [1, 2, 3, 4]
+
+
+def test_cli_run_stopped_with_sigterm_resumes(tiny_model_dir, tmp_path):
+    """`raylign train` stopped by SIGTERM after its first checkpoint exits cleanly (130), and
+    `engine.resume=true` finishes the run from there without duplicated metrics rows."""
+    import os
+    import signal
+    import subprocess
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": p["prompt"]}) + "\n" for p in PROMPTS))
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "raylign", "train", "grpo", f"model={tiny_model_dir}", f"data.path={prompts}",
+               "data.kind=prompt", "sampling.backend=hf", "sampling.num_samples=2", "sampling.max_new_tokens=6",
+               "sampling.num_samplers=1", "reward.kind=function", "reward.function=raylign.scoring.rule_rewards:concise",
+               "grpo.kl_coef=0", "engine.num_iterations=6", "engine.prompts_per_step=2", f"engine.output_dir={out}",
+               "engine.trainer.save_every=2", "engine.trainer.max_length=64", "engine.trainer.cpus_per_worker=0.5"]
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    env.pop("RAY_ADDRESS", None)
+    first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 600
+    while time.time() < deadline and not (out / "latest" / "raylign_state.json").exists() and first.poll() is None:
+        time.sleep(0.5)
+    assert first.poll() is None, first.stdout.read()[-3000:]
+    first.send_signal(signal.SIGTERM)
+    log, _ = first.communicate(timeout=180)
+    assert first.returncode == 130, log[-3000:]
+    assert "engine.resume=true" in log
+    saved = json.loads((out / "latest" / "raylign_state.json").read_text())["step"]
+    assert saved >= 2
+
+    second = subprocess.run(command + ["engine.resume=true"], env=env, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, (second.stdout + second.stderr)[-3000:]
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 7))
+    assert (out / "final" / "config.json").exists()
