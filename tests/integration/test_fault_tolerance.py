@@ -34,14 +34,14 @@ class PreferShort(RewardSource):
         return [-float(len(r["response_token_ids"])) for r in rows]
 
 
-def _kill_after_first_step(metrics_path, kill) -> threading.Event:
-    """Kill once step 1 is logged (the trainer has pushed weights at least once)."""
+def _kill_after_steps(metrics_path, kill, steps: int = 1) -> threading.Event:
+    """Kill once `steps` steps are logged (the trainer has pushed weights at least once)."""
     done = threading.Event()
 
     def watch():
         deadline = time.time() + 600
         while time.time() < deadline:
-            if metrics_path.exists() and metrics_path.read_text().strip():
+            if metrics_path.exists() and len(metrics_path.read_text().splitlines()) >= steps:
                 kill()
                 done.set()
                 return
@@ -49,6 +49,23 @@ def _kill_after_first_step(metrics_path, kill) -> threading.Event:
 
     threading.Thread(target=watch, daemon=True).start()
     return done
+
+
+def _run_killing(tmp_path, model_dir, sampling, reward, kill, name: str, kill_after: int = 1, **trainer):
+    """A real streaming RRHF run on the tiny model during which `kill(samplers)` strikes."""
+    samplers = create_samplers(str(model_dir), sampling)
+    killed = _kill_after_steps(tmp_path / "run" / "metrics.jsonl", lambda: kill(samplers), kill_after)
+    try:
+        engine = EngineConfig(num_iterations=STEPS, prompts_per_step=PER_STEP, max_staleness=1,
+                              output_dir=str(tmp_path / "run"),
+                              trainer=TrainerConfig(num_workers=1, cpus_per_worker=0.5, learning_rate=5e-3,
+                                                    max_length=64, **trainer))
+        result = run_engine(engine, str(model_dir), PROMPTS, sampling, reward, RRHFAlgorithm(RRHFConfig()),
+                            run_name=name, samplers=samplers)
+    finally:
+        samplers.shutdown()
+    assert killed.is_set()
+    return _check_complete(result)
 
 
 def _check_complete(result):
@@ -67,42 +84,19 @@ def sampling():
 
 
 def test_killed_sampler_is_restarted_and_served_the_current_weights(ray_cluster, tiny_model_dir, tmp_path, sampling):
-    samplers = create_samplers(str(tiny_model_dir), sampling)
-    reward = PreferShort()
-    killed = _kill_after_first_step(tmp_path / "run" / "metrics.jsonl",
-                                    lambda: ray.kill(samplers[0], no_restart=False))
-    try:
-        engine = EngineConfig(num_iterations=STEPS, prompts_per_step=PER_STEP, max_staleness=1,
-                              output_dir=str(tmp_path / "run"),
-                              trainer=TrainerConfig(num_workers=1, cpus_per_worker=0.5, learning_rate=5e-3,
-                                                    max_length=64))
-        result = run_engine(engine, str(tiny_model_dir), PROMPTS, sampling, reward, RRHFAlgorithm(RRHFConfig()),
-                            run_name="kill-sampler", samplers=samplers)
-    finally:
-        samplers.shutdown()
-    assert killed.is_set()
-    _check_complete(result)
+    _run_killing(tmp_path, tiny_model_dir, sampling, PreferShort(),
+                 lambda samplers: ray.kill(samplers[0], no_restart=False), "kill-sampler")
 
 
 def test_killed_reward_actor_is_restarted_and_asked_again(ray_cluster, tiny_model_dir, tiny_reward_model_dir,
                                                           tmp_path, sampling):
-    samplers = create_samplers(str(tiny_model_dir), sampling)
     reward = make_reward_source(RewardConfig(kind="actor", model=str(tiny_reward_model_dir), max_length=64,
                                              num_cpus=0.1, max_restarts=2))
-    killed = _kill_after_first_step(tmp_path / "run" / "metrics.jsonl",
-                                    lambda: ray.kill(reward.actor, no_restart=False))
     try:
-        engine = EngineConfig(num_iterations=STEPS, prompts_per_step=PER_STEP, max_staleness=1,
-                              output_dir=str(tmp_path / "run"),
-                              trainer=TrainerConfig(num_workers=1, cpus_per_worker=0.5, learning_rate=5e-3,
-                                                    max_length=64))
-        result = run_engine(engine, str(tiny_model_dir), PROMPTS, sampling, reward, RRHFAlgorithm(RRHFConfig()),
-                            run_name="kill-reward", samplers=samplers)
+        _run_killing(tmp_path, tiny_model_dir, sampling, reward,
+                     lambda samplers: ray.kill(reward.actor, no_restart=False), "kill-reward")
     finally:
-        samplers.shutdown()
         reward.close()
-    assert killed.is_set()
-    _check_complete(result)
 
 
 def test_killed_train_worker_group_resumes_from_the_last_checkpoint(ray_cluster, tiny_model_dir, tmp_path, sampling):
@@ -113,36 +107,13 @@ def test_killed_train_worker_group_resumes_from_the_last_checkpoint(ray_cluster,
 
     from ray._private.state import actors
 
-    def kill_train_worker():
+    def kill_train_worker(samplers):
         (pid,) = [a["Pid"] for a in actors().values()
                   if a["ActorClassName"] == "RayTrainWorker" and a["State"] == "ALIVE"]
         os.kill(pid, signal.SIGKILL)
 
-    metrics_path = tmp_path / "run" / "metrics.jsonl"
-    done = threading.Event()
-
-    def watch():
-        deadline = time.time() + 600
-        while time.time() < deadline:
-            if metrics_path.exists() and len(metrics_path.read_text().splitlines()) >= 2:
-                kill_train_worker()
-                done.set()
-                return
-            time.sleep(0.2)
-
-    threading.Thread(target=watch, daemon=True).start()
-    samplers = create_samplers(str(tiny_model_dir), sampling)
-    try:
-        engine = EngineConfig(num_iterations=STEPS, prompts_per_step=PER_STEP, max_staleness=1,
-                              output_dir=str(tmp_path / "run"),
-                              trainer=TrainerConfig(num_workers=1, cpus_per_worker=0.5, learning_rate=5e-3,
-                                                    max_length=64, save_every=2, max_failures=1))
-        result = run_engine(engine, str(tiny_model_dir), PROMPTS, sampling, PreferShort(), RRHFAlgorithm(RRHFConfig()),
-                            run_name="kill-trainer", samplers=samplers)
-    finally:
-        samplers.shutdown()
-    assert done.is_set()
-    metrics = _check_complete(result)
+    metrics = _run_killing(tmp_path, tiny_model_dir, sampling, PreferShort(), kill_train_worker, "kill-trainer",
+                           kill_after=2, save_every=2, max_failures=1)
     assert [m["policy_version"] for m in metrics] == [1, 2, 3, 4]
 
 
