@@ -284,7 +284,9 @@ def _stream_factory(config: EngineConfig, rows, samplers, num_samples, reward, a
         steps = len({r["batch_index"] for r in rows})
         ds = ray.data.from_items(rows, override_num_blocks=steps)
         if type(algorithm).prepare_prompt is not Algorithm.prepare_prompt:
-            ds = ds.map(algorithm.prepare_prompt)  # per-row prompt stage (e.g. Quark's control token)
+            # per-row prompt stage (e.g. Quark's control token); a token CPU, like the stages below: a
+            # whole CPU here would not fit beside the roles on a small machine and the stream would stall
+            ds = ds.map(algorithm.prepare_prompt, num_cpus=0.01)
         ds = ds.map_batches(
             sample_stage,
             batch_format="pyarrow",
