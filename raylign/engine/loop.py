@@ -200,6 +200,8 @@ def run_engine(
         with lock:
             for report in ray.get(buffer.pop_reports.remote()):
                 step = report.pop("step")
+                if report.pop("resent", False) and step + 1 <= logged[0]:
+                    continue  # a checkpoint's copy of a row already logged
                 if step + 1 <= logged[0]:  # a restarted worker group retrained it: replace the row
                     logger.drop_after(step)
                     bar.update(step - logged[0])

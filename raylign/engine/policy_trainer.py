@@ -180,6 +180,9 @@ def policy_train_loop(cfg: dict) -> None:
     deepspeed = trainer.deepspeed_config is not None
     plan = update_plan(trainer, algorithm)
     previous_end = time.perf_counter()
+    if rank == 0 and resume and resume.get("last_report"):
+        # the driver logs it unless it already has: a worker killed before reporting lost it
+        ray.get(buffer.report.remote(start_step - 1, {**resume["last_report"], "resent": True}))
 
     for step in range(start_step, cfg["num_iterations"]):
         shard = ray.get(buffer.get.remote(step, rank, world))
@@ -199,12 +202,6 @@ def policy_train_loop(cfg: dict) -> None:
             rows = [r for u in units for r in (u if isinstance(u, (list, tuple)) else [u]) if isinstance(r, dict)]
             staleness = [step - r["policy_version"] for r in rows if r.get("source") != "dataset" and "policy_version" in r]
             tokens = sum(len(r.get("prompt_token_ids", [])) + len(r.get("response_token_ids", [])) for r in rows)
-            # Save before the weight push: a sampler that dies during the push must not
-            # cost the step that has just trained.
-            if trainer.save_every and (step + 1) % trainer.save_every == 0 and step + 1 < cfg["num_iterations"]:
-                _save_resumable(module, optimizer, tokenizer, output_dir, step + 1, version, deepspeed)
-                ray.get(buffer.release_before.remote(step + 1))  # a restart resumes after this step
-            sync_stats = sync.push(policy_of(module).state_dict(), version)
             report = {
                 **selection,
                 **metrics,
@@ -215,8 +212,14 @@ def policy_train_loop(cfg: dict) -> None:
                 "staleness_mean": sum(staleness) / max(1, len(staleness)),
                 "trainable_params": trainable,
                 "buffer_pending_steps": queued,
-                **sync_stats,
             }
+            # Save before the weight push: a sampler that dies during the push must not
+            # cost the step that has just trained. The step's report goes in too, so a
+            # worker killed before sending it can send it after the restart.
+            if trainer.save_every and (step + 1) % trainer.save_every == 0 and step + 1 < cfg["num_iterations"]:
+                _save_resumable(module, optimizer, tokenizer, output_dir, step + 1, version, deepspeed, report)
+                ray.get(buffer.release_before.remote(step + 1))  # a restart resumes after this step
+            report.update(sync.push(policy_of(module).state_dict(), version))
             now = time.perf_counter()
             # Wall time per step as the trainer lives it: waiting for rollouts + update + sync.
             report["iteration_seconds"] = now - previous_end
@@ -234,7 +237,8 @@ def _extra_state(module) -> dict:
     return {k: v for k, v in inner.state_dict().items() if not k.startswith("policy.")}
 
 
-def _save_resumable(module, optimizer, tokenizer, output_dir: Path, step: int, version: int, deepspeed: bool) -> None:
+def _save_resumable(module, optimizer, tokenizer, output_dir: Path, step: int, version: int, deepspeed: bool,
+                    report: dict | None = None) -> None:
     """HF weights + optimizer state + step and version, written to a temp dir and swapped in atomically."""
     tmp = output_dir / f".latest-{step}"
     save_hf_checkpoint(module, tokenizer, tmp)
@@ -243,7 +247,8 @@ def _save_resumable(module, optimizer, tokenizer, output_dir: Path, step: int, v
     extra = _extra_state(module)
     if extra:
         torch.save(extra, tmp / "trainer_extra.pt")
-    (tmp / "raylign_state.json").write_text(json.dumps({"step": step, "policy_version": version}))
+    (tmp / "raylign_state.json").write_text(json.dumps({"step": step, "policy_version": version,
+                                                        "last_report": report or {}}))
     latest = output_dir / "latest"
     old = output_dir / f".old-{step}"
     if latest.exists():

@@ -26,7 +26,7 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 PROMPTS = [{"prompt_id": f"p{i}", "prompt": t, "messages": [{"role": "user", "content": t}]}
            for i, t in enumerate(["capital of France?", "write a poem", "hello", "tell me a joke"])]
-STEPS, PER_STEP, SAMPLES = 4, 4, 2
+STEPS, PER_STEP, SAMPLES = 6, 4, 2
 
 
 class PreferShort(RewardSource):
@@ -34,18 +34,20 @@ class PreferShort(RewardSource):
         return [-float(len(r["response_token_ids"])) for r in rows]
 
 
-def _kill_after_steps(metrics_path, kill, steps: int = 1) -> threading.Event:
-    """Kill once `steps` steps are logged (the trainer has pushed weights at least once)."""
+def _kill_after_version(samplers, kill, version: int = 1) -> threading.Event:
+    """Kill as soon as the samplers serve `version` (the trainer has pushed weights), while
+    most steps are still to come. (Watching metrics.jsonl raced: its rows can be flushed
+    late, after the last step, on a loaded machine.)"""
     done = threading.Event()
 
     def watch():
         deadline = time.time() + 600
         while time.time() < deadline:
-            if metrics_path.exists() and len(metrics_path.read_text().splitlines()) >= steps:
-                kill()
+            if ray.get(samplers[-1].policy_version.remote()) >= version:
+                kill(samplers)
                 done.set()
                 return
-            time.sleep(0.2)
+            time.sleep(0.1)
 
     threading.Thread(target=watch, daemon=True).start()
     return done
@@ -54,7 +56,7 @@ def _kill_after_steps(metrics_path, kill, steps: int = 1) -> threading.Event:
 def _run_killing(tmp_path, model_dir, sampling, reward, kill, name: str, kill_after: int = 1, **trainer):
     """A real streaming RRHF run on the tiny model during which `kill(samplers)` strikes."""
     samplers = create_samplers(str(model_dir), sampling)
-    killed = _kill_after_steps(tmp_path / "run" / "metrics.jsonl", lambda: kill(samplers), kill_after)
+    killed = _kill_after_version(samplers, kill, kill_after)
     try:
         engine = EngineConfig(num_iterations=STEPS, prompts_per_step=PER_STEP, max_staleness=1,
                               output_dir=str(tmp_path / "run"),
@@ -100,7 +102,7 @@ def test_killed_reward_actor_is_restarted_and_asked_again(ray_cluster, tiny_mode
 
 
 def test_killed_train_worker_group_resumes_from_the_last_checkpoint(ray_cluster, tiny_model_dir, tmp_path, sampling):
-    """SIGKILL of the Ray Train worker after step 2: FailureConfig restarts the group, which
+    """SIGKILL of the Ray Train worker after its push of step 2: FailureConfig restarts the group, which
     continues from the checkpoint of step 2 with the rollouts the buffer kept."""
     import os
     import signal
@@ -114,7 +116,7 @@ def test_killed_train_worker_group_resumes_from_the_last_checkpoint(ray_cluster,
 
     metrics = _run_killing(tmp_path, tiny_model_dir, sampling, PreferShort(), kill_train_worker, "kill-trainer",
                            kill_after=2, save_every=2, max_failures=1)
-    assert [m["policy_version"] for m in metrics] == [1, 2, 3, 4]
+    assert [m["policy_version"] for m in metrics] == list(range(1, STEPS + 1))
 
 
 def test_cli_run_stopped_with_sigterm_resumes(tiny_model_dir, tmp_path):
