@@ -73,8 +73,12 @@ def check_reward_source(reward: RewardConfig) -> None:
     elif reward.kind == "http" and not reward.url:
         raise ConfigError("reward.url: required for reward.kind 'http'")
     elif reward.kind == "function":
-        if not reward.function or ":" not in reward.function:
-            raise ConfigError("reward.function: required for reward.kind 'function', as 'module:callable'")
+        from raylign.scoring.sources import load_callable
+
+        try:  # the same import the reward source does, so a typo fails here, not in a worker
+            load_callable(reward.function or "")
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
 
 
 def run_online(config: OnlineJobConfig, algorithm: Algorithm, run_name: str) -> dict:

@@ -40,6 +40,9 @@ def _open_text(path: Path):
     return path.open("r", encoding="utf-8")
 
 
+UNREADABLE = (EOFError, OSError, UnicodeDecodeError)  # truncated or fake gzip, bytes that are not UTF-8
+
+
 def _lines(path: Path, handle) -> Iterator[tuple[int, str]]:
     """Numbered lines; a truncated or non-gzip `.gz`, or bytes that are not UTF-8, become a
     DataError naming the file and line instead of a decoder traceback."""
@@ -47,7 +50,7 @@ def _lines(path: Path, handle) -> Iterator[tuple[int, str]]:
     try:
         for number, line in enumerate(handle, start=1):
             yield number, line
-    except (EOFError, OSError, UnicodeDecodeError) as err:
+    except UNREADABLE as err:
         raise DataError(f"{path}:{number + 1}: cannot be read ({_why(path, err)})") from None
 
 
@@ -79,7 +82,7 @@ def _iter_json_array(path: Path) -> Iterator[Record]:
             data = json.load(handle)
         except json.JSONDecodeError as err:
             raise DataError(f"{path}:{err.lineno}: not valid JSON ({err.msg} at column {err.colno})") from None
-        except (EOFError, OSError, UnicodeDecodeError) as err:
+        except UNREADABLE as err:
             raise DataError(f"{path}: cannot be read ({_why(path, err)})") from None
     if isinstance(data, dict):
         data = next((v for v in data.values() if isinstance(v, list)), None) or [data]

@@ -61,6 +61,7 @@ class RolloutBuffer:
         because a worker group restarted after a failure trains them again from there."""
         for old in [s for s in self._batches if s < step]:
             del self._batches[old]
+            self._taken.pop(old, None)
 
     async def set_latest_weights(self, boxed_ref: list, version: int) -> None:
         """The newest pushed weights (an ObjectRef inside a list, so it is kept, not fetched):

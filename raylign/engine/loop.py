@@ -266,11 +266,10 @@ def run_engine(
 
 
 def _stream_factory(config: EngineConfig, rows, samplers, num_samples, reward, algorithm: Algorithm, reference=None,
-                    buffer=None, max_retries_per_step: int = 2):
+                    buffer=None, retries: int = 2):
     """A function returning an iterator of row lists, one element per finished chunk."""
     staleness = config.max_staleness
     dataset_responses = algorithm.dataset_responses
-    retries = max_retries_per_step
 
     def sequential():
         for batch in group_by_step(rows):

@@ -35,24 +35,31 @@ def wait_for_version(samplers: list, required: int, timeout_s: float = 1800.0, p
     rollout buffer is closed (the trainer ended), instead of polling on.
     """
     deadline = time.monotonic() + timeout_s
-    next_stop_check = 0.0
+    next_buffer_check = 0.0
     while True:
-        # a sampler being restarted answers once it is back (with its weights restored)
-        versions = [when_alive(lambda s=s: s.policy_version.remote(), f"sampler-{i}", timeout_s)
-                    for i, s in enumerate(samplers)]
+        versions = _versions(samplers, timeout_s)
         if min(versions) >= required:
             return min(versions)
-        if buffer is not None:
-            _restore_restarted(samplers, versions, buffer, timeout_s)
         now = time.monotonic()
         if now > deadline:
             raise StaleBatchError(f"samplers stuck at versions {versions}, need {required} after {timeout_s:.0f} s "
                                   "(engine.staleness_timeout_s): is the trainer alive?")
-        if buffer is not None and now >= next_stop_check:
-            next_stop_check = now + 1.0
+        if buffer is not None and now >= next_buffer_check:  # once a second, not every poll
+            next_buffer_check = now + 1.0
             if ray.get(buffer.is_closed.remote()):
                 raise StreamStopped(f"the run ended while step {required + 1} waited for policy {required}")
+            _restore_restarted(samplers, versions, buffer, timeout_s)
         time.sleep(poll_s)
+
+
+def _versions(samplers: list, timeout_s: float) -> list[int]:
+    """Every sampler's policy version in one round trip; a sampler being restarted is asked
+    again until it is back."""
+    try:
+        return ray.get([s.policy_version.remote() for s in samplers])
+    except ACTOR_LOST:
+        return [when_alive(lambda s=s: s.policy_version.remote(), f"sampler-{i}", timeout_s)
+                for i, s in enumerate(samplers)]
 
 
 def _restore_restarted(samplers: list, versions: list[int], buffer, timeout_s: float) -> None:

@@ -53,7 +53,13 @@ ZERO_WIDTH_SPACE = "\u200b"
 
 
 def special_token_strings(tokenizer) -> list[str]:
-    """The strings the tokenizer turns into special tokens (chat-turn markers, EOS, ...)."""
+    """The strings the tokenizer turns into special tokens (chat-turn markers, EOS, ...),
+    longest first. Cached per tokenizer and vocabulary size: every encode asks for them."""
+    return _special_token_strings(tokenizer, len(tokenizer))
+
+
+@lru_cache(maxsize=16)
+def _special_token_strings(tokenizer, vocab_size: int) -> list[str]:
     strings = set(getattr(tokenizer, "all_special_tokens", []) or [])
     for added in (getattr(tokenizer, "added_tokens_decoder", None) or {}).values():
         if getattr(added, "special", False):
@@ -66,11 +72,7 @@ def escape_special_tokens(tokenizer, text: str) -> str:
     character, so text written by a user or sampled from a policy is read as text and can
     never forge a chat-turn boundary (`<|im_end|><|im_start|>assistant ...`). Text without
     such strings is returned unchanged, so ordinary prompts encode exactly as before."""
-    if "<" not in text and "[" not in text:  # fast path: every common special token starts so
-        specials = [t for t in special_token_strings(tokenizer) if t[0] not in "<["]
-    else:
-        specials = special_token_strings(tokenizer)
-    for special in specials:
+    for special in special_token_strings(tokenizer):
         if special in text:
             text = text.replace(special, special[0] + ZERO_WIDTH_SPACE + special[1:])
     return text
