@@ -15,6 +15,10 @@ import math
 import time
 from pathlib import Path
 
+from typing import Literal
+
+from pydantic import Field
+
 from raylign.config import StrictModel
 from raylign.data.adapters import ADAPTERS, FORMATS, detect_format
 from raylign.data.readers import DataError, iter_records
@@ -30,6 +34,12 @@ class GenerateDataConfig(StrictModel):
     path: str = str(BUNDLED_PROMPTS)  # HH-RLHF prompts shipped in raylign/assets; recipes point at AlpacaEval's
     format: str = "auto"
     limit: int | None = None
+    # keep only prompts whose seeded hash falls in this split (the same split as `raylign train rm`), so a
+    # study collects preferences on train instructions and evaluates on instructions its models never saw
+    split: Literal["all", "train", "validation", "test"] = "all"
+    test_fraction: float = Field(0.2, ge=0, lt=1)
+    validation_fraction: float = Field(0.0, ge=0, lt=1)
+    split_seed: int = 0
 
 
 class BestOfNConfig(StrictModel):
@@ -48,8 +58,10 @@ def read_prompts(config: GenerateDataConfig) -> list[dict]:
     """Prompt rows (adapter-made `prompt`/`messages`) that keep AlpacaEval's `instruction`, `input`, `dataset`."""
     if config.format not in FORMATS:
         raise DataError(f"unknown data format '{config.format}' (choose from {', '.join(FORMATS)})")
+    from raylign.training.reward_model_data import split_of
+
     rows, adapter = [], None
-    for rec in iter_records(config.path, config.limit):
+    for rec in iter_records(config.path):
         if adapter is None:
             name = detect_format(rec) if config.format == "auto" else config.format
             adapter = ADAPTERS.get((name, "prompt"))
@@ -59,9 +71,14 @@ def read_prompts(config: GenerateDataConfig) -> list[dict]:
         row["instruction"] = rec.data.get("instruction") or row["prompt"]
         row["input"] = rec.data.get("input") or ""
         row["dataset"] = rec.data.get("dataset") or Path(config.path).name
+        if config.split != "all" and split_of(row["prompt_id"], config.test_fraction, config.validation_fraction,
+                                              config.split_seed) != config.split:
+            continue
         rows.append(row)
+        if config.limit is not None and len(rows) >= config.limit:
+            break
     if not rows:
-        raise DataError(f"{config.path}: no prompts")
+        raise DataError(f"{config.path}: no prompts" + (f" in split '{config.split}'" if config.split != "all" else ""))
     return rows
 
 
@@ -112,8 +129,22 @@ def score_stage(batch, reward: RewardSource | None):
     return pa.Table.from_pylist(rows)
 
 
-def run(config: BestOfNConfig, best_of_n: bool = True) -> dict:
-    """Generate, (score, select) and write; returns a summary. `best_of_n=False`: n = 1, no reward."""
+def to_multisamples(candidates: list[dict], generator: str) -> list[dict]:
+    """AlpacaFarm's multi-sample rows: one per prompt, `output` the list of its n samples in sample order."""
+    rows: dict[str, dict] = {}
+    for row in candidates:
+        entry = rows.setdefault(row["prompt_uid"], {
+            "instruction": row["instruction"], "input": row.get("input") or "", "output": [],
+            "generator": generator, "dataset": row.get("dataset")})
+        entry["output"].append(row["response"].strip())
+    return list(rows.values())
+
+
+def run(config: BestOfNConfig, best_of_n: bool = True, samples: bool = False) -> dict:
+    """Generate, (score, select) and write; returns a summary.
+
+    `best_of_n=False`: no reward; one response per prompt, or with `samples` all n as a list per prompt.
+    """
     import ray
 
     from raylign.models.registry import resolve_model
@@ -121,7 +152,7 @@ def run(config: BestOfNConfig, best_of_n: bool = True) -> dict:
     from raylign.sampling.actor import create_samplers
     from raylign.scoring.sources import make_reward_source
 
-    n = config.sampling.num_samples if best_of_n else 1
+    n = config.sampling.num_samples if best_of_n or samples else 1
     generator = config.generator or (Path(config.model).name + (f"_best_of_{n}" if best_of_n else ""))
     model_path = str(resolve_model(config.model))
     prompts = read_prompts(config.data)
@@ -154,7 +185,10 @@ def run(config: BestOfNConfig, best_of_n: bool = True) -> dict:
             reward.close()
     seconds = time.perf_counter() - started
     candidates.sort(key=lambda r: (int(r["prompt_uid"]), r["sample_index"]))
-    outputs = [to_alpaca_eval(row, generator) for row in select_best(candidates)]
+    if samples and not best_of_n:
+        outputs = to_multisamples(candidates, generator)
+    else:
+        outputs = [to_alpaca_eval(row, generator) for row in select_best(candidates)]
     path = Path(config.output)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(outputs, indent=1, ensure_ascii=False))

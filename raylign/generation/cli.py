@@ -2,6 +2,7 @@
 
     raylign generate best-of-n --config jobs/best_of_n_alpaca.yaml [key.sub=value ...]
     raylign generate outputs --config jobs/best_of_n_alpaca.yaml output=runs/sft/outputs.json
+    raylign generate samples --config jobs/best_of_n_alpaca.yaml output=runs/study/samples.json
 """
 
 from __future__ import annotations
@@ -12,26 +13,33 @@ from raylign.config import dump_config, load_config
 from raylign.generation.best_of_n import BestOfNConfig, run
 
 
-def _main(argv: list[str], best_of_n: bool) -> int:
+_TEXTS = {
+    "best-of-n": "Sample n responses per prompt, score them with a reward source, keep the argmax (AlpacaEval outputs).",
+    "outputs": "One response per prompt (n = 1, no reward): a model's AlpacaEval outputs.",
+    "samples": "n responses per prompt, no reward, as AlpacaFarm multi-sample lists (input to `raylign annotate`).",
+}
+
+
+def _main(argv: list[str], name: str) -> int:
     from raylign.cli import recipe_parser
 
-    name = "best-of-n" if best_of_n else "outputs"
-    text = (
-        "Sample n responses per prompt, score them with a reward source, keep the argmax (AlpacaEval outputs)."
-        if best_of_n
-        else "One response per prompt (n = 1, no reward): a model's AlpacaEval outputs."
-    )
+    best_of_n = name == "best-of-n"
+    text = _TEXTS[name]
     args = recipe_parser(f"generate {name}", text).parse_args(argv)
     config = load_config(BestOfNConfig, args.config, args.overrides)
     print(dump_config(config), flush=True)
-    summary = run(config, best_of_n=best_of_n)
+    summary = run(config, best_of_n=best_of_n, samples=name == "samples")
     print(json.dumps(summary, indent=2))
     return 0 if summary["outputs"] else 1
 
 
 def best_of_n(argv: list[str]) -> int:
-    return _main(argv, best_of_n=True)
+    return _main(argv, "best-of-n")
 
 
 def outputs(argv: list[str]) -> int:
-    return _main(argv, best_of_n=False)
+    return _main(argv, "outputs")
+
+
+def samples(argv: list[str]) -> int:
+    return _main(argv, "samples")

@@ -88,3 +88,14 @@ def test_best_of_n_then_leaderboard(ray_cluster, tiny_model_dir, tiny_reward_mod
     assert [a["preference"] for a in annotations] == expected
     assert row["win_rate"] == pytest.approx(100 * sum(p - 1 for p in expected) / len(expected))
     assert row["name"].endswith("_best_of_4") and row["n_total"] == 5
+
+    # n samples with no reward: AlpacaFarm multi-sample lists, which the annotators expand into pairs.
+    many = tmp_path / "samples.json"
+    listed = run(_config(tiny_model_dir, prompts_file, tiny_reward_model_dir, many, n=3, samplers=1), best_of_n=False,
+                 samples=True)
+    assert (listed["outputs"], listed["candidates"], listed["n"]) == (5, 15, 3)
+    rows = json.loads(many.read_text())
+    assert [r["instruction"] for r in rows] == INSTRUCTIONS and all(len(r["output"]) == 3 for r in rows)
+    from raylign.feedback.annotators import as_pairs
+
+    assert len(as_pairs(rows)) == 15  # 3 pairs per prompt
