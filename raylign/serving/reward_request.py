@@ -1,14 +1,20 @@
 """Validation of `/score` request bodies, kept apart from Serve so it is unit-testable.
 
-Every bad request maps to a `RequestError` carrying an HTTP status and a message that
-names the offending field (`items[3].response: ...`), never to an exception that
-would take the replica down.
+The raw body is checked before parsing (size by the app, nesting depth here, then
+`json.loads`, whose errors on huge integers are caught); the parsed value is validated by
+pydantic models (`ScoreRequest`). Every bad request maps to a `RequestError` carrying an
+HTTP status and a message that names the offending field (`items[3].response: ...`),
+never to an exception that would take the replica down.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any, Union
+
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, ValidationInfo,
+                      field_validator)
+from pydantic_core import PydanticCustomError
 
 
 class RequestError(ValueError):
@@ -22,6 +28,7 @@ class RequestError(ValueError):
 
 
 MAX_DEPTH = 8  # {"items": [{"prompt": [{"content": ...}]}]} needs 5
+TOO_LARGE = "too_large"  # the error type of a passed limit: 413, not 422
 
 
 def json_depth_exceeds(raw: bytes, limit: int) -> bool:
@@ -60,68 +67,134 @@ def parse_json(raw: bytes) -> Any:
         raise RequestError(422, f"request body has a value out of range: {str(err)[:120]}") from None
 
 
-def _check_text(value: Any, where: str, max_chars: int) -> str:
-    if not isinstance(value, str):
-        raise RequestError(422, f"{where}: expected a string, got {type(value).__name__}")
+def _limits(info: ValidationInfo) -> tuple[int, int]:
+    """(max_items, max_chars): the server's limits, handed to the validators as pydantic's context."""
+    return info.context["max_items"], info.context["max_chars"]
+
+
+def _check_text(value: str, info: ValidationInfo) -> str:
+    _, max_chars = _limits(info)
     if len(value) > max_chars:
-        raise RequestError(413, f"{where}: {len(value)} characters, more than the limit of {max_chars}")
+        raise PydanticCustomError(TOO_LARGE, "{count} characters, more than the limit of {limit}",
+                                  {"count": len(value), "limit": max_chars})
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate such as "\ud800", valid JSON but not text
-        raise RequestError(422, f"{where}: not valid Unicode text (lone surrogate)") from None
+        raise PydanticCustomError("unicode", "not valid Unicode text (lone surrogate)") from None
     return value
 
 
-def _require_fields(value: Any, where: str, keys: tuple[str, ...]) -> dict:
-    """A JSON object holding every key in `keys`, or a 422 naming what is wrong."""
-    if not isinstance(value, dict):
-        raise RequestError(422, f"{where}: expected an object with {', '.join(repr(k) for k in keys)}, "
-                                f"got {type(value).__name__}")
-    for key in keys:
-        if key not in value:
-            raise RequestError(422, f"{where}: missing field '{key}'")
-    return value
+Text = Annotated[str, Field(strict=True), AfterValidator(_check_text)]
 
 
-def _check_prompt(value: Any, where: str, max_chars: int) -> str | list[dict]:
-    if isinstance(value, str):
-        return _check_text(value, where, max_chars)
-    if not isinstance(value, list):
-        raise RequestError(422, f"{where}: expected a string or a list of chat messages, got {type(value).__name__}")
-    if not value:
-        raise RequestError(422, f"{where}: the messages list is empty")
-    messages, total = [], 0
-    for i, message in enumerate(value):
-        _require_fields(message, f"{where}[{i}]", ("role", "content"))
-        for key in ("role", "content"):
-            _check_text(message[key], f"{where}[{i}].{key}", max_chars)
-        total += len(message["content"])
-        messages.append({"role": message["role"], "content": message["content"]})
-    if total > max_chars:
-        raise RequestError(413, f"{where}: {total} characters of messages, more than the limit of {max_chars}")
-    return messages
+class ChatMessage(BaseModel):
+    """One turn of a chat prompt; the role is checked by the scorer's template (no forged turns)."""
+
+    model_config = ConfigDict(extra="ignore")
+    role: Text
+    content: Text
+
+
+def _prompt_kind(value: Any) -> str | None:
+    return "text" if isinstance(value, str) else "messages" if isinstance(value, list) else None
+
+
+# A prompt is a string or a non-empty list of messages; the tag picks the branch, so an error
+# names the field, not every branch of the union.
+Prompt = Annotated[
+    Union[Annotated[Text, Tag("text")], Annotated[list[ChatMessage], Field(min_length=1), Tag("messages")]],
+    Discriminator(_prompt_kind, custom_error_type="prompt_type",
+                  custom_error_message="expected a string or a list of chat messages"),
+]
+_UNION_TAGS = ("text", "messages")
+
+
+class ScoreItem(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    prompt: Prompt
+    response: Text
+
+    @field_validator("prompt")
+    @classmethod
+    def _messages_fit(cls, value: str | list[ChatMessage], info: ValidationInfo):
+        _, max_chars = _limits(info)
+        total = sum(len(m.content) for m in value) if isinstance(value, list) else 0
+        if total > max_chars:
+            raise PydanticCustomError(TOO_LARGE, "{count} characters of messages, more than the limit of {limit}",
+                                      {"count": total, "limit": max_chars})
+        return value
+
+
+class ScoreRequest(BaseModel):
+    """`{"items": [{"prompt": str | [{"role", "content"}...], "response": str}, ...]}`; other keys are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+    items: Annotated[list[ScoreItem], Field(min_length=1)]
+
+    @field_validator("items", mode="before")
+    @classmethod
+    def _few_enough(cls, value: Any, info: ValidationInfo):
+        max_items, _ = _limits(info)
+        if isinstance(value, list) and len(value) > max_items:  # before any item is validated
+            raise PydanticCustomError(TOO_LARGE, "{count} items, more than the limit of {limit} per request",
+                                      {"count": len(value), "limit": max_items})
+        return value
+
+
+_FIELDS = {model.__name__: list(model.model_fields) for model in (ChatMessage, ScoreItem, ScoreRequest)}
+
+
+def field_path(loc: tuple) -> str:
+    """pydantic's error location as the request spells it: ('items', 3, 'prompt', 'messages', 0,
+    'content') -> items[3].prompt[0].content (the union's branch tag left out)."""
+    path = ""
+    for i, part in enumerate(loc):
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif not (part in _UNION_TAGS and i and loc[i - 1] == "prompt"):
+            path += f".{part}" if path else part
+    return path
+
+
+def _describe(error: dict, payload: Any) -> str:
+    """One validation error as '<field>: <problem>' in the request's own terms."""
+    loc, kind = tuple(error["loc"]), error["type"]
+    given = "null" if error.get("input") is None else type(error.get("input")).__name__
+    where = field_path(loc)
+    if kind == "missing":
+        parent = field_path(loc[:-1])
+        if not parent:
+            present = sorted(payload) if isinstance(payload, dict) else []
+            return f"missing field '{loc[-1]}' (fields present: {present})"
+        return f"{parent}: missing field '{loc[-1]}'"
+    if kind == "model_type":
+        fields = ", ".join(repr(f) for f in _FIELDS.get((error.get("ctx") or {}).get("class_name"), []))
+        if not where:
+            return f"request body must be a JSON object with 'items', got {given}"
+        return f"{where}: expected an object with {fields}, got {given}"
+    if kind == "string_type":
+        return f"{where}: expected a string, got {given}"
+    if kind == "list_type":
+        return f"{where}: expected a list, got {given}"
+    if kind == "too_short":
+        return f"{where}: the {'messages ' if where.endswith('prompt') else ''}list is empty"
+    return f"{where}: {error['msg']}" if where else error["msg"]
 
 
 def parse_score_request(payload: Any, max_items: int, max_chars: int) -> list[tuple[str | list[dict], str]]:
-    """(prompt, response) pairs from `{"items": [{"prompt": str | messages, "response": str}, ...]}`."""
-    if not isinstance(payload, dict):
-        raise RequestError(422, f"request body must be a JSON object with 'items', got {type(payload).__name__}")
-    if "items" not in payload:
-        raise RequestError(422, f"missing field 'items' (fields present: {sorted(payload)})")
-    items = payload["items"]
-    if not isinstance(items, list):
-        raise RequestError(422, f"items: expected a list, got {type(items).__name__}")
-    if not items:
-        raise RequestError(422, "items: the list is empty")
-    if len(items) > max_items:
-        raise RequestError(413, f"items: {len(items)} items, more than the limit of {max_items} per request")
-    pairs = []
-    for i, item in enumerate(items):
-        _require_fields(item, f"items[{i}]", ("prompt", "response"))
-        prompt = _check_prompt(item["prompt"], f"items[{i}].prompt", max_chars)
-        response = _check_text(item["response"], f"items[{i}].response", max_chars)
-        pairs.append((prompt, response))
-    return pairs
+    """(prompt, response) pairs of a parsed body, validated by `ScoreRequest`: a 422 names the
+    field and what is wrong with it (413 when a limit is passed); up to 3 problems are listed."""
+    try:
+        request = ScoreRequest.model_validate(payload, context={"max_items": max_items, "max_chars": max_chars})
+    except ValidationError as err:
+        errors = err.errors(include_url=False)
+        status = 413 if errors[0]["type"] == TOO_LARGE else 422
+        message = "; ".join(_describe(e, payload) for e in errors[:3])
+        if len(errors) > 3:
+            message += f" (and {len(errors) - 3} more)"
+        raise RequestError(status, message) from None
+    return [(item.prompt if isinstance(item.prompt, str) else [m.model_dump() for m in item.prompt], item.response)
+            for item in request.items]
 
 
 def check_bearer(header: str | None, token: str | None) -> None:

@@ -70,6 +70,9 @@ def test_scores_match_local_scorer_and_client(service, rm_dir):
         (b'{"items": [{"prompt": "a", "response": 5}]}', 422, "items[0].response: expected a string"),
         (b'{"items": [{"prompt": {"x": 1}, "response": "b"}]}', 422, "items[0].prompt"),
         (b'{"items": "abc"}', 422, "items: expected a list"),
+        (b'{"items": [{"prompt": "a", "response": "b"}, {"prompt": [{"role": 7, "content": "c"}], "response": "d"}]}',
+         422, "items[1].prompt[0].role: expected a string, got int"),
+        (b'{"items": [{"prompt": "a", "response": null}]}', 422, "items[0].response: expected a string, got null"),
         (b'{"items": [' + b",".join([b'{"prompt": "a", "response": "b"}'] * 9) + b"]}", 413, "more than the limit of 8"),
         (b'{"items": [{"prompt": "a", "response": "' + b"x" * 2001 + b'"}]}', 413, "more than the limit of 2000"),
         (b"[" * 200_000, 413, "more than the limit of 100000"),  # size is checked before anything is parsed

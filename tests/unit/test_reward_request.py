@@ -79,3 +79,42 @@ def test_hostile_bodies_are_4xx(raw, status, fragment):
     with pytest.raises(RequestError) as info:
         parse(parse_json(raw))
     assert info.value.status == status and fragment in info.value.message
+
+
+@pytest.mark.parametrize(
+    "payload, fragment",
+    [
+        ({"items": [{"prompt": "a", "response": "b"}] * 3 + [{"prompt": "a", "response": None}]},
+         "items[3].response: expected a string, got null"),
+        ({"items": [{"prompt": "a", "response": True}]}, "items[0].response: expected a string, got bool"),
+        ({"items": [{"prompt": "a", "response": ["b"]}]}, "items[0].response: expected a string, got list"),
+        ({"items": [{"prompt": {"role": "user"}, "response": "b"}]}, "items[0].prompt: expected a string or a list"),
+        ({"items": [{"prompt": [], "response": "b"}]}, "items[0].prompt: the messages list is empty"),
+        ({"items": [{"prompt": ["hi"], "response": "b"}]}, "items[0].prompt[0]: expected an object with 'role', 'content'"),
+        ({"items": [{"prompt": [{"role": 1.5, "content": "x"}], "response": "b"}]},
+         "items[0].prompt[0].role: expected a string, got float"),
+        ({"items": {"prompt": "a"}}, "items: expected a list, got dict"),
+        ("text", "request body must be a JSON object with 'items', got str"),
+    ],
+)
+def test_wrong_types_are_422_naming_the_field(payload, fragment):
+    with pytest.raises(RequestError) as info:
+        parse(payload)
+    assert info.value.status == 422 and fragment in info.value.message, info.value.message
+
+
+def test_several_problems_are_listed_with_the_first_deciding_the_status():
+    with pytest.raises(RequestError) as info:
+        parse({"items": [{"prompt": 1, "response": "b"}, {"prompt": "a"}, {"prompt": "a", "response": 2},
+                         {"prompt": "a", "response": 3}]})
+    message = info.value.message
+    assert info.value.status == 422
+    assert message.startswith("items[0].prompt: expected a string or a list")
+    assert "items[1]: missing field 'response'" in message and "items[2].response" in message
+    assert message.endswith("(and 1 more)")
+
+
+def test_extra_keys_are_ignored_and_messages_come_back_as_plain_dicts():
+    pairs = parse({"items": [{"prompt": [{"role": "user", "content": "Hi", "name": "x"}], "response": "Yo", "id": 7}],
+                   "model": "any"})
+    assert pairs == [([{"role": "user", "content": "Hi"}], "Yo")]
