@@ -173,8 +173,13 @@ class RewardAnnotator(Annotator):
     def preferences(self, pairs: list[dict]) -> list[float]:
         if not pairs:
             return []
-        rows = [{"messages": pair_messages(p), "response": p[key]} for key in ("output_1", "output_2") for p in pairs]
-        scores = self.source.score(rows)
+        # A reward model scores each output alone, so an output shared by several pairs (a candidate
+        # list expands into all its pairs: n outputs, n(n-1)/2 pairs) is scored once.
+        keys = [(p["instruction"], p.get("input") or "", p[side]) for side in ("output_1", "output_2") for p in pairs]
+        unique = list(dict.fromkeys(keys))
+        rows = [{"messages": pair_messages({"instruction": i, "input": x}), "response": r} for i, x, r in unique]
+        score_of = dict(zip(unique, self.source.score(rows)))
+        scores = [score_of[k] for k in keys]
         first, second = scores[: len(pairs)], scores[len(pairs) :]
         return [preference_from_scores(a / self.temperature, b / self.temperature) for a, b in zip(first, second)]
 

@@ -166,3 +166,21 @@ def test_specs():
     assert parse_spec("judge-hf:SmolLM2-135M-Instruct@pairwise_ab").backend == "hf"
     with pytest.raises(ValueError, match="unknown kind"):
         parse_spec("gpt:4")
+
+
+def test_reward_annotator_scores_each_output_of_a_candidate_list_once():
+    from raylign.scoring.base import RewardSource
+
+    class Counting(RewardSource):
+        def __init__(self):
+            self.seen = []
+
+        def score(self, rows):
+            self.seen += [r["response"] for r in rows]
+            return [float(len(r["response"])) for r in rows]
+
+    source = Counting()
+    pairs = as_pairs([{"instruction": "q", "input": "", "output": ["a", "bbb", "cc", "dddd"]}])
+    prefs = RewardAnnotator(source=source, name="len").preferences(pairs)
+    assert len(pairs) == 6 and sorted(source.seen) == ["a", "bbb", "cc", "dddd"]
+    assert prefs == [preference_from_scores(len(p["output_1"]), len(p["output_2"])) for p in pairs]
