@@ -83,6 +83,14 @@ class Algorithm:
     def after_update(self, metrics: dict[str, float]) -> None:
         """Hook after each rollout batch's update (adaptive KL controller)."""
 
+    def update_state_dict(self) -> dict:
+        """Worker-side state `after_update` changes (the adaptive KL coefficient), as JSON-safe
+        data; saved in the trainer's resumable checkpoint. Default: stateless."""
+        return {}
+
+    def load_update_state_dict(self, state: dict) -> None:
+        """Restore `update_state_dict()` on every worker of a resumed or restarted group."""
+
 
 class TrainContext:
     """What a loss needs from the trainer besides the module: padding and length limits."""

@@ -159,6 +159,13 @@ class PPOAlgorithm(Algorithm):
         # Ziegler et al.: the controller moves by the number of rollouts seen this batch.
         self.kl.update(metrics.get("kl", 0.0), int(metrics.get("ppo_rollouts", 0)))
 
+    def update_state_dict(self) -> dict:
+        return {"kl_coef": self.kl.value}  # the adaptive controller's coefficient moves every step
+
+    def load_update_state_dict(self, state: dict) -> None:
+        if "kl_coef" in state:
+            self.kl.value = float(state["kl_coef"])
+
 
 def make_algorithm(config: PPOJobConfig) -> PPOAlgorithm:
     return PPOAlgorithm(config.ppo, config.engine.trainer.max_length)

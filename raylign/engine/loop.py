@@ -25,7 +25,8 @@ from pydantic import Field
 
 from raylign.config import ConfigError, StrictModel
 from raylign.engine.buffer import RolloutBuffer
-from raylign.engine.policy_trainer import TrainerConfig, policy_train_loop, read_resume_state
+from raylign.engine.policy_trainer import TrainerConfig, policy_train_loop
+from raylign.engine.trainer_checkpoint import read_resume_state
 from raylign.engine.stages import group_by_step, sample_batch, sample_stage, score_batch, score_stage
 from raylign.engine.weight_sync import WeightSyncConfig
 from raylign.metrics import MetricsLogger, drop_metrics_after, progress
@@ -158,7 +159,7 @@ def run_engine(
     Pass `samplers` to keep them after the run (the caller owns them); otherwise the
     loop starts its own and stops them at the end.
     """
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     output_dir = Path(config.output_dir).resolve()
@@ -225,6 +226,7 @@ def run_engine(
             "model_path": model_path,
             "output_dir": str(output_dir),
             "num_iterations": config.num_iterations,
+            "prompts_per_step": config.prompts_per_step,
             "buffer": buffer,
             "samplers": samplers,
             "algorithm": algorithm,
@@ -235,7 +237,8 @@ def run_engine(
             resources_per_worker={"CPU": config.trainer.cpus_per_worker},
         ),
         run_config=RunConfig(name=run_name, storage_path=str(output_dir / "ray_train"),
-                             failure_config=FailureConfig(max_failures=config.trainer.max_failures)),
+                             failure_config=FailureConfig(max_failures=config.trainer.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=config.trainer.keep_checkpoints)),
     )
     feeder.start()
     try:

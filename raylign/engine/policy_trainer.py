@@ -2,25 +2,24 @@
 
 Each worker takes its share of step i's units from the RolloutBuffer, runs the method's
 no-grad `prepare` pass (old log-probs, values, advantages), then epochs x minibatches of
-optimizer steps through the shared step core (`raylign.training.step`). Rank 0 then
-pushes the policy to every sampler (one sync = one policy version), reports metrics and
-writes HF-format checkpoints.
+optimizer steps through the shared step core (`raylign.training.step`). Every
+`save_every` steps the ranks write and report a resumable checkpoint
+(`trainer_checkpoint`); rank 0 then pushes the policy to every sampler (one sync = one
+policy version), reports metrics to the driver and writes the final HF checkpoint.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import random
-import shutil
 import time
 from pathlib import Path
 
 import torch
 from pydantic import Field
 
-from raylign.algorithms.base import Algorithm, TrainContext, policy_of, unwrap
+from raylign.algorithms.base import Algorithm, TrainContext, policy_of
 from raylign.config import StrictModel
+from raylign.engine.trainer_checkpoint import load_resumable, resume_point, save_resumable
 from raylign.training.step import MicroBatch, chunked, optimizer_step, split_even
 
 
@@ -37,6 +36,7 @@ class TrainerConfig(StrictModel):
     # restarts of a failed worker group, each resuming from the last resumable checkpoint
     max_failures: int = Field(2, ge=0)
     save_every: int = Field(0, ge=0)  # steps between resumable checkpoints; 0 = only the final one
+    keep_checkpoints: int = Field(1, ge=1)  # reported checkpoints Ray Train keeps (output_dir/ray_train), besides latest/
     seed: int = 0
     epochs: int | None = None  # passes over each rollout batch; None = the algorithm's default
     num_minibatches: int | None = None  # optimizer steps per epoch; None = the algorithm's default
@@ -64,11 +64,6 @@ def save_hf_checkpoint(model, tokenizer, path: Path) -> None:
     path.mkdir(parents=True, exist_ok=True)
     policy_of(model).save_pretrained(path, safe_serialization=True)
     tokenizer.save_pretrained(path)
-
-
-def read_resume_state(output_dir: str | Path) -> dict | None:
-    state = Path(output_dir) / "latest" / "raylign_state.json"
-    return json.loads(state.read_text()) if state.exists() else None
 
 
 def _build(cfg: dict, start_path: str, algorithm: Algorithm):
@@ -164,25 +159,26 @@ def policy_train_loop(cfg: dict) -> None:
     algorithm: Algorithm = cfg["algorithm"]
     output_dir = Path(cfg["output_dir"])
     buffer = cfg["buffer"]
-    # A fresh run starts with an empty output_dir (an old run is set aside), so a checkpoint
-    # found here is this run's own: the worker group is a restart after a failure
-    # (FailureConfig), or the run was resumed. Either way, continue from it.
-    resume = read_resume_state(output_dir)
-    start_step = resume["step"] if resume else 0
-    version = resume.get("policy_version", start_step) if resume else 0
-    start_path = str(output_dir / "latest") if resume else cfg["model_path"]
-    module, optimizer, tokenizer, trainable = _build(cfg, start_path, algorithm)
-    if resume and (output_dir / "latest" / "optimizer.pt").exists() and not trainer.deepspeed_config:
-        optimizer.load_state_dict(torch.load(output_dir / "latest" / "optimizer.pt", weights_only=True))
-    if resume and (output_dir / "latest" / "trainer_extra.pt").exists():
-        unwrap(module).load_state_dict(torch.load(output_dir / "latest" / "trainer_extra.pt", weights_only=True), strict=False)
-    sync = make_weight_sync(cfg["samplers"], cfg["weight_sync"], store=buffer) if rank == 0 else None
     deepspeed = trainer.deepspeed_config is not None
+    # A restarted worker group (FailureConfig) continues from Ray Train's last reported
+    # checkpoint, a resumed run (engine.resume=true) from latest/; see trainer_checkpoint.
+    with resume_point(output_dir) as resume:
+        module, optimizer, tokenizer, trainable = _build(cfg, str(resume.folder) if resume else cfg["model_path"],
+                                                         algorithm)
+        if resume:
+            load_resumable(resume, module, optimizer, deepspeed, rank, world)
+    state = resume.state if resume else {}
+    start_step = state.get("step", 0)
+    version = state.get("policy_version", start_step)
+    algorithm.load_update_state_dict(state.get("algorithm_update", {}))
+    sync = make_weight_sync(cfg["samplers"], cfg["weight_sync"], store=buffer) if rank == 0 else None
     plan = update_plan(trainer, algorithm)
     previous_end = time.perf_counter()
-    if rank == 0 and resume and resume.get("last_report"):
-        # the driver logs it unless it already has: a worker killed before reporting lost it
-        ray.get(buffer.report.remote(start_step - 1, {**resume["last_report"], "resent": True}))
+    if rank == 0 and resume:
+        _record_resume(output_dir, resume, context)
+        if state.get("last_report"):
+            # the driver logs it unless it already has: a worker killed before reporting lost it
+            ray.get(buffer.report.remote(start_step - 1, {**state["last_report"], "resent": True}))
 
     for step in range(start_step, cfg["num_iterations"]):
         shard = ray.get(buffer.get.remote(step, rank, world))
@@ -198,27 +194,20 @@ def policy_train_loop(cfg: dict) -> None:
         algorithm.after_update(metrics)
         train_seconds = time.perf_counter() - start
         version += 1
-        if rank == 0:
-            rows = [r for u in units for r in (u if isinstance(u, (list, tuple)) else [u]) if isinstance(r, dict)]
-            staleness = [step - r["policy_version"] for r in rows if r.get("source") != "dataset" and "policy_version" in r]
-            tokens = sum(len(r.get("prompt_token_ids", [])) + len(r.get("response_token_ids", [])) for r in rows)
-            report = {
-                **selection,
-                **metrics,
-                "policy_version": version,
-                "train_seconds": train_seconds,
-                "train_tokens_per_s": tokens * world * plan[0] / max(train_seconds, 1e-9),
-                "staleness_max": max(staleness, default=0),
-                "staleness_mean": sum(staleness) / max(1, len(staleness)),
-                "trainable_params": trainable,
-                "buffer_pending_steps": queued,
-            }
-            # Save before the weight push: a sampler that dies during the push must not
-            # cost the step that has just trained. The step's report goes in too, so a
-            # worker killed before sending it can send it after the restart.
-            if trainer.save_every and (step + 1) % trainer.save_every == 0 and step + 1 < cfg["num_iterations"]:
-                _save_resumable(module, optimizer, tokenizer, output_dir, step + 1, version, deepspeed, report)
+        report = _step_report(step, units, selection, metrics, version, train_seconds, world, plan[0], trainable,
+                              queued) if rank == 0 else None
+        # Save before the weight push: a sampler that dies during the push must not cost
+        # the step that has just trained. The step's report goes in too, so a worker
+        # killed before sending it can send it after the restart.
+        if trainer.save_every and (step + 1) % trainer.save_every == 0 and step + 1 < cfg["num_iterations"]:
+            resumable = {"step": step + 1, "policy_version": version,
+                         "data_position": data_position(step + 1, cfg.get("prompts_per_step")),
+                         "algorithm_update": algorithm.update_state_dict(), "world_size": world,
+                         "last_report": report or {}}
+            save_resumable(module, optimizer, tokenizer, output_dir, resumable, deepspeed, rank)
+            if rank == 0:
                 ray.get(buffer.release_before.remote(step + 1))  # a restart resumes after this step
+        if rank == 0:
             report.update(sync.push(policy_of(module).state_dict(), version))
             now = time.perf_counter()
             # Wall time per step as the trainer lives it: waiting for rollouts + update + sync.
@@ -229,30 +218,41 @@ def policy_train_loop(cfg: dict) -> None:
         save_hf_checkpoint(module, tokenizer, output_dir / "final")
 
 
-def _extra_state(module) -> dict:
-    """Trainable state outside the policy (a PPO critic), saved beside the HF weights."""
-    inner = unwrap(module)
-    if not hasattr(inner, "policy"):
-        return {}
-    return {k: v for k, v in inner.state_dict().items() if not k.startswith("policy.")}
+def _step_report(step: int, units: list, selection: dict, metrics: dict, version: int, train_seconds: float,
+                 world: int, epochs: int, trainable: int, queued: int) -> dict:
+    """Rank 0's metrics row for a step (the driver adds the rollout statistics)."""
+    rows = [r for u in units for r in (u if isinstance(u, (list, tuple)) else [u]) if isinstance(r, dict)]
+    staleness = [step - r["policy_version"] for r in rows if r.get("source") != "dataset" and "policy_version" in r]
+    tokens = sum(len(r.get("prompt_token_ids", [])) + len(r.get("response_token_ids", [])) for r in rows)
+    return {
+        **selection,
+        **metrics,
+        "policy_version": version,
+        "train_seconds": train_seconds,
+        "train_tokens_per_s": tokens * world * epochs / max(train_seconds, 1e-9),
+        "staleness_max": max(staleness, default=0),
+        "staleness_mean": sum(staleness) / max(1, len(staleness)),
+        "trainable_params": trainable,
+        "buffer_pending_steps": queued,
+    }
 
 
-def _save_resumable(module, optimizer, tokenizer, output_dir: Path, step: int, version: int, deepspeed: bool,
-                    report: dict | None = None) -> None:
-    """HF weights + optimizer state + step and version, written to a temp dir and swapped in atomically."""
-    tmp = output_dir / f".latest-{step}"
-    save_hf_checkpoint(module, tokenizer, tmp)
-    if not deepspeed:
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    extra = _extra_state(module)
-    if extra:
-        torch.save(extra, tmp / "trainer_extra.pt")
-    (tmp / "raylign_state.json").write_text(json.dumps({"step": step, "policy_version": version,
-                                                        "last_report": report or {}}))
-    latest = output_dir / "latest"
-    old = output_dir / f".old-{step}"
-    if latest.exists():
-        os.replace(latest, old)
-    os.replace(tmp, latest)
-    if old.exists():
-        shutil.rmtree(old, ignore_errors=True)
+def data_position(next_step: int, prompts_per_step: int | None) -> dict:
+    """Where the prompt stream continues: prompts are dealt to steps in order (`assign_steps`),
+    so the next step fixes it; the prompt count is recorded to check a resume against."""
+    position = {"next_step": next_step}
+    if prompts_per_step:
+        position.update(prompts_per_step=prompts_per_step, prompts_consumed=next_step * prompts_per_step)
+    return position
+
+
+def _record_resume(output_dir: Path, resume, context) -> None:
+    """One line per resume in output_dir/resumes.jsonl: which checkpoint, from where."""
+    import json
+
+    record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "step": resume.state["step"],
+              "policy_version": resume.state.get("policy_version"), "source": resume.source,
+              "world_size": context.get_world_size()}
+    with open(output_dir / "resumes.jsonl", "a") as handle:
+        handle.write(json.dumps(record) + "\n")
+    print(f"[raylign] trainer resumes at step {record['step']} from {resume.source}", flush=True)

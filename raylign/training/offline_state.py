@@ -1,8 +1,9 @@
 """Worker-side helpers of the offline trainer: resumable state, evaluation, metrics log.
 
 The resumable state holds only what training changes: the trainable parameters (not
-the frozen backbone), optimizer, scheduler, counters and the best-so-far weights, so a
-top-N-layer checkpoint of a 135M model is tens of MB, not the whole model.
+the frozen backbone), optimizer, scheduler, counters and data position, the best-so-far
+weights and every rank's RNG state, so a top-N-layer checkpoint of a 135M model is tens
+of MB, not the whole model. (docs/reliability.md compares it with the online trainer's.)
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Callable
 
 import torch
 
+from raylign.training.rng_state import load_rng, save_rng
 from raylign.training.step import all_reduce, weighted_metrics
 
 STATE_FILE = "train_state.pt"
@@ -32,19 +34,23 @@ def load_trainable(model, tensors: dict[str, torch.Tensor]) -> None:
             params[name].copy_(value)
 
 
-def save_state(path: Path, model, optimizer, scheduler, progress: dict, best_state) -> None:
+def save_state(path: Path, model, optimizer, scheduler, progress: dict, best_state, rng_states: list[dict]) -> None:
+    """`progress` holds the step and the data position (epoch, batches consumed in it);
+    `rng_states` every rank's generators (`rng_state.gather_rng`)."""
     path.mkdir(parents=True, exist_ok=True)
     torch.save({"trainable": trainable_state(model), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "progress": progress, "best_state": best_state},
                path / STATE_FILE)
+    save_rng(path, rng_states)
 
 
-def load_state(path: Path, model, optimizer, scheduler) -> tuple[dict, dict | None]:
-    """Restore a `save_state` directory; returns (progress counters, best-state tensors)."""
+def load_state(path: Path, model, optimizer, scheduler, rank: int = 0, world_size: int = 1) -> tuple[dict, dict | None]:
+    """Restore a `save_state` directory and this rank's RNG; returns (progress counters, best-state tensors)."""
     state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=False)
     load_trainable(model, state["trainable"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
+    load_rng(path, rank, world_size)
     return state["progress"], state["best_state"]
 
 

@@ -27,6 +27,7 @@ import torch
 from raylign.training.objective import OfflineObjective
 from raylign.training.offline_data import length_grouped, plain
 from raylign.training.offline_state import MetricsLog, better, evaluate, load_state, save_state, trainable_state
+from raylign.training.rng_state import gather_rng
 from raylign.training.step import MicroBatch, all_reduce, optimizer_step
 
 SPLITS = ("train", "validation", "test")
@@ -90,7 +91,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
-            progress, best_state = load_state(Path(folder), model, optimizer, scheduler)
+            progress, best_state = load_state(Path(folder), model, optimizer, scheduler, rank, world)
         progress["resumed_from"] = progress["step"]
     out_dir = Path(loop_config["output_dir"])
     log = MetricsLog(out_dir / "metrics.jsonl" if rank == 0 else None, fresh=checkpoint is None)
@@ -134,9 +135,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
     def save_checkpoint() -> None:
         record = {"step": progress["step"], "checkpoint": True}
+        rng_states = gather_rng()  # every rank's, gathered to rank 0
         if rank == 0:
             with tempfile.TemporaryDirectory(prefix="raylign-offline-") as tmp:
-                save_state(Path(tmp), model, optimizer, scheduler, progress, best_state)
+                save_state(Path(tmp), model, optimizer, scheduler, progress, best_state, rng_states)
                 ray.train.report(record, checkpoint=ray.train.Checkpoint.from_directory(tmp))
         else:
             ray.train.report(record)
@@ -240,7 +242,7 @@ def prepare_datasets(config, objective: OfflineObjective, model_path: str) -> tu
 def run_offline(config, objective: OfflineObjective) -> dict:
     """Train `objective` as `config` says; returns the summary written to train_summary.json."""
     import ray.data
-    from ray.train import DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from raylign.config import dump_config
@@ -269,7 +271,9 @@ def run_offline(config, objective: OfflineObjective) -> dict:
                                      resources_per_worker={"CPU": config.cpus_per_worker,
                                                            **({"GPU": 1} if config.use_gpu else {})}),
         run_config=RunConfig(name=f"{objective.name}-{int(started)}", storage_path=str(storage),
-                             failure_config=FailureConfig(max_failures=config.max_failures)),
+                             failure_config=FailureConfig(max_failures=config.max_failures),
+                             # the newest resumable checkpoint and the final model
+                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
         datasets=datasets,
         dataset_config=DataConfig(datasets_to_split=["train"]),
     )

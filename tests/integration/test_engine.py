@@ -116,6 +116,9 @@ def test_interrupted_run_resumes(ray_cluster, tiny_model_dir, tmp_path):
     steps = [json.loads(line)["step"] for line in open(second["metrics"])]
     assert steps == [1, 2, 3]  # run A logged 1-2, run B retrained step 2 and replaced its row
     assert (tmp_path / "run" / "latest" / "optimizer.pt").exists()
+    # another run name: Ray Train has no reported checkpoint for it, the trainer reads latest/
+    (resume,) = [json.loads(line) for line in (tmp_path / "run" / "resumes.jsonl").read_text().splitlines()]
+    assert resume["step"] == 1 and resume["source"] == "latest/"
 
 
 def test_sampler_group_shutdown_frees_resources(ray_cluster, tiny_model_dir):

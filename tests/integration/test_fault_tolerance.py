@@ -109,6 +109,8 @@ def test_killed_train_worker_group_resumes_from_the_last_checkpoint(ray_cluster,
 
     from ray._private.state import actors
 
+    storage = tmp_path / "run" / "ray_train" / "kill-trainer"
+
     def kill_train_worker(samplers):
         (pid,) = [a["Pid"] for a in actors().values()
                   if a["ActorClassName"] == "RayTrainWorker" and a["State"] == "ALIVE"]
@@ -117,6 +119,16 @@ def test_killed_train_worker_group_resumes_from_the_last_checkpoint(ray_cluster,
     metrics = _run_killing(tmp_path, tiny_model_dir, sampling, PreferShort(), kill_train_worker, "kill-trainer",
                            kill_after=2, save_every=2, max_failures=1)
     assert [m["policy_version"] for m in metrics] == list(range(1, STEPS + 1))
+    # the new group took the newest checkpoint (optimizer, RNG, step, version, data position)
+    (resume,) = [json.loads(line) for line in (tmp_path / "run" / "resumes.jsonl").read_text().splitlines()]
+    assert resume["step"] in (2, 4) and resume["policy_version"] == resume["step"]
+    # Ray Train's copy, or latest/ when the worker died before the controller collected that report
+    assert resume["source"] in ("ray.train.get_checkpoint()", "latest/")
+    # the newest copy in Ray Train's storage (one killed before the controller took it stays beside the kept one)
+    newest = max(p for p in storage.glob("checkpoint_*") if p.is_dir())
+    assert (newest / "optimizer.pt").exists() and (newest / "rng_state.pt").exists()
+    state = json.loads((newest / "raylign_state.json").read_text())
+    assert state["data_position"] == {"next_step": 4, "prompts_per_step": PER_STEP, "prompts_consumed": 4 * PER_STEP}
 
 
 def test_cli_run_stopped_with_sigterm_resumes(tiny_model_dir, tmp_path):
