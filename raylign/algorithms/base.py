@@ -58,6 +58,15 @@ class Algorithm:
         """
         return group_rows(rows), {}
 
+    def state_dict(self) -> dict:
+        """Driver-side state `select` carries from step to step (Quark's reward pool), as
+        JSON-safe data. The driver saves it per step, so a resumed run gets it back as it
+        was when the checkpoint's step was selected. Default: stateless."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore `state_dict()` (called on the driver of a resumed run)."""
+
     # ---- trainer side (runs on every Ray Train worker) ----------------------------------
     def build_module(self, policy: torch.nn.Module) -> torch.nn.Module:
         """The trainable module wrapped for data parallelism; must expose the policy as

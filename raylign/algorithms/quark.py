@@ -78,6 +78,16 @@ class QuarkPool:
         if len(self.rows) > self.pool_size:
             del self.rows[: len(self.rows) - self.pool_size]
 
+    def state_dict(self) -> dict:
+        """The pooled rows and the insertion counter (JSON-safe: rows are plain rollout dicts)."""
+        return {"rows": self.rows, "added": self._added}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a `state_dict`; a smaller pool_size than the saved pool's keeps the newest rows."""
+        rows = list(state["rows"])
+        self.rows = rows[max(0, len(rows) - self.pool_size):]
+        self._added = int(state["added"])
+
     def quantiles(self) -> list[int]:
         """The quantile (0 = best) of each pooled row, aligned with self.rows."""
         order = sorted(range(len(self.rows)),

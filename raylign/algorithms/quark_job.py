@@ -3,8 +3,9 @@
 The control tokens `<|reward_0|>` (best) .. `<|reward_{Q-1}|>` are added to the vocabulary
 once, when the model is prepared (a copy under the run's folder), so samplers, trainer and
 reference all load the same vocabulary and it never changes mid-run. Rollouts are sampled
-conditioned on the best token, join a pool kept on the driver, are re-ranked into reward
-quantiles over the whole pool, and the policy learns each response conditioned on its
+conditioned on the best token, join a pool kept on the driver (saved per step, so a resumed
+run gets it back: `raylign.engine.algorithm_state`), are re-ranked into reward quantiles
+over the whole pool, and the policy learns each response conditioned on its
 quantile's token, plus a KL term to the reference (which sees the plain prompt).
 """
 
@@ -89,6 +90,12 @@ class QuarkAlgorithm(Algorithm):
         rewards = [float(r["reward"]) for r in self.pool.rows]
         return units, {"pool_size": float(len(self.pool)), "pool_reward_mean": sum(rewards) / len(rewards),
                        "trained_rollouts": float(len(units))}
+
+    def state_dict(self) -> dict:
+        return {"pool": self.pool.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.pool.load_state_dict(state["pool"])
 
     def unit_weight(self, unit: dict) -> float:
         return float(response_token_count(unit, self.max_length))

@@ -24,6 +24,7 @@ from raylign.algorithms.base import Algorithm
 from pydantic import Field
 
 from raylign.config import ConfigError, StrictModel
+from raylign.engine.algorithm_state import load_algorithm_state, save_algorithm_state
 from raylign.engine.buffer import RolloutBuffer
 from raylign.engine.policy_trainer import TrainerConfig, policy_train_loop
 from raylign.engine.trainer_checkpoint import read_resume_state
@@ -107,10 +108,11 @@ def _rollout_stats(rows: list[dict]) -> dict[str, float]:
 class _Feeder(threading.Thread):
     """Moves finished steps from the rollout stream into the buffer, in order."""
 
-    def __init__(self, make_stream: Callable, buffer, on_step: Callable, algorithm: Algorithm):
+    def __init__(self, make_stream: Callable, buffer, on_step: Callable, algorithm: Algorithm,
+                 output_dir: Path | None = None):
         super().__init__(daemon=True, name="raylign-feeder")
         self.make_stream, self.buffer, self.on_step = make_stream, buffer, on_step
-        self.algorithm = algorithm
+        self.algorithm, self.output_dir = algorithm, output_dir
         self.error: BaseException | None = None
 
     def run(self):
@@ -125,6 +127,8 @@ class _Feeder(threading.Thread):
                         # Batch-level selection (whitening, top fraction, pools, pairs) sees the whole
                         # step before it is dealt to ranks.
                         units, selected = self.algorithm.select(batch, step)
+                        if self.output_dir is not None:  # before the trainer can checkpoint step + 1
+                            save_algorithm_state(self.output_dir, step + 1, self.algorithm)
                         ray.get(self.buffer.put.remote(step, units, selected))
                         self.on_step(step, {**_rollout_stats(batch), "units": len(units)}, _best_examples(batch))
         except BaseException as err:  # surfaced by the driver after fit() returns
@@ -189,6 +193,7 @@ def run_engine(
 
     if resume:  # steps after the checkpoint run again: their old rows must not stay beside the new ones
         drop_metrics_after(output_dir / "metrics.jsonl", first_step)
+        load_algorithm_state(output_dir, first_step, algorithm)  # e.g. Quark's pool as of that step
     logger = MetricsLogger(output_dir, run_name)
     bar = progress(config.num_iterations - first_step, f"{run_name} iterations")
     rollout_stats: dict[int, dict] = {}
@@ -217,7 +222,7 @@ def run_engine(
         examples[:] = best
         flush_reports()
 
-    feeder = _Feeder(stream, buffer, on_step, algorithm)
+    feeder = _Feeder(stream, buffer, on_step, algorithm, output_dir)
     trainer = TorchTrainer(
         policy_train_loop,
         train_loop_config={

@@ -67,6 +67,22 @@ def test_pool_pickles_and_rejects_nan_rewards():
         pool.add(_rows([float("nan")]))
 
 
+def test_pool_state_survives_json_and_keeps_ranking_ties():
+    import json
+
+    pool = QuarkPool(num_quantiles=2, pool_size=4)
+    pool.add(_rows([1.0, 2.0, 2.0, 0.5, 3.0]))  # the first is evicted
+    clone = QuarkPool(num_quantiles=2, pool_size=4)
+    clone.load_state_dict(json.loads(json.dumps(pool.state_dict())))
+    assert clone.training_rows(best_only=False) == pool.training_rows(best_only=False)
+    pool.add(_rows([2.0], start=5))
+    clone.add(_rows([2.0], start=5))  # the insertion counter came back: the tie breaks the same way
+    assert clone.quantiles() == pool.quantiles()
+    smaller = QuarkPool(num_quantiles=2, pool_size=2)
+    smaller.load_state_dict(pool.state_dict())
+    assert [r["response"] for r in smaller.rows] == ["r4", "r5"]
+
+
 def test_quark_loss_hand_computed():
     lp = torch.tensor([[-1.0, -2.0, float("nan")], [float("inf"), -0.5, float("-inf")]], requires_grad=True)
     ref = torch.tensor([[-1.5, -2.0, float("nan")], [float("nan"), 0.0, 1.0]])
