@@ -39,6 +39,7 @@ COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("serve", "rm"), "raylign.serving.reward_app:main", "serve a reward model over HTTP with Ray Serve"),
     (("bench", "engine"), "raylign.benchmarks.engine_bench:main", "benchmark sampling, streaming overlap and weight sync"),
     (("bench", "serve"), "raylign.benchmarks.serve_bench:main", "load test of the reward endpoint (1 and 2 replicas)"),
+    (("bench", "corpus"), "raylign.benchmarks.corpus_bench:main", "driver memory of the prompt stream: small vs 10M-prompt corpus"),
     (("bench", "loop"), "raylign.benchmarks.loop_bench:main", "online GRPO seconds per iteration vs TRL's GRPOTrainer"),
     (("bench",), "raylign.benchmarks.suite:main", "the whole benchmark suite (every part, machine, runs/bench/)"),
     (("bench", "all"), "raylign.benchmarks.suite:main", "same as `raylign bench`"),

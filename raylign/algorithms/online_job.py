@@ -1,8 +1,9 @@
 """What every online recipe shares: the roles' config sections and one way to run them.
 
 A method's job module (`rrhf_job.py`, `ppo_job.py`, ...) adds its own section to
-`OnlineJobConfig` and builds its `Algorithm`; `run_online` resolves the model, reads the
-prompts, starts Ray and the roles, and hands everything to the engine.
+`OnlineJobConfig` and builds its `Algorithm`; `run_online` resolves the model, checks the
+prompt file, starts Ray and the roles, and hands everything to the engine, which reads the
+prompts with Ray Data as the run goes (`raylign.data.prompt_corpus`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Callable, Literal
 
 from raylign.algorithms.base import Algorithm
 from raylign.config import StrictModel
+from raylign.data.prompt_corpus import PromptCorpus
 from raylign.engine.loop import EngineConfig, run_engine
 from raylign.sampling.base import SamplingConfig
 from raylign.scoring.base import RewardConfig
@@ -44,6 +46,7 @@ class OnlineJobConfig(StrictModel):
 
 
 def load_prompts(data: DataConfig) -> list[dict]:
+    """All the prompts as a list, for evaluation on a few of them; training streams them instead."""
     from raylign.data.adapters import load_rows
 
     rows = load_rows(data.path, data.kind, data.format, None if data.split != "all" else data.limit, data.on_error)
@@ -88,9 +91,10 @@ def run_online(config: OnlineJobConfig, algorithm: Algorithm, run_name: str) -> 
     from raylign.runtime import init_ray
     from raylign.scoring.sources import make_reward_source
 
-    # Everything that can be wrong with the inputs is found here, before Ray and the models start.
+    # Everything that can be wrong with the inputs is found here, before Ray and the models start
+    # (an empty split only shows after a pass over the file: the engine reports it before the samplers start).
     model_path = str(resolve_model(config.model))
-    prompts = load_prompts(config.data)
+    prompts = PromptCorpus.from_config(config.data).check()
     check_reward_source(config.reward)
     init_ray(config.ray_address)
     model_path = algorithm.prepare_model(model_path, config.engine.output_dir)

@@ -93,10 +93,14 @@ def _iter_json_array(path: Path) -> Iterator[Record]:
 
 
 def _iter_parquet(path: Path) -> Iterator[Record]:
+    """Batch by batch, so peeking at the first rows of a huge file reads only those."""
     import pyarrow.parquet as pq
 
-    for index, item in enumerate(pq.read_table(path).to_pylist()):
-        yield Record(item, f"{path}[{index}]")
+    index = 0
+    for batch in pq.ParquetFile(path, buffer_size=1 << 20, pre_buffer=False).iter_batches(batch_size=1024):
+        for item in batch.to_pylist():
+            yield Record(item, f"{path}[{index}]")
+            index += 1
 
 
 def _iter_hf_dataset(path: Path) -> Iterator[Record]:

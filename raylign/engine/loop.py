@@ -6,7 +6,9 @@
 
 The driver feeds the Ray Data stream into the buffer from a background thread while
 `TorchTrainer.fit()` runs; with `max_staleness >= 1` the next step is sampled and
-scored while the current one trains.
+scored while the current one trains. Prompts come one step at a time from a step server
+that reads the prompt file with Ray Data (`raylign.data.step_prompts`), so the driver
+never holds the corpus.
 """
 
 from __future__ import annotations
@@ -24,11 +26,13 @@ from raylign.algorithms.base import Algorithm
 from pydantic import Field
 
 from raylign.config import ConfigError, StrictModel
+from raylign.data.prompt_corpus import PromptCorpus
+from raylign.data.step_prompts import fetch_steps, start_step_server, step_rows_stage
 from raylign.engine.algorithm_state import load_algorithm_state, save_algorithm_state
 from raylign.engine.buffer import RolloutBuffer
 from raylign.engine.policy_trainer import TrainerConfig, policy_train_loop
 from raylign.engine.trainer_checkpoint import read_resume_state
-from raylign.engine.stages import group_by_step, sample_batch, sample_stage, score_batch, score_stage
+from raylign.engine.stages import sample_batch, sample_stage, score_batch, score_stage
 from raylign.engine.weight_sync import WeightSyncConfig
 from raylign.metrics import MetricsLogger, drop_metrics_after, progress
 from raylign.models.chat import save_prompt_prefix
@@ -50,22 +54,6 @@ class EngineConfig(StrictModel):
     staleness_timeout_s: float = Field(1800.0, gt=0)
     trainer: TrainerConfig = TrainerConfig()
     weight_sync: WeightSyncConfig = WeightSyncConfig()
-
-
-def assign_steps(prompts: list[dict], prompts_per_step: int, first_step: int, last_step: int) -> list[dict]:
-    """Give each prompt its training step (cycling through the prompts as epochs).
-
-    `prompt_uid` is the row's identity within the run: a prompt that appears twice in one
-    step (few prompts, many per step) forms two groups, never one merged group.
-    """
-    if not prompts:
-        raise ValueError("no prompts to train on")
-    rows = []
-    for step in range(first_step, last_step):
-        for j in range(prompts_per_step):
-            prompt = prompts[(step * prompts_per_step + j) % len(prompts)]
-            rows.append({**prompt, "batch_index": step, "prompt_uid": f"{step}:{j}"})
-    return rows
 
 
 def wire_dtype_for(sampling: SamplingConfig, sync: WeightSyncConfig) -> WeightSyncConfig:
@@ -105,6 +93,39 @@ def _rollout_stats(rows: list[dict]) -> dict[str, float]:
     }
 
 
+STEPS_PER_STREAM = 256  # steps per Ray Data execution: one block each, so the driver's share stays small
+
+
+def step_is_whole(rows: list[dict]) -> bool:
+    """Every prompt of the step was sampled and every rollout of it arrived.
+
+    A step may reach the feeder in several pieces (a step split over Ray Data blocks is
+    sampled part by part): each `sample_batch` call stamps its rollouts with its `part`, the
+    rows it made (`rows_in_batch`) and the prompts it was given (`part_prompts`), and the step
+    is whole when its complete parts cover its `step_prompts`.
+    """
+    parts: dict = {}
+    for row in rows:
+        part = parts.setdefault(row.get("part"), [0, row["rows_in_batch"], row.get("part_prompts", 0)])
+        part[0] += 1
+    if any(seen != made for seen, made, _ in parts.values()):
+        return False
+    return sum(prompts for *_, prompts in parts.values()) >= rows[0].get("step_prompts", 0)
+
+
+class StepAssembler:
+    """Collects rollout rows per step and hands each step over once it is whole."""
+
+    def __init__(self):
+        self.pending: dict[int, list[dict]] = {}
+
+    def add(self, rows: list[dict]) -> list[tuple[int, list[dict]]]:
+        for row in rows:
+            self.pending.setdefault(row["batch_index"], []).append(row)
+        whole = [step for step in sorted(self.pending) if step_is_whole(self.pending[step])]
+        return [(step, self.pending.pop(step)) for step in whole]
+
+
 class _Feeder(threading.Thread):
     """Moves finished steps from the rollout stream into the buffer, in order."""
 
@@ -117,20 +138,16 @@ class _Feeder(threading.Thread):
 
     def run(self):
         try:
-            pending: dict[int, list[dict]] = {}
+            steps = StepAssembler()
             for rows in self.make_stream():
-                for row in rows:
-                    pending.setdefault(row["batch_index"], []).append(row)
-                for step in sorted(pending):
-                    if len(pending[step]) == pending[step][0]["rows_in_batch"]:
-                        batch = pending.pop(step)
-                        # Batch-level selection (whitening, top fraction, pools, pairs) sees the whole
-                        # step before it is dealt to ranks.
-                        units, selected = self.algorithm.select(batch, step)
-                        if self.output_dir is not None:  # before the trainer can checkpoint step + 1
-                            save_algorithm_state(self.output_dir, step + 1, self.algorithm)
-                        ray.get(self.buffer.put.remote(step, units, selected))
-                        self.on_step(step, {**_rollout_stats(batch), "units": len(units)}, _best_examples(batch))
+                for step, batch in steps.add(rows):
+                    # Batch-level selection (whitening, top fraction, pools, pairs) sees the whole
+                    # step before it is dealt to ranks.
+                    units, selected = self.algorithm.select(batch, step)
+                    if self.output_dir is not None:  # before the trainer can checkpoint step + 1
+                        save_algorithm_state(self.output_dir, step + 1, self.algorithm)
+                    ray.get(self.buffer.put.remote(step, units, selected))
+                    self.on_step(step, {**_rollout_stats(batch), "units": len(units)}, _best_examples(batch))
         except BaseException as err:  # surfaced by the driver after fit() returns
             self.error = err
             log.exception("rollout stream failed")
@@ -150,7 +167,7 @@ def _set_aside_previous_run(output_dir: Path) -> None:
 def run_engine(
     config: EngineConfig,
     model_path: str,
-    prompts: list[dict],
+    prompts: list[dict] | PromptCorpus,
     sampling: SamplingConfig,
     reward: RewardSource,
     algorithm: Algorithm,
@@ -161,7 +178,8 @@ def run_engine(
     """Run the loop; returns paths of the outputs and the last metrics.
 
     Pass `samplers` to keep them after the run (the caller owns them); otherwise the
-    loop starts its own and stops them at the end.
+    loop starts its own and stops them at the end. `prompts` is a list of prompt rows or a
+    `PromptCorpus` (a file read by Ray Data as the run goes, never loaded by the driver).
     """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -182,14 +200,19 @@ def run_engine(
             "raise engine.num_iterations to train further, or use a new output_dir"
         )
     start_weights = str(output_dir / "latest") if resume else model_path
+    prompt_server = start_step_server(prompts, config.prompts_per_step)
+    try:  # read up to the first step now: an empty split fails before the samplers start
+        fetch_steps(prompt_server, first_step)
+    except BaseException:
+        ray.kill(prompt_server)
+        raise
     owns_samplers = samplers is None
     if owns_samplers:
         samplers = create_samplers(start_weights, sampling,
                                    initial_version=resume.get("policy_version", first_step) if resume else 0)
     buffer = RolloutBuffer.remote()
-    rows = assign_steps(prompts, config.prompts_per_step, first_step, config.num_iterations)
-    stream = _stream_factory(config, rows, samplers, sampling.num_samples, reward, algorithm, reference, buffer,
-                             sampling.max_retries_per_step)
+    stream = _stream_factory(config, prompt_server, first_step, samplers, sampling.num_samples, reward, algorithm,
+                             reference, buffer, sampling.max_retries_per_step)
 
     if resume:  # steps after the checkpoint run again: their old rows must not stay beside the new ones
         drop_metrics_after(output_dir / "metrics.jsonl", first_step)
@@ -258,6 +281,7 @@ def run_engine(
         logger.close()
         if owns_samplers:
             samplers.shutdown()
+        ray.kill(prompt_server)
     if feeder.error is not None:
         raise feeder.error
     if algorithm.generation_prefix():
@@ -273,15 +297,30 @@ def run_engine(
     }
 
 
-def _stream_factory(config: EngineConfig, rows, samplers, num_samples, reward, algorithm: Algorithm, reference=None,
-                    buffer=None, retries: int = 2):
+def prompt_step_datasets(prompt_server, first_step: int, last_step: int):
+    """The stream's input: Ray Data datasets of prompt rows, one block per step, fetched from
+    the step server as the stream goes. One dataset per `STEPS_PER_STREAM` steps, so what
+    the driver holds for the stream does not grow with the run."""
+    for start in range(first_step, last_step, STEPS_PER_STREAM):
+        steps = range(start, min(start + STEPS_PER_STREAM, last_step))
+        # One step number per block, and the fetch turns it into one block of that step's rows:
+        # the sample stage must get one step per call (a later step waits for this one's training).
+        ds = ray.data.from_items([{"step": step} for step in steps], override_num_blocks=len(steps))
+        # A CPU request of its own keeps it from fusing with sampling, so it fetches a few steps ahead.
+        yield ds.map_batches(step_rows_stage, batch_format="pyarrow", batch_size=None,
+                             fn_kwargs={"server": prompt_server}, num_cpus=0.005,
+                             compute=ray.data.TaskPoolStrategy(size=1))
+
+
+def _stream_factory(config: EngineConfig, prompt_server, first_step: int, samplers, num_samples, reward,
+                    algorithm: Algorithm, reference=None, buffer=None, retries: int = 2):
     """A function returning an iterator of row lists, one element per finished chunk."""
     staleness = config.max_staleness
     dataset_responses = algorithm.dataset_responses
 
     def sequential():
-        for batch in group_by_step(rows):
-            batch = [algorithm.prepare_prompt(row) for row in batch]
+        for step in range(first_step, config.num_iterations):
+            batch = [algorithm.prepare_prompt(row) for row in fetch_steps(prompt_server, step)]
             yield score_batch(sample_batch(batch, samplers, num_samples, 0, dataset_responses,
                                            config.staleness_timeout_s, buffer, retries), reward, reference)
 
@@ -290,8 +329,10 @@ def _stream_factory(config: EngineConfig, rows, samplers, num_samples, reward, a
         context.execution_options.preserve_order = True
         context.enable_progress_bars = False
         context.issue_detectors_config.detectors = []  # rollout rows are small; its memory hints are noise here
-        steps = len({r["batch_index"] for r in rows})
-        ds = ray.data.from_items(rows, override_num_blocks=steps)
+        for ds in prompt_step_datasets(prompt_server, first_step, config.num_iterations):
+            yield from rollouts(ds)
+
+    def rollouts(ds):
         if type(algorithm).prepare_prompt is not Algorithm.prepare_prompt:
             # per-row prompt stage (e.g. Quark's control token); a token CPU, like the stages below: a
             # whole CPU here would not fit beside the roles on a small machine and the stream would stall

@@ -102,7 +102,10 @@ def sample_batch(
     seconds = time.perf_counter() - start
     for r in rollouts:
         r["sample_seconds"] = seconds
+        # which part of the step this call sampled, so the feeder can tell a whole step (loop.step_is_whole)
+        r["part"] = rows[0].get("prompt_uid")
         r["rows_in_batch"] = len(rollouts)
+        r["part_prompts"] = len(rows)
         r["sampler_retries"] = retried
     return rollouts
 
