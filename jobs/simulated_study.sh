@@ -4,14 +4,14 @@
 # p = 0.25) labels every pair -> a reward model is trained on those labels -> best-of-n with it on
 # held-out instructions -> leaderboard of the improved policy against the starting one, judged by the
 # simulated evaluator (the same annotator without noise, as AlpacaFarm evaluates).
-#   bash jobs/simulated_study.sh                 (about 30 min on 2 CPU cores)
+#   bash jobs/simulated_study.sh                 (about 45 min on 2 CPU cores)
 #   N=16 TEST_LIMIT=112 bash jobs/simulated_study.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RAYLIGN=${RAYLIGN:-.venv/bin/raylign}
 OUT=${OUT:-runs/study}
-N=${N:-8}                        # best-of-n on the held-out instructions
-TEST_LIMIT=${TEST_LIMIT:-112}    # held-out instructions (112 fall in the test split of the shipped file)
+N=${N:-4}                        # best-of-n on the held-out instructions
+TEST_LIMIT=${TEST_LIMIT:-64}     # held-out instructions (112 of the shipped file fall in the test split)
 EVALUATOR=${EVALUATOR:-rm:alpaca-rm-smollm2}
 mkdir -p "$OUT" runs/logs
 step() { echo; echo "[study] $*"; }
