@@ -26,7 +26,7 @@ from pydantic import Field
 from ray import serve
 
 from raylign.config import StrictModel, build_config
-from raylign.serving.reward_request import RequestError, check_bearer, parse_json, parse_score_request
+from raylign.serving.reward_request import AdmissionGate, RequestError, check_bearer, parse_json, parse_score_request
 
 
 class AutoscalingSettings(StrictModel):
@@ -55,6 +55,8 @@ class RewardServeConfig(StrictModel):
     require_token: bool = False  # refuse to start without a token (cluster/serve_rm.yaml binds 0.0.0.0)
     max_body_bytes: int = Field(4_000_000, ge=1)  # larger bodies get 413 before they are read
     max_queued_requests: int = Field(64, ge=-1)  # beyond this Serve answers 503; -1 = unbounded
+    # score requests one replica holds at once (batching or scoring); beyond it 429 + Retry-After
+    max_requests_per_replica: int = Field(24, ge=1)
 
 
 # Docs routes off: they are not needed to score, and /docs pulls scripts from a CDN.
@@ -63,6 +65,8 @@ app = FastAPI(title="raylign reward model", docs_url=None, redoc_url=None, opena
 
 def _error(err: RequestError) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if err.status == 401 else None
+    if err.status == 429:
+        headers = {"Retry-After": "1"}
     return JSONResponse(err.body(), status_code=err.status, headers=headers)
 
 
@@ -103,6 +107,7 @@ class RewardModelServer:
         self._score_batch.set_max_batch_size(self.config.max_batch_size)
         self._score_batch.set_batch_wait_timeout_s(self.config.batch_wait_timeout_s)
         self.served = 0
+        self.gate = AdmissionGate(self.config.max_requests_per_replica)
 
     @app.get("/health")
     async def health(self, request: Request) -> dict:
@@ -117,14 +122,20 @@ class RewardModelServer:
     async def score(self, request: Request):
         try:
             check_bearer(request.headers.get("authorization"), self.token)
+            self.gate.enter()
+        except RequestError as err:
+            return _error(err)
+        try:
             raw = await read_capped_body(request, self.config.max_body_bytes)
             pairs = parse_score_request(parse_json(raw), self.config.max_items, self.config.max_chars)
             # Tokenising long texts takes a while: off the event loop, so /health stays prompt.
             sequences = await asyncio.to_thread(self._encode, pairs)
+            started = time.perf_counter()
+            scores = await asyncio.gather(*(self._score_batch(seq) for seq in sequences))
         except RequestError as err:
             return _error(err)
-        started = time.perf_counter()
-        scores = await asyncio.gather(*(self._score_batch(seq) for seq in sequences))
+        finally:
+            self.gate.leave()
         self.served += len(scores)
         return {"scores": scores, "model": self.config.model, "seconds": round(time.perf_counter() - started, 4)}
 

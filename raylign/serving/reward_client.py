@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Iterable, Sequence
 
 import httpx
@@ -21,9 +22,14 @@ class RewardClient:
     >>> client.score([{"prompt": "Hi", "response": "Hello! How can I help?"}])
     """
 
-    def __init__(self, url: str, token: str | None = None, timeout: float = 120.0, batch_size: int = 64):
+    # A busy endpoint answers 429 (replica full) or 503 (Serve's queue full): both mean "later".
+    RETRY_STATUSES = (429, 503)
+
+    def __init__(self, url: str, token: str | None = None, timeout: float = 120.0, batch_size: int = 64,
+                 busy_retries: int = 5, backoff_s: float = 0.5):
         self.url = url.rstrip("/")
         self.batch_size = batch_size
+        self.busy_retries, self.backoff_s = busy_retries, backoff_s
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(timeout=timeout, headers=headers)
 
@@ -44,9 +50,19 @@ class RewardClient:
         payload = [{"prompt": i.get("messages") or i["prompt"], "response": i["response"]} for i in items]
         scores: list[float] = []
         for start in range(0, len(payload), self.batch_size):
-            body = self._check(self.http.post(f"{self.url}/score", json={"items": payload[start : start + self.batch_size]}))
+            body = self._check(self._post_score({"items": payload[start : start + self.batch_size]}))
             scores += body["scores"]
         return scores
+
+    def _post_score(self, body: dict) -> httpx.Response:
+        """POST /score, waiting and retrying while the endpoint says it is busy (Retry-After or backoff)."""
+        for attempt in range(self.busy_retries + 1):
+            response = self.http.post(f"{self.url}/score", json=body)
+            if response.status_code not in self.RETRY_STATUSES or attempt == self.busy_retries:
+                return response
+            retry_after = response.headers.get("retry-after", "")
+            time.sleep(float(retry_after) if retry_after.isdigit() else self.backoff_s * 2**attempt)
+        return response
 
     def score_pairs(self, prompts: Sequence, responses: Sequence[str]) -> list[float]:
         return self.score({"prompt": p, "response": r} for p, r in zip(prompts, responses))

@@ -210,3 +210,24 @@ def check_bearer(header: str | None, token: str | None) -> None:
 
     if not hmac.compare_digest(given.strip().encode(), token.encode()):
         raise RequestError(401, "invalid bearer token")
+
+
+class AdmissionGate:
+    """Score requests a replica holds at once (waiting for a batch or being scored).
+
+    Past `limit` a request is refused with 429 and a Retry-After at once, before its body is
+    read, so a burst costs the replica nothing and the client knows to back off; Serve's own
+    queue (`max_queued_requests`, 503) only bounds what waits in front of the replicas.
+    """
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.held = 0
+
+    def enter(self) -> None:
+        if self.held >= self.limit:
+            raise RequestError(429, f"replica busy: {self.held} score requests in flight (limit {self.limit}); retry shortly")
+        self.held += 1
+
+    def leave(self) -> None:
+        self.held -= 1

@@ -118,3 +118,34 @@ def test_extra_keys_are_ignored_and_messages_come_back_as_plain_dicts():
     pairs = parse({"items": [{"prompt": [{"role": "user", "content": "Hi", "name": "x"}], "response": "Yo", "id": 7}],
                    "model": "any"})
     assert pairs == [([{"role": "user", "content": "Hi"}], "Yo")]
+
+
+def test_admission_gate_refuses_past_its_limit_with_429_and_frees_on_leave():
+    from raylign.serving.reward_request import AdmissionGate, RequestError
+
+    gate = AdmissionGate(2)
+    gate.enter()
+    gate.enter()
+    with pytest.raises(RequestError) as err:
+        gate.enter()
+    assert err.value.status == 429 and "limit 2" in err.value.message
+    gate.leave()
+    gate.enter()  # a slot freed is usable again
+    assert gate.held == 2
+
+
+def test_client_retries_busy_answers_then_returns_the_scores():
+    import httpx
+
+    from raylign.serving.reward_client import RewardClient
+
+    answers = iter([httpx.Response(429, json={"error": "busy"}, headers={"Retry-After": "0"}),
+                    httpx.Response(503, json={"error": "queue full"}),
+                    httpx.Response(200, json={"scores": [0.5]})])
+    client = RewardClient("http://rm.test", backoff_s=0.0)
+    client.http = httpx.Client(transport=httpx.MockTransport(lambda request: next(answers)))
+    assert client.score([{"prompt": "p", "response": "r"}]) == [0.5]
+    gone = RewardClient("http://rm.test", busy_retries=1, backoff_s=0.0)
+    gone.http = httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(429, json={"error": "busy"})))
+    with pytest.raises(Exception, match="429"):
+        gone.score([{"prompt": "p", "response": "r"}])
