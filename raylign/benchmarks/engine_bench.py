@@ -135,12 +135,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--iterations", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--output", default="runs/bench_engine")
+    parser.add_argument("--output", "--out", default="runs/bench_engine")
     parser.add_argument("--skip-sampling", action="store_true")
     parser.add_argument("--skip-iterations", action="store_true")
     parser.add_argument("--reward", default="hh-rm-smollm2",
                         help="reward model for the iteration runs (as in jobs/rrhf_hh.yaml), or 'rule' for a rule-based reward")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke-test size: 2 prompts x 2 samples, 8 new tokens, 2 iterations, rule reward")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.prompts, args.samples, args.max_new_tokens, args.iterations, args.repeats, args.reward = 2, 2, 8, 2, 1, "rule"
 
     model_path = str(resolve_model(args.model))
     prompts = load_rows(BUNDLED_PROMPTS, "preference", on_error="skip", limit=64)
@@ -165,5 +169,8 @@ def main(argv: list[str]) -> int:
     text = print_tables(sampling_rows or [("(skipped)", 1.0, 0.0)], iteration_rows)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.txt").write_text(text + "\n")
-    (out_dir / "results.json").write_text(json.dumps({"sampling": sampling_rows, "iterations": iteration_rows}, indent=2))
+    setup = {k: getattr(args, k) for k in ("model", "prompts", "samples", "max_new_tokens", "iterations", "repeats",
+                                           "reward", "quick")}
+    (out_dir / "results.json").write_text(json.dumps({"setup": setup, "sampling": sampling_rows,
+                                                      "iterations": iteration_rows}, indent=2))
     return 0

@@ -23,6 +23,7 @@ class SamplingConfig(StrictModel):
     prompt_mode: Literal["chat", "raw"] = "chat"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     seed: int = 0
+    ignore_eos: bool = False  # every response runs to max_new_tokens (benchmarks: equal work on every side)
     num_samplers: int = Field(2, ge=1)
     num_cpus_per_sampler: float = Field(0.25, ge=0.0)
     num_gpus_per_sampler: float = Field(0.0, ge=0.0)

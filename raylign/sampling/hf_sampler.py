@@ -39,6 +39,7 @@ class HFSampler(Sampler):
             input_ids=input_ids.to(self.device),
             attention_mask=attention.to(self.device),
             max_new_tokens=self.config.max_new_tokens,
+            min_new_tokens=self.config.max_new_tokens if self.config.ignore_eos else None,
             do_sample=not greedy,
             temperature=None if greedy else self.config.temperature,
             top_p=None if greedy else self.config.top_p,

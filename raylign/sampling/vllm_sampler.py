@@ -81,6 +81,7 @@ class VLLMSampler(Sampler):
             temperature=0.0 if greedy else self.config.temperature,
             top_p=1.0 if greedy else self.config.top_p,
             logprobs=0,  # the sampled token's own log-prob
+            ignore_eos=self.config.ignore_eos,
         )
 
     def generate(self, prompts: list[list[int]], num_samples: int | None = None) -> list[list[Sample]]:
