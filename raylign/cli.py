@@ -23,7 +23,7 @@ COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("train", "rm"), "raylign.training.reward_model_job:main", "train a pairwise (Bradley-Terry) reward model"),
     (("train", "sft"), "raylign.training.sft:main", "supervised fine-tuning on instruction data (offline trainer)"),
     (("train", "dpo"), "raylign.training.dpo:main", "DPO / IPO / conservative DPO on preference pairs (offline trainer)"),
-    (("bench", "train"), "raylign.benchmarks.train_bench:main", "offline trainer throughput (RM, DPO) vs TRL"),
+    (("bench", "train"), "raylign.benchmarks.train_bench:main", "offline trainer throughput (RM, DPO, SFT) vs TRL"),
     (("train", "cut"), "raylign.training.cut_objective:main", "CUT: contrastive unlikelihood on judgments, LoRA"),
     (("eval", "rm"), "raylign.evaluation.reward_model_eval:main", "evaluate a reward model on pairwise data"),
     (("eval", "compare"), "raylign.evaluation.alignment_report:main", "held-out reward, reference PPL and win rate vs the start policy"),

@@ -1,16 +1,17 @@
-"""`raylign bench train`: offline-trainer throughput (reward model, DPO) against TRL, side by side.
+"""`raylign bench train`: offline-trainer throughput (reward model, DPO, SFT) against TRL, side by side.
 
 Same model, same pairs (only pairs that fit `max_length` whole, so neither side truncates),
 same batch, precision (bf16 autocast or fp32), trainable layers (top N), learning rate and
 number of steps; one process each with the same thread count (raylign: one Ray Train
 worker; TRL: its Trainer in this process). DPO on both sides uses precomputed reference
-log-probs. The first `warmup` steps are not timed. TRL is only needed here:
+log-probs. SFT trains on each pair's prompt and chosen reply (prompt tokens masked on
+both sides, no packing). The first `warmup` steps are not timed. TRL is only needed here:
 
     pip install --no-deps trl==1.16.0     # (the `bench` extra; its other deps are raylign's already)
-    raylign bench train [--steps 8] [--batch-size 8] [--max-length 128] [--skip-trl]
+    raylign bench train [--steps 8] [--batch-size 8] [--max-length 128] [--objectives rm,dpo,sft] [--skip-trl]
 
-Prints a table (s/step, pairs/s, tokens/s, raylign/TRL speed ratio) and writes
-runs/bench_train/results.json.
+Prints a table (s/step, rows/s, tokens/s, raylign/TRL speed ratio; a row is a pair for rm
+and dpo, an example for sft) and writes runs/bench_train/results.json.
 """
 
 from __future__ import annotations
@@ -25,15 +26,15 @@ from pathlib import Path
 BUNDLED = Path(__file__).resolve().parents[1] / "assets" / "hh_rlhf_harmless_sample.jsonl.gz"
 
 
-def _pairs(model_path: str, count: int, max_length: int) -> tuple[list[dict], float]:
-    """The first `count` bundled HH pairs whose chosen and rejected both fit max_length, and
-    their mean tokens per pair (chosen + rejected, prompt included)."""
+def _pairs(model_path: str, count: int, max_length: int) -> list[dict]:
+    """The first `count` bundled HH pairs whose chosen and rejected both fit max_length, each
+    with its token counts (prompt + chosen, prompt + rejected)."""
     from raylign.data.adapters import ADAPTERS
     from raylign.data.readers import DataError, iter_records
     from raylign.models.chat import encode_prompt, encode_response, load_tokenizer
 
     tokenizer = load_tokenizer(model_path)
-    rows, tokens = [], []
+    rows = []
     for record in iter_records(BUNDLED):
         try:
             row = {**ADAPTERS[("hh", "preference")](record), "raw": record.data}
@@ -42,11 +43,30 @@ def _pairs(model_path: str, count: int, max_length: int) -> tuple[list[dict], fl
         prompt = encode_prompt(tokenizer, row["messages"], 10_000)
         sizes = [len(prompt) + len(encode_response(tokenizer, row[k], 10_000)) for k in ("chosen", "rejected")]
         if max(sizes) <= max_length:
-            rows.append(row)
-            tokens.append(sum(sizes))
+            rows.append({**row, "tokens": dict(zip(("chosen", "rejected"), sizes))})
         if len(rows) == count:
             break
-    return rows, statistics.mean(tokens)
+    return rows
+
+
+def tokens_per_row(rows: list[dict], kind: str) -> float:
+    """Mean tokens one objective trains on per row: both sides of a pair (rm, dpo), or the
+    prompt and chosen reply (sft)."""
+    if kind == "sft":
+        return statistics.mean(r["tokens"]["chosen"] for r in rows)
+    return statistics.mean(r["tokens"]["chosen"] + r["tokens"]["rejected"] for r in rows)
+
+
+def add_rates(row: dict, batch_size: int, tokens: float) -> dict:
+    """rows/s and tokens/s per side from s/step, and the speed-up (TRL s/step / raylign s/step)."""
+    for side in ("raylign", "trl"):
+        seconds = row.get(f"{side}_s_per_step")
+        if seconds:
+            row[f"{side}_rows_per_s"] = batch_size / seconds
+            row[f"{side}_tokens_per_s"] = batch_size * tokens / seconds
+    if row.get("trl_s_per_step") and row.get("raylign_s_per_step"):
+        row["speedup_vs_trl"] = row["trl_s_per_step"] / row["raylign_s_per_step"]
+    return row
 
 
 def _step_seconds(stamps: list[float], warmup: int) -> float:
@@ -70,6 +90,11 @@ def run_raylign(kind: str, model: str, data_path: str, args, threads: int) -> fl
 
             config = RewardTrainConfig.model_validate({**common, "output_dir": out})
             run_offline(config, RewardModelObjective(config))
+        elif kind == "sft":
+            from raylign.training.sft import SFTObjective, SFTTrainConfig
+
+            config = SFTTrainConfig.model_validate({**common, "output_dir": out})
+            run_offline(config, SFTObjective(config))
         else:
             from raylign.training.dpo import DPOObjective, DPOTrainConfig
 
@@ -97,8 +122,12 @@ def run_trl(kind: str, model_path: str, rows: list[dict], args, threads: int) ->
     def conversation(row, key):
         return [{"role": "assistant", "content": row[key]}]
 
-    data = datasets.Dataset.from_list([{"prompt": row["messages"], "chosen": conversation(row, "chosen"),
-                                        "rejected": conversation(row, "rejected")} for row in rows])
+    if kind == "sft":
+        data = datasets.Dataset.from_list([{"prompt": row["messages"], "completion": conversation(row, "chosen")}
+                                           for row in rows])
+    else:
+        data = datasets.Dataset.from_list([{"prompt": row["messages"], "chosen": conversation(row, "chosen"),
+                                            "rejected": conversation(row, "rejected")} for row in rows])
     common = dict(per_device_train_batch_size=args.batch_size, max_steps=args.warmup + args.steps + 1,
                   learning_rate=1e-5, bf16=args.bf16, use_cpu=True, report_to="none", save_strategy="no",
                   logging_steps=1000, dataloader_num_workers=0, max_length=args.max_length, lr_scheduler_type="constant",
@@ -113,6 +142,18 @@ def run_trl(kind: str, model_path: str, rows: list[dict], args, threads: int) ->
             freeze_to_top_layers(model, args.top_layers)
             trainer = RewardTrainer(model=model, args=RewardConfig(output_dir=out, **common), train_dataset=data,
                                     processing_class=tokenizer, callbacks=[Clock()])
+        elif kind == "sft":
+            from transformers import AutoModelForCausalLM
+            from trl import SFTConfig, SFTTrainer
+
+            from raylign.models.chat import load_tokenizer
+
+            model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+            freeze_to_top_layers(model, args.top_layers)
+            # prompt tokens masked (completion_only_loss), one example per row (no packing), as raylign's SFT
+            config = SFTConfig(output_dir=out, packing=False, completion_only_loss=True, **common)
+            trainer = SFTTrainer(model=model, args=config, train_dataset=data, processing_class=load_tokenizer(model_path),
+                                 callbacks=[Clock()])
         else:
             from transformers import AutoModelForCausalLM
             from trl import DPOConfig, DPOTrainer
@@ -128,6 +169,17 @@ def run_trl(kind: str, model_path: str, rows: list[dict], args, threads: int) ->
     return _step_seconds(stamps, args.warmup)
 
 
+def format_table(results: list[dict]) -> str:
+    lines = [f"{'objective':<10}{'trainer':<10}{'s/step':>10}{'rows/s':>10}{'tokens/s':>11}{'speedup':>10}"]
+    for row in results:
+        for side in ("raylign", "trl"):
+            if row.get(f"{side}_s_per_step"):
+                ratio = f"{row['speedup_vs_trl']:.2f}x" if side == "raylign" and "speedup_vs_trl" in row else ""
+                lines.append(f"{row['objective']:<10}{side:<10}{row[f'{side}_s_per_step']:>10.2f}"
+                             f"{row[f'{side}_rows_per_s']:>10.2f}{row[f'{side}_tokens_per_s']:>11.0f}{ratio:>10}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="raylign bench train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="SmolLM2-135M-Instruct")
@@ -138,7 +190,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--top-layers", type=int, default=2)
     parser.add_argument("--fp32", dest="bf16", action="store_false", help="float32 instead of bf16 autocast")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--objectives", default="rm,dpo")
+    parser.add_argument("--objectives", default="rm,dpo,sft")
     parser.add_argument("--skip-trl", action="store_true")
     parser.add_argument("--out", default="runs/bench_train")
     args = parser.parse_args(argv)
@@ -148,7 +200,7 @@ def main(argv: list[str]) -> int:
 
     model_path = str(resolve_model(args.model))
     count = args.batch_size * (args.warmup + args.steps + 1)
-    rows, tokens_per_pair = _pairs(model_path, count, args.max_length)
+    rows = _pairs(model_path, count, args.max_length)
     if len(rows) < count:
         raise SystemExit(f"only {len(rows)} bundled pairs fit max_length={args.max_length}; lower --steps or raise it")
     out = Path(args.out)
@@ -157,28 +209,19 @@ def main(argv: list[str]) -> int:
     data_path.write_text("".join(json.dumps(r["raw"]) + "\n" for r in rows))
     init_ray(None, num_cpus=max(2, args.threads), quiet=True)
     results = []
-    for kind in args.objectives.split(","):
+    kinds = [k for k in args.objectives.split(",") if k]
+    unknown = set(kinds) - {"rm", "dpo", "sft"}
+    if unknown:
+        parser.error(f"--objectives: unknown {sorted(unknown)} (rm, dpo, sft)")
+    for kind in kinds:
         row = {"objective": kind, "raylign_s_per_step": run_raylign(kind, model_path, str(data_path), args, args.threads)}
         if not args.skip_trl:
             row["trl_s_per_step"] = run_trl(kind, model_path, rows, args, args.threads)
-        for side in ("raylign", "trl"):
-            seconds = row.get(f"{side}_s_per_step")
-            if seconds:
-                row[f"{side}_pairs_per_s"] = args.batch_size / seconds
-                row[f"{side}_tokens_per_s"] = args.batch_size * tokens_per_pair / seconds
-        if row.get("trl_s_per_step"):
-            row["speedup_vs_trl"] = row["trl_s_per_step"] / row["raylign_s_per_step"]
-        results.append(row)
+        row["tokens_per_row"] = tokens_per_row(rows, kind)
+        results.append(add_rates(row, args.batch_size, row["tokens_per_row"]))
     setup = {k: getattr(args, k) for k in ("model", "steps", "warmup", "batch_size", "max_length", "top_layers", "bf16",
                                            "threads")}
-    setup["tokens_per_pair"] = tokens_per_pair
     (out / "results.json").write_text(json.dumps({"setup": setup, "results": results}, indent=2))
-    print(f"\n{'objective':<10}{'trainer':<10}{'s/step':>10}{'pairs/s':>10}{'tokens/s':>11}{'speedup':>10}")
-    for row in results:
-        for side in ("raylign", "trl"):
-            if row.get(f"{side}_s_per_step"):
-                ratio = f"{row['speedup_vs_trl']:.2f}x" if side == "raylign" and "speedup_vs_trl" in row else ""
-                print(f"{row['objective']:<10}{side:<10}{row[f'{side}_s_per_step']:>10.2f}"
-                      f"{row[f'{side}_pairs_per_s']:>10.2f}{row[f'{side}_tokens_per_s']:>11.0f}{ratio:>10}")
+    print("\n" + format_table(results))
     print(f"\nsetup: {json.dumps(setup)}; results in {out / 'results.json'}")
     return 0
