@@ -35,3 +35,6 @@ held_out=(data.split=test data.limit="$TEST_LIMIT")
 step "5/5 leaderboard: best-of-$N vs the starting policy under the simulated evaluator ($EVALUATOR)"
 "$RAYLIGN" eval leaderboard --model-outputs "$OUT/best_of_$N.json" --reference-outputs "$OUT/start.json" \
   --annotator "$EVALUATOR" --output "$OUT/leaderboard.json"
+
+step "fluency: the starting model's perplexity of both outputs files (beside the win rate)"
+"$RAYLIGN" eval fluency "$OUT/best_of_$N.json" "$OUT/start.json" --output "$OUT/fluency.json"

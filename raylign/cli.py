@@ -31,6 +31,7 @@ COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("eval", "cut"), "raylign.evaluation.cut_eval:main", "CUT: held-out judged-bad token probability before vs after"),
     (("eval", "judges"), "raylign.evaluation.judge_agreement:main", "agreement of pairwise annotators with reference judgments"),
     (("annotate",), "raylign.feedback.cli:main", "label pairs with a pool of annotators (reward models, LLM judges)"),
+    (("eval", "fluency"), "raylign.evaluation.fluency:main", "reference perplexity of AlpacaEval outputs files (fluency beside a win rate)"),
     (("eval", "leaderboard"), "raylign.evaluation.leaderboard_cli:main", "AlpacaEval win rates (LC too) from annotations or outputs"),
     (("generate", "best-of-n"), "raylign.generation.cli:best_of_n", "best-of-n batch inference (n samples, reward argmax) to AlpacaEval outputs"),
     (("generate", "outputs"), "raylign.generation.cli:outputs", "one response per prompt to AlpacaEval outputs (for the leaderboard)"),
