@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from raylign.data.adapters import FORMATS, KINDS, detect_format, iter_rows
-from raylign.data.readers import DataError, iter_records
+from raylign.data.readers import DataError, iter_records, load_hf_folder
 
 SPLITS = ("all", "train", "validation", "test")
 ROWS_PER_BATCH = 256  # records per adapter call
@@ -115,12 +115,7 @@ def read_records(path: str, num_cpus: float = 0.01, concurrency: int = 1):
     name = p.name.lower()
     args = {"num_cpus": num_cpus, "concurrency": concurrency, "include_paths": True}
     if p.is_dir():
-        import datasets
-
-        loaded = datasets.load_from_disk(str(p))
-        if isinstance(loaded, datasets.DatasetDict):
-            loaded = loaded["train"] if "train" in loaded else next(iter(loaded.values()))
-        return ray.data.from_huggingface(loaded)
+        return ray.data.from_huggingface(load_hf_folder(p))
     if name.endswith(".parquet"):
         return ray.data.read_parquet(str(p), **args)
     if name.endswith((".jsonl", ".jsonl.gz", ".ndjson")):

@@ -103,13 +103,18 @@ def _iter_parquet(path: Path) -> Iterator[Record]:
             index += 1
 
 
-def _iter_hf_dataset(path: Path) -> Iterator[Record]:
+def load_hf_folder(path: str | Path):
+    """An HF `save_to_disk` folder as one `datasets.Dataset` (of a DatasetDict: `train`, else the first split)."""
     import datasets
 
     loaded = datasets.load_from_disk(str(path))
     if isinstance(loaded, datasets.DatasetDict):
         loaded = loaded["train"] if "train" in loaded else next(iter(loaded.values()))
-    for index, item in enumerate(loaded):
+    return loaded
+
+
+def _iter_hf_dataset(path: Path) -> Iterator[Record]:
+    for index, item in enumerate(load_hf_folder(path)):
         yield Record(dict(item), f"{path}[{index}]")
 
 

@@ -12,17 +12,16 @@ import argparse
 import json
 from pathlib import Path
 
-from raylign.data.adapters import alpaca_prompt, user_messages
 from raylign.data.readers import DataError, iter_records
+from raylign.feedback.annotators import pair_messages
 
 
 def outputs_rollouts(path: str | Path) -> list[dict]:
     """AlpacaEval outputs (`instruction`, optional `input`, `output`) as prompt + response rows."""
     rows = []
     for rec in iter_records(path):
-        instruction, output = rec.field("instruction"), rec.field("output")
-        rows.append({"messages": user_messages(alpaca_prompt(instruction, rec.data.get("input") or None)),
-                     "response": output})
+        pair = {"instruction": rec.field("instruction"), "input": rec.data.get("input")}
+        rows.append({"messages": pair_messages(pair), "response": rec.field("output")})
     if not rows:
         raise DataError(f"{path}: no outputs")
     return rows

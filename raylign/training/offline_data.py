@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from raylign.data.adapters import ADAPTERS, FORMATS, _with_prompt, alpaca_prompt, detect_format, split_hh, user_messages
-from raylign.data.readers import DataError, Record
+from raylign.data.readers import DataError, Record, load_hf_folder
 
 log = logging.getLogger(__name__)
 
@@ -123,12 +123,7 @@ def read_raw(path: str):
         raise DataError(f"data file not found: {path}")
     name = p.name.lower()
     if p.is_dir():
-        import datasets
-
-        loaded = datasets.load_from_disk(str(p))
-        if isinstance(loaded, datasets.DatasetDict):
-            loaded = loaded["train"] if "train" in loaded else next(iter(loaded.values()))
-        return ray.data.from_huggingface(loaded)
+        return ray.data.from_huggingface(load_hf_folder(p))
     if name.endswith(".parquet"):
         return ray.data.read_parquet(str(p), include_paths=True)
     if name.endswith((".jsonl", ".jsonl.gz", ".ndjson", ".json", ".json.gz")):
