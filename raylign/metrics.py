@@ -88,6 +88,22 @@ def drop_metrics_after(path: str | Path, step: int) -> int:
     return dropped
 
 
+def last_logged_step(path: str | Path) -> int:
+    """The highest step recorded in a metrics.jsonl, 0 when none: a run stopped between its
+    checkpoint and the checkpoint step's row has one row fewer than the checkpoint's step."""
+    path = Path(path)
+    steps = [0]
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("step"), (int, float)):
+                steps.append(int(record["step"]))
+    return max(steps)
+
+
 def running_mean(values, window: int) -> list[float]:
     """Trailing mean over the last `window` values (fewer at the start)."""
     out, total = [], 0.0

@@ -34,7 +34,7 @@ from raylign.engine.policy_trainer import TrainerConfig, policy_train_loop
 from raylign.engine.trainer_checkpoint import read_resume_state
 from raylign.engine.stages import sample_batch, sample_stage, score_batch, score_stage
 from raylign.engine.weight_sync import WeightSyncConfig
-from raylign.metrics import MetricsLogger, drop_metrics_after, progress
+from raylign.metrics import MetricsLogger, drop_metrics_after, last_logged_step, progress
 from raylign.models.chat import save_prompt_prefix
 from raylign.sampling.actor import create_samplers
 from raylign.sampling.base import SamplingConfig
@@ -223,7 +223,9 @@ def run_engine(
     last: dict = {}
     examples: list[dict] = []
     lock = threading.Lock()  # the feeder thread and the driver both flush
-    logged = [first_step]  # the last step in metrics.jsonl
+    # the last step in metrics.jsonl: one before the checkpoint's step when the run stopped
+    # before logging it; the trainer resends the checkpoint's row and it is logged then
+    logged = [min(first_step, last_logged_step(output_dir / "metrics.jsonl")) if resume else 0]
 
     def flush_reports():
         with lock:
@@ -238,7 +240,8 @@ def run_engine(
                 merged = {**rollout_stats.get(step, {}), **report}
                 logger.log(step + 1, merged)
                 last.update(merged)
-                bar.update(1)
+                if step >= first_step:  # a resent row of the checkpoint's step is not new progress
+                    bar.update(1)
 
     def on_step(step: int, stats: dict, best: list[dict]):
         rollout_stats[step] = stats

@@ -30,8 +30,9 @@ def make_units(num_groups: int, k: int = 3):
 
 
 def one_step(config: dict) -> None:
-    """Ray Train worker: one SGD step (lr 1, no clipping) through `train_on_units`; rank 0
-    saves the parameter change, which is minus the global gradient."""
+    """Ray Train worker: for each case, one SGD step (lr 1, no clipping) of a fresh model through
+    `train_on_units`; rank 0 saves each parameter change, which is minus the global gradient.
+    The cases share one worker group: starting a group costs more than the steps."""
     import ray.train
     from transformers import AutoModelForCausalLM
 
@@ -41,43 +42,49 @@ def one_step(config: dict) -> None:
 
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(config["model"], dtype=torch.float32)
-    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    module = wrap_data_parallel(model)
-    optimizer = torch.optim.SGD(module.parameters(), lr=1.0)
-    algorithm = RRHFAlgorithm(RRHFConfig())
-    shard = shard_units(config["units"], rank, world)
-    metrics = train_on_units(module, optimizer, algorithm, shard["units"], shard["filler"], TrainContext(0, 64),
-                             (1, 1, config["micro"]), False, 1e9, 0)
-    if rank == 0:
+    results = []
+    for units, micro in config["cases"]:
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_pretrained(config["model"], dtype=torch.float32)
+        before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        module = wrap_data_parallel(model)
+        optimizer = torch.optim.SGD(module.parameters(), lr=1.0)
+        algorithm = RRHFAlgorithm(RRHFConfig())
+        shard = shard_units(units, rank, world)
+        metrics = train_on_units(module, optimizer, algorithm, shard["units"], shard["filler"], TrainContext(0, 64),
+                                 (1, 1, micro), False, 1e9, 0)
         inner = getattr(module, "module", module)
-        delta = {k: before[k] - v.detach() for k, v in inner.state_dict().items()}
-        torch.save({"delta": delta, "metrics": metrics}, config["out"])
+        results.append({"delta": {k: before[k] - v.detach() for k, v in inner.state_dict().items()},
+                        "metrics": metrics})
+    if rank == 0:
+        torch.save(results, config["out"])
 
 
-def run_workers(num_workers: int, model: str, units, micro: int, out: str) -> dict:
+def run_workers(num_workers: int, model: str, cases, out: str) -> list[dict]:
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     TorchTrainer(
         one_step,
-        train_loop_config={"model": model, "units": units, "micro": micro, "out": out},
+        train_loop_config={"model": model, "cases": cases, "out": out},
         scaling_config=ScalingConfig(num_workers=num_workers, resources_per_worker={"CPU": 0.5}),
         run_config=RunConfig(storage_path=str(__import__("pathlib").Path(out).parent / "ray_train")),
     ).fit()
     return torch.load(out, weights_only=False)
 
 
-@pytest.mark.parametrize("num_groups, micro", [(5, 2), (1, 1)])
-def test_two_workers_take_the_one_worker_step(ray_cluster, tiny_model_dir, tmp_path, num_groups, micro):
-    units = make_units(num_groups)
-    single = run_workers(1, str(tiny_model_dir), units, micro, str(tmp_path / "one.pt"))
-    double = run_workers(2, str(tiny_model_dir), units, micro, str(tmp_path / "two.pt"))
-    moved = 0
-    for name, delta in single["delta"].items():
-        assert torch.allclose(delta, double["delta"][name], atol=2e-6, rtol=1e-4), name
-        moved += int(delta.abs().max() > 0)
-    assert moved > 0  # the step did change the weights
-    assert single["metrics"]["loss"] == pytest.approx(double["metrics"]["loss"], rel=1e-5)
-    assert single["metrics"]["global_weight"] == double["metrics"]["global_weight"] == num_groups
+CASES = [(5, 2), (1, 1)]  # (groups, micro-batches): uneven shards; a rank with no unit at all
+
+
+def test_two_workers_take_the_one_worker_step(ray_cluster, tiny_model_dir, tmp_path):
+    cases = [(make_units(num_groups), micro) for num_groups, micro in CASES]
+    singles = run_workers(1, str(tiny_model_dir), cases, str(tmp_path / "one.pt"))
+    doubles = run_workers(2, str(tiny_model_dir), cases, str(tmp_path / "two.pt"))
+    for (num_groups, micro), single, double in zip(CASES, singles, doubles):
+        moved = 0
+        for name, delta in single["delta"].items():
+            assert torch.allclose(delta, double["delta"][name], atol=2e-6, rtol=1e-4), (num_groups, micro, name)
+            moved += int(delta.abs().max() > 0)
+        assert moved > 0  # the step did change the weights
+        assert single["metrics"]["loss"] == pytest.approx(double["metrics"]["loss"], rel=1e-5)
+        assert single["metrics"]["global_weight"] == double["metrics"]["global_weight"] == num_groups

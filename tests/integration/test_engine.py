@@ -109,12 +109,19 @@ def test_interrupted_run_resumes(ray_cluster, tiny_model_dir, tmp_path):
     assert first["sampler_versions"] == [2]
     state = json.load(open(tmp_path / "run" / "latest" / "raylign_state.json"))
     assert state["step"] == 1  # the last resumable point before the "interruption"
+    # stopped after the checkpoint of step 1 but before its row was logged (a SIGTERM can land there)
+    metrics_path = tmp_path / "run" / "metrics.jsonl"
+    rows = [json.loads(line) for line in metrics_path.read_text().splitlines()]
+    lost = next(r for r in rows if r["step"] == 1)
+    metrics_path.write_text("".join(json.dumps(r) + "\n" for r in rows if r["step"] != 1))
 
     second = run_engine(EngineConfig(num_iterations=3, resume=True, **common), str(tiny_model_dir), PROMPTS,
                         sampling, PreferLength(), RRHFAlgorithm(RRHFConfig()), run_name="resume-b")
     assert second["sampler_versions"] == [3]
-    steps = [json.loads(line)["step"] for line in open(second["metrics"])]
-    assert steps == [1, 2, 3]  # run A logged 1-2, run B retrained step 2 and replaced its row
+    rows = [json.loads(line) for line in open(second["metrics"])]
+    # run B logged step 1 from the checkpoint's copy, retrained step 2 and replaced its row
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert rows[0]["loss"] == pytest.approx(lost["loss"])
     assert (tmp_path / "run" / "latest" / "optimizer.pt").exists()
     # another run name: Ray Train has no reported checkpoint for it, the trainer reads latest/
     (resume,) = [json.loads(line) for line in (tmp_path / "run" / "resumes.jsonl").read_text().splitlines()]

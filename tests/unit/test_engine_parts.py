@@ -119,6 +119,17 @@ def test_resumed_run_drops_the_metrics_of_steps_it_retrains(tmp_path):
     assert drop_metrics_after(tmp_path / "absent.jsonl", 1) == 0
 
 
+def test_last_logged_step_reads_the_highest_step(tmp_path):
+    import json
+
+    from raylign.metrics import last_logged_step
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps({"step": s}) + "\n" for s in (1, 3, 2)) + '{"step": 9, "lo')
+    assert last_logged_step(path) == 3  # the cut-off line is not a row
+    assert last_logged_step(tmp_path / "absent.jsonl") == 0
+
+
 @pytest.mark.parametrize("override, field", [
     ("sampling.num_samples=0", "sampling.num_samples"),
     ("engine.num_iterations=-1", "engine.num_iterations"),
