@@ -194,6 +194,13 @@ def run_engine(
                           "(latest/raylign_state.json; runs save one every engine.trainer.save_every steps): "
                           "set engine.resume=false to start a new run")
     first_step = resume["step"] if resume else 0
+    saved_per_step = (resume or {}).get("data_position", {}).get("prompts_per_step")
+    if saved_per_step and saved_per_step != config.prompts_per_step:
+        raise ConfigError(
+            f"engine.prompts_per_step={config.prompts_per_step} but the checkpoint in {output_dir / 'latest'} "
+            f"was taken at {saved_per_step} prompts a step: steps would no longer be the same prompts; "
+            f"resume with engine.prompts_per_step={saved_per_step}"
+        )
     if first_step >= config.num_iterations:
         raise ValueError(
             f"{output_dir} already holds step {first_step} of {config.num_iterations}: "

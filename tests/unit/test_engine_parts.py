@@ -107,6 +107,20 @@ def test_resume_without_a_checkpoint_is_an_error(tmp_path):
         run_engine(config, "unused", [{"prompt": "x"}], None, None, None, run_name="t")
 
 
+def test_resume_with_another_prompts_per_step_is_an_error(tmp_path):
+    import json
+
+    from raylign.config import ConfigError
+    from raylign.engine.loop import EngineConfig, run_engine
+
+    (tmp_path / "run" / "latest").mkdir(parents=True)
+    state = {"step": 2, "policy_version": 2, "data_position": {"next_step": 2, "prompts_per_step": 4}}
+    (tmp_path / "run" / "latest" / "raylign_state.json").write_text(json.dumps(state))
+    config = EngineConfig(output_dir=str(tmp_path / "run"), resume=True, prompts_per_step=2, num_iterations=4)
+    with pytest.raises(ConfigError, match="resume with engine.prompts_per_step=4"):
+        run_engine(config, "unused", [{"prompt": "x"}], None, None, None, run_name="t")
+
+
 def test_resumed_run_drops_the_metrics_of_steps_it_retrains(tmp_path):
     import json
 
