@@ -9,6 +9,9 @@ import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+# Ray Train's controller polls its workers every 2 s by default, so each of the suite's ~40
+# short runs waits up to 2 s to notice it finished; a late poll only waits for the next one
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
 
 REPO = Path(__file__).resolve().parents[1]
 
