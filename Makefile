@@ -22,8 +22,10 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest tests -m "not slow and not integration"
 
+# the whole benchmark suite (about 40 min on an idle 2-core CPU); TRL is a benchmark-only extra
 bench: setup
-	$(BIN)/raylign bench engine
+	$(BIN)/python -c "import trl" 2>/dev/null || $(BIN)/python -m pip install -q -e ".[bench]"
+	$(BIN)/raylign bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache runs
