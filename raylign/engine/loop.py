@@ -230,9 +230,10 @@ def run_engine(
     last: dict = {}
     examples: list[dict] = []
     lock = threading.Lock()  # the feeder thread and the driver both flush
-    # the last step in metrics.jsonl: one before the checkpoint's step when the run stopped
-    # before logging it; the trainer resends the checkpoint's row and it is logged then
-    logged = [min(first_step, last_logged_step(output_dir / "metrics.jsonl")) if resume else 0]
+    # the last step in metrics.jsonl (0 for a fresh run, its folder set aside; at most the
+    # checkpoint's step on resume, rows after it dropped above): one short of the checkpoint's
+    # step when the run stopped before logging it, and the trainer's resent row fills it in
+    logged = [last_logged_step(output_dir / "metrics.jsonl")]
 
     def flush_reports():
         with lock:
