@@ -85,18 +85,19 @@ def sampling():
                           num_cpus_per_sampler=0.25, max_restarts=2)
 
 
-def test_killed_sampler_is_restarted_and_served_the_current_weights(ray_cluster, tiny_model_dir, tmp_path, sampling):
-    _run_killing(tmp_path, tiny_model_dir, sampling, PreferShort(),
-                 lambda samplers: ray.kill(samplers[0], no_restart=False), "kill-sampler")
-
-
-def test_killed_reward_actor_is_restarted_and_asked_again(ray_cluster, tiny_model_dir, tiny_reward_model_dir,
-                                                          tmp_path, sampling):
+def test_killed_sampler_and_reward_actor_are_restarted(ray_cluster, tiny_model_dir, tiny_reward_model_dir,
+                                                       tmp_path, sampling):
+    """A sampler and the reward actor killed in the same step: both come back, the sampler is
+    served the current weights, and the unfinished prompts are sampled and scored again."""
     reward = make_reward_source(RewardConfig(kind="actor", model=str(tiny_reward_model_dir), max_length=64,
                                              num_cpus=0.1, max_restarts=2))
+
+    def kill_both(samplers):
+        ray.kill(samplers[0], no_restart=False)
+        ray.kill(reward.actor, no_restart=False)
+
     try:
-        _run_killing(tmp_path, tiny_model_dir, sampling, reward,
-                     lambda samplers: ray.kill(reward.actor, no_restart=False), "kill-reward")
+        _run_killing(tmp_path, tiny_model_dir, sampling, reward, kill_both, "kill-sampler-and-reward")
     finally:
         reward.close()
 
@@ -131,7 +132,7 @@ def test_killed_train_worker_group_resumes_from_the_last_checkpoint(ray_cluster,
     assert state["data_position"] == {"next_step": 4, "prompts_per_step": PER_STEP, "prompts_consumed": 4 * PER_STEP}
 
 
-def test_cli_run_stopped_with_sigterm_resumes(tiny_model_dir, tmp_path):
+def test_cli_run_stopped_with_sigterm_resumes(ray_cluster, tiny_model_dir, tmp_path):
     """`raylign train` stopped by SIGTERM after its first checkpoint exits cleanly (130), and
     `engine.resume=true` finishes the run from there without duplicated metrics rows."""
     import os
@@ -146,8 +147,8 @@ def test_cli_run_stopped_with_sigterm_resumes(tiny_model_dir, tmp_path):
                "sampling.num_samplers=1", "reward.kind=function", "reward.function=raylign.scoring.rule_rewards:concise",
                "grpo.kl_coef=0", "engine.num_iterations=6", "engine.prompts_per_step=2", f"engine.output_dir={out}",
                "engine.trainer.save_every=2", "engine.trainer.max_length=64", "engine.trainer.cpus_per_worker=0.5"]
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
-    env.pop("RAY_ADDRESS", None)
+    # both runs join the session's cluster, as `ray job submit` drivers would (no cluster start each)
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address}
     first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 600
     while time.time() < deadline and not (out / "latest" / "raylign_state.json").exists() and first.poll() is None:
