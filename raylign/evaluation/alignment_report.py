@@ -94,6 +94,18 @@ def judge_win_rates(prompts: list[dict], outputs: dict[str, list[dict]], spec: s
     return stats
 
 
+def paired_difference(scores: list[float], baseline: list[float]) -> dict[str, float]:
+    """Mean per-prompt reward difference from the baseline and its standard error. Both
+    policies answer the same prompts, so the prompt-to-prompt spread cancels: this SE is
+    the one that says whether a gain is clear (the two unpaired SEs overstate it)."""
+    if len(scores) != len(baseline):
+        raise ValueError(f"paired scores need the same prompts: {len(scores)} vs {len(baseline)}")
+    diffs = [a - b for a, b in zip(scores, baseline)]
+    se = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else 0.0
+    return {"reward_delta": statistics.fmean(diffs), "reward_delta_se": se,
+            "prompts_better": sum(d > 0 for d in diffs), "prompts_worse": sum(d < 0 for d in diffs)}
+
+
 def compare(policies: dict[str, str], config: CompareConfig) -> list[dict]:
     """Rows of the report, the first policy being the baseline every other is judged against.
     Each role (reward model, reference, judge) starts once and serves every policy."""
@@ -107,6 +119,7 @@ def compare(policies: dict[str, str], config: CompareConfig) -> list[dict]:
     perplexities = _perplexities(outputs, config)
     wins = judge_win_rates(prompts, outputs, config.judge)
     report = []
+    baseline = rewards[next(iter(outputs))]
     for name, rows in outputs.items():
         scores = rewards[name]
         entry = {
@@ -115,6 +128,7 @@ def compare(policies: dict[str, str], config: CompareConfig) -> list[dict]:
             "prompts": len(rows),
             "reward_mean": statistics.fmean(scores),
             "reward_sem": statistics.stdev(scores) / math.sqrt(len(scores)) if len(scores) > 1 else 0.0,
+            **paired_difference(scores, baseline),
             "reference_ppl": perplexities[name],
             "response_tokens_mean": statistics.fmean(len(r["response_token_ids"]) for r in rows),
             "stopped_fraction": statistics.fmean(r.get("finish_reason") == "stop" for r in rows),
@@ -131,11 +145,13 @@ def compare(policies: dict[str, str], config: CompareConfig) -> list[dict]:
 def format_report(report: list[dict], config: CompareConfig) -> str:
     lines = [f"held-out: {config.data} split={config.split}, {report[0]['prompts']} prompts, greedy={config.temperature <= 0}",
              f"reward = {config.reward_model} (what the methods optimise); second judge = {config.judge}",
-             f"{'policy':<14}{'reward':>9}{'± se':>7}{'ref PPL':>9}{'tokens':>8}{'win vs start (judge)':>24}"]
+             f"{'policy':<14}{'reward':>9}{'± se':>7}{'Δ vs start ± paired se':>24}{'ref PPL':>9}{'tokens':>8}"
+             f"{'win vs start (judge)':>24}"]
     for e in report:
         win = f"{e['win_rate_vs_start']:.1f} ± {e['win_rate_se']:.1f}" if "win_rate_vs_start" in e else "(baseline)"
-        lines.append(f"{e['policy']:<14}{e['reward_mean']:>9.3f}{e['reward_sem']:>7.3f}{e['reference_ppl']:>9.2f}"
-                     f"{e['response_tokens_mean']:>8.1f}{win:>24}")
+        delta = f"{e['reward_delta']:+.3f} ± {e['reward_delta_se']:.3f}" if e is not report[0] else ""
+        lines.append(f"{e['policy']:<14}{e['reward_mean']:>9.3f}{e['reward_sem']:>7.3f}{delta:>24}"
+                     f"{e['reference_ppl']:>9.2f}{e['response_tokens_mean']:>8.1f}{win:>24}")
     return "\n".join(lines)
 
 
