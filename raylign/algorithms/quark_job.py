@@ -26,8 +26,10 @@ class QuarkJobConfig(OnlineJobConfig):
 
 
 def add_control_tokens(model_path: str, out_dir: Path, tokens: list[str]) -> str:
-    """A copy of the model whose tokenizer and embeddings know the control tokens; new
-    embedding rows start at the mean of the existing ones (a neutral start)."""
+    """A copy of the model whose tokenizer and embeddings know the control tokens. Each new
+    row is the mean of the existing ones (a neutral start, a low logit through a tied head)
+    plus its own small seeded offset: with `trainable_layers` the embeddings stay frozen, and
+    identical rows would leave the quantiles indistinguishable to the policy."""
     from filelock import FileLock
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -42,7 +44,10 @@ def add_control_tokens(model_path: str, out_dir: Path, tokens: list[str]) -> str
         model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
         with torch.no_grad():
             embeddings = model.get_input_embeddings().weight
-            embeddings[old:] = embeddings[:old].mean(0, keepdim=True)
+            existing = embeddings[:old].float()
+            offsets = torch.randn(len(embeddings) - old, embeddings.shape[1],
+                                  generator=torch.Generator().manual_seed(0))
+            embeddings[old:] = (existing.mean(0) + 0.5 * existing.std(0) * offsets).to(embeddings.dtype)
         tmp = out_dir.with_name(out_dir.name + ".tmp")
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)

@@ -40,3 +40,21 @@ def test_prefix_unknown_to_the_vocabulary_is_an_error(tiny_model_dir, tmp_path):
     tokenizer = load_tokenizer(str(model))
     with pytest.raises(ValueError, match="not in the model's vocabulary"):
         prompt_prefix_ids(model, tokenizer)
+
+
+def test_control_tokens_start_distinct_and_near_the_mean(tiny_model_dir, tmp_path):
+    """Frozen embeddings (top-layer training) must still tell the quantiles apart."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    tokens = ["<|reward_0|>", "<|reward_1|>", "<|reward_2|>"]
+    model_dir = add_control_tokens(str(tiny_model_dir), tmp_path / "quark", tokens)
+    ids = load_tokenizer(model_dir).convert_tokens_to_ids(tokens)
+    weight = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).get_input_embeddings().weight
+    rows, existing = weight[ids], weight[: min(ids)]
+    assert torch.cdist(rows, rows)[~torch.eye(3, dtype=torch.bool)].min() > 0.1
+    # closer to the mean than a typical existing row is
+    spread = (existing - existing.mean(0)).norm(dim=1).mean()
+    assert ((rows - existing.mean(0)).norm(dim=1) < spread).all()
+    again = add_control_tokens(str(tiny_model_dir), tmp_path / "again", tokens)  # seeded: the same rows
+    assert torch.equal(AutoModelForCausalLM.from_pretrained(again, dtype=torch.float32).get_input_embeddings().weight[ids], rows)
