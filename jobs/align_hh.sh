@@ -4,7 +4,7 @@
 # by the reward model): reward under hh-rm-smollm2 (what the methods optimise), the starting
 # model's perplexity of the responses (fluency), and the win rate against the starting
 # policy under a second judge the policies never saw.
-#   bash jobs/align_hh.sh                      (about 15 min a method on 2 CPU cores)
+#   bash jobs/align_hh.sh                      (20-30 min a method on 2 CPU cores)
 #   METHODS="grpo raft" bash jobs/align_hh.sh  (a subset; the compare step uses what exists)
 #   EVAL_DATA=path/to/other_prompts.jsonl bash jobs/align_hh.sh   (held-out prompts of your own)
 set -euo pipefail
