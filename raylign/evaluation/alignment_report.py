@@ -94,6 +94,10 @@ def judge_win_rates(prompts: list[dict], outputs: dict[str, list[dict]], spec: s
     return stats
 
 
+def _standard_error(values: list[float]) -> float:
+    return statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
+
+
 def paired_difference(scores: list[float], baseline: list[float]) -> dict[str, float]:
     """Mean per-prompt reward difference from the baseline and its standard error. Both
     policies answer the same prompts, so the prompt-to-prompt spread cancels: this SE is
@@ -101,8 +105,7 @@ def paired_difference(scores: list[float], baseline: list[float]) -> dict[str, f
     if len(scores) != len(baseline):
         raise ValueError(f"paired scores need the same prompts: {len(scores)} vs {len(baseline)}")
     diffs = [a - b for a, b in zip(scores, baseline)]
-    se = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else 0.0
-    return {"reward_delta": statistics.fmean(diffs), "reward_delta_se": se,
+    return {"reward_delta": statistics.fmean(diffs), "reward_delta_se": _standard_error(diffs),
             "prompts_better": sum(d > 0 for d in diffs), "prompts_worse": sum(d < 0 for d in diffs)}
 
 
@@ -127,7 +130,7 @@ def compare(policies: dict[str, str], config: CompareConfig) -> list[dict]:
             "path": policies[name],
             "prompts": len(rows),
             "reward_mean": statistics.fmean(scores),
-            "reward_sem": statistics.stdev(scores) / math.sqrt(len(scores)) if len(scores) > 1 else 0.0,
+            "reward_sem": _standard_error(scores),
             **paired_difference(scores, baseline),
             "reference_ppl": perplexities[name],
             "response_tokens_mean": statistics.fmean(len(r["response_token_ids"]) for r in rows),
