@@ -5,11 +5,17 @@ each named by a control token (0 = best). The policy is trained with the LM loss
 responses conditioned on their quantile's token, plus beta * KL to the reference,
 and samples new rollouts conditioned on the best token. AlpacaFarm's default trains
 only on the best quantile (filtered SFT + KL). See /work/shared/ALGORITHMS.md, Quark.
+
+`rank_by: group_relative` ranks each rollout by its reward minus the mean reward of its
+prompt's rollouts in the pool. With a reward model whose score depends mostly on the
+prompt (hh-rm: about 70% of the pool's reward variance is between prompts), global
+quantiles select easy prompts rather than better responses, and the policy learns little.
 """
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections import defaultdict
+from typing import Iterable, Literal
 
 import torch
 from torch import Tensor
@@ -23,6 +29,7 @@ class QuarkConfig(StrictModel):
     kl_coef: float = 0.05
     pool_size: int = 256
     train_best_only: bool = True
+    rank_by: Literal["reward", "group_relative"] = "reward"
 
 
 def control_tokens(num_quantiles: int) -> list[str]:
@@ -41,23 +48,27 @@ def quantile_sizes(n: int, num_quantiles: int) -> list[int]:
 class QuarkPool:
     """The reward-sorted rollout pool, kept across steps (plain Python, picklable).
 
-    Holds at most pool_size rows; adding more drops the oldest. Quantiles are by
-    reward rank over the whole pool; equal rewards rank the more recently added row
-    first (it came from the newer policy), which keeps the assignment deterministic.
+    Holds at most pool_size rows; adding more drops the oldest. Quantiles are by rank
+    (of the reward, or of the prompt-relative reward) over the whole pool; equal scores
+    rank the more recently added row first (it came from the newer policy), which keeps
+    the assignment deterministic.
     """
 
-    def __init__(self, num_quantiles: int = 4, pool_size: int = 256):
+    def __init__(self, num_quantiles: int = 4, pool_size: int = 256, rank_by: str = "reward"):
         if pool_size < 1:
             raise ValueError(f"pool_size must be >= 1, got {pool_size}")
         self.tokens = control_tokens(num_quantiles)
         self.num_quantiles = num_quantiles
         self.pool_size = pool_size
+        if rank_by not in ("reward", "group_relative"):
+            raise ValueError(f"rank_by must be 'reward' or 'group_relative', got {rank_by!r}")
+        self.rank_by = rank_by
         self.rows: list[dict] = []  # oldest first
         self._added = 0  # insertion counter, the tie-breaker
 
     @classmethod
     def from_config(cls, config: QuarkConfig) -> "QuarkPool":
-        return cls(config.num_quantiles, config.pool_size)
+        return cls(config.num_quantiles, config.pool_size, config.rank_by)
 
     @property
     def best_token(self) -> str:
@@ -88,10 +99,26 @@ class QuarkPool:
         self.rows = rows[max(0, len(rows) - self.pool_size):]
         self._added = int(state["added"])
 
+    def ranking_scores(self) -> list[float]:
+        """What the quantiles rank: the reward, or the reward minus the mean reward of the
+        pooled rows of the same prompt (`prompt_uid`; a row without one is its own group)."""
+        rewards = [float(r["reward"]) for r in self.rows]
+        if self.rank_by == "reward":
+            return rewards
+        groups: dict = defaultdict(list)
+        for i, row in enumerate(self.rows):
+            groups[row.get("prompt_uid", ("row", row["_pool_seq"]))].append(i)
+        scores = [0.0] * len(rewards)
+        for members in groups.values():
+            mean = sum(rewards[i] for i in members) / len(members)
+            for i in members:
+                scores[i] = rewards[i] - mean
+        return scores
+
     def quantiles(self) -> list[int]:
         """The quantile (0 = best) of each pooled row, aligned with self.rows."""
-        order = sorted(range(len(self.rows)),
-                       key=lambda i: (-float(self.rows[i]["reward"]), -self.rows[i]["_pool_seq"]))
+        scores = self.ranking_scores()
+        order = sorted(range(len(self.rows)), key=lambda i: (-scores[i], -self.rows[i]["_pool_seq"]))
         out = [0] * len(self.rows)
         start = 0
         for q, size in enumerate(quantile_sizes(len(order), self.num_quantiles)):

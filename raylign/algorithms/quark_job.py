@@ -5,7 +5,7 @@ once, when the model is prepared (a copy under the run's folder), so samplers, t
 reference all load the same vocabulary and it never changes mid-run. Rollouts are sampled
 conditioned on the best token, join a pool kept on the driver (saved per step, so a resumed
 run gets it back: `raylign.engine.algorithm_state`), are re-ranked into reward quantiles
-over the whole pool, and the policy learns each response conditioned on its
+over the whole pool (`rank_by: group_relative`: of each reward minus its prompt's mean), and the policy learns each response conditioned on its
 quantile's token, plus a KL term to the reference (which sees the plain prompt).
 """
 

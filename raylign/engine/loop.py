@@ -85,6 +85,8 @@ def _rollout_stats(rows: list[dict]) -> dict[str, float]:
         "reward_min": min(rewards),
         "reward_std": statistics.pstdev(rewards),
         "response_tokens_mean": tokens / len(policy),
+        # responses that ended with EOS: a falling curve is the never-stop reward hack
+        "stopped_fraction": sum(r.get("finish_reason") == "stop" for r in policy) / len(policy),
         "rollouts": len(rows),
         "sample_seconds": sample_seconds,
         "sample_tokens_per_s": tokens / max(sample_seconds, 1e-9),

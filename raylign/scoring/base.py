@@ -27,6 +27,9 @@ class RewardConfig(StrictModel):
     num_gpus: float = Field(0.0, ge=0.0)
     max_restarts: int = Field(3, ge=0)  # actor kind: Ray restarts a dead reward actor this often
     restart_timeout_s: float = Field(600.0, gt=0)
+    # subtracted from the score of a sampled response cut at max_new_tokens (no EOS), as TRL's
+    # missing_eos_penalty: counters a reward model that pays for ever longer, never-ending text
+    missing_eos_penalty: float = Field(0.0, ge=0.0)
 
 
 class RewardSource(ABC):

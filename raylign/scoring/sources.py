@@ -133,5 +133,22 @@ SOURCES: dict[str, type[RewardSource]] = {
 }
 
 
+class MissingEosPenalty(RewardSource):
+    """Another source's scores, less `penalty` for each response the sampler cut at its
+    token limit (`finish_reason == "length"`); responses that stopped, or came from a
+    dataset, keep their score."""
+
+    def __init__(self, source: RewardSource, penalty: float):
+        self.source, self.penalty = source, penalty
+
+    def score(self, rows: list[dict]) -> list[float]:
+        scores = self.source.score(rows)
+        return [s - self.penalty if row.get("finish_reason") == "length" else s for row, s in zip(rows, scores)]
+
+    def close(self) -> None:
+        self.source.close()
+
+
 def make_reward_source(config: RewardConfig) -> RewardSource:
-    return SOURCES[config.kind](config)
+    source = SOURCES[config.kind](config)
+    return MissingEosPenalty(source, config.missing_eos_penalty) if config.missing_eos_penalty > 0 else source

@@ -49,7 +49,8 @@ def test_assign_steps_cycles_and_resumes():
 
 def test_rollout_stats_ignore_dataset_responses_for_reward():
     rows = [
-        {"reward": 1.0, "response_token_ids": [1, 2], "sample_seconds": 2.0, "score_seconds": 1.0, "source": "policy"},
+        {"reward": 1.0, "response_token_ids": [1, 2], "sample_seconds": 2.0, "score_seconds": 1.0, "source": "policy",
+         "finish_reason": "stop"},
         {"reward": 3.0, "response_token_ids": [1, 2, 3, 4], "sample_seconds": 2.0, "score_seconds": 1.0, "source": "policy"},
         {"reward": 9.0, "response_token_ids": [1], "sample_seconds": 2.0, "score_seconds": 1.0, "source": "dataset"},
     ]
@@ -57,6 +58,7 @@ def test_rollout_stats_ignore_dataset_responses_for_reward():
     assert stats["reward_mean"] == 2.0 and stats["reward_max"] == 3.0
     assert stats["sample_tokens_per_s"] == 3.0  # 6 policy tokens in 2 s
     assert stats["rollouts"] == 3
+    assert stats["stopped_fraction"] == 0.5  # of the two policy samples, one ended with EOS
 
 
 def test_freeze_lower_layers(tiny_model_dir):

@@ -111,3 +111,23 @@ def test_quark_config():
     assert (cfg.num_quantiles, cfg.kl_coef, cfg.pool_size, cfg.train_best_only) == (4, 0.05, 256, True)
     with pytest.raises(ConfigError, match="quantiles"):
         build_config(QuarkConfig, {"quantiles": 5})
+
+
+def test_group_relative_ranking_picks_responses_not_prompts():
+    """An easy prompt (rewards 5, 4) and a hard one (1, -1): by reward both easy responses
+    are the top half; relative to their prompt's mean (+0.5, -0.5, +1, -1) the best response
+    of each prompt is."""
+    rows = [{"prompt_uid": uid, "reward": r, "response": name}
+            for uid, r, name in [("easy", 5.0, "e1"), ("easy", 4.0, "e2"), ("hard", 1.0, "h1"), ("hard", -1.0, "h2")]]
+    by_reward = QuarkPool(num_quantiles=2, pool_size=8)
+    by_reward.add(rows)
+    assert [r["response"] for r in by_reward.training_rows()] == ["e1", "e2"]
+    relative = QuarkPool.from_config(QuarkConfig(num_quantiles=2, pool_size=8, rank_by="group_relative"))
+    relative.add(rows)
+    assert relative.ranking_scores() == [0.5, -0.5, 1.0, -1.0]
+    assert relative.quantiles() == [0, 1, 0, 1]
+    assert [r["response"] for r in relative.training_rows()] == ["e1", "h1"]
+    relative.add([{"reward": 9.0, "response": "alone"}])  # no prompt_uid: its own group, score 0
+    assert relative.ranking_scores()[-1] == 0.0
+    with pytest.raises(ValueError, match="rank_by"):
+        QuarkPool(rank_by="median")

@@ -107,3 +107,24 @@ def test_http_reward_source_pickles_into_pipeline_stages():
     assert copy.config == source.config and copy.client is not source.client
     copy.close()
     source.close()
+
+
+def test_missing_eos_penalty_lowers_only_responses_cut_at_the_limit():
+    import pickle
+
+    from raylign.scoring.base import RewardConfig
+    from raylign.scoring.sources import MissingEosPenalty, make_reward_source
+
+    rows = [{"prompt": "p", "response": "abcd", "finish_reason": "length"},
+            {"prompt": "p", "response": "abcd", "finish_reason": "stop"},
+            {"prompt": "p", "response": "abcd", "finish_reason": "dataset"},
+            {"prompt": "p", "response": "abcd"}]
+    config = {"kind": "function", "function": "raylign.feedback.annotators:length_reward"}
+    plain = make_reward_source(RewardConfig(**config)).score(rows)
+    assert len(set(plain)) == 1
+    source = make_reward_source(RewardConfig(**config, missing_eos_penalty=1.5))
+    assert isinstance(source, MissingEosPenalty)
+    assert pickle.loads(pickle.dumps(source)).score(rows) == [plain[0] - 1.5] + plain[1:]
+    assert not isinstance(make_reward_source(RewardConfig(**config)), MissingEosPenalty)
+    with pytest.raises(ValueError, match="missing_eos_penalty"):
+        RewardConfig(**config, missing_eos_penalty=-1.0)
