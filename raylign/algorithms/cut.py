@@ -20,6 +20,7 @@ import math
 from typing import Literal
 
 import torch
+from pydantic import Field
 from torch import Tensor
 
 from raylign.config import StrictModel
@@ -40,6 +41,9 @@ class CUTConfig(StrictModel):
 
     threshold: float = 1.1  # flag a token when P(judged) / P(plain) exceeds this (1.1 - 1.2)
     weight_unlike: float = 1.0  # weight of -log(1 - p) on flagged tokens (0.5 - 1)
+    # weight of Align-N beside Misalign in a negative example (the paper: 1). Below 1 the
+    # judged response's own tokens are raised less, flagged ones included (docs/cut.md)
+    weight_align_n: float = Field(1.0, ge=0.0)
     downsample: float | None = 0.25  # positives kept = downsample * #negatives; None keeps all
     judgment_template: str = JUDGMENT_TEMPLATE
     seed: int = 0  # positive downsampling
@@ -114,12 +118,13 @@ def cut_token_loss(logprobs_plain: Tensor, logprobs_judged: Tensor, mask: Tensor
 
 
 def cut_loss(logprobs_plain: Tensor, logprobs_judged: Tensor, mask: Tensor, negative: Tensor,
-             threshold: float = 1.1, weight_unlike: float = 1.0) -> tuple[Tensor, float, dict[str, float]]:
+             threshold: float = 1.1, weight_unlike: float = 1.0,
+             weight_align_n: float = 1.0) -> tuple[Tensor, float, dict[str, float]]:
     """A mixed batch of examples -> (loss_sum, weight = #examples, metrics).
 
     Each example weighs 1, as in the reference (one example per micro-batch): a positive
-    contributes its mean Align-P NLL; a negative (Align-N + Misalign) / 2, each a mean over
-    its tokens. `logprobs_judged` rows of positives are ignored (any values).
+    contributes its mean Align-P NLL; a negative (weight_align_n * Align-N + Misalign) / 2,
+    each a mean over its tokens. `logprobs_judged` rows of positives are ignored (any values).
     """
     negative = negative.bool().to(mask.device)
     mask = mask.bool()
@@ -129,7 +134,7 @@ def cut_loss(logprobs_plain: Tensor, logprobs_judged: Tensor, mask: Tensor, nega
     misalign, flagged = cut_token_terms(logprobs_plain, logprobs_judged, mask & negative[:, None], "misalign",
                                         threshold, weight_unlike)
     p_mean, n_mean, m_mean = (t.sum(-1) / lengths for t in (align_p, align_n, misalign))
-    per_example = torch.where(negative, 0.5 * (n_mean + m_mean), p_mean)
+    per_example = torch.where(negative, 0.5 * (weight_align_n * n_mean + m_mean), p_mean)
     rows = mask.any(-1)
     loss_sum = per_example[rows].sum()
     pos, neg = rows & ~negative, rows & negative

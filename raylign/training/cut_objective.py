@@ -141,7 +141,8 @@ class CUTObjective(OfflineObjective):
         logprobs = token_logprobs(module, data["batch"])
         plain, judged, mask = aligned_logprobs(logprobs, data)
         cut = self.config.cut
-        return cut_loss(plain, judged, mask, data["negative"], cut.threshold, cut.weight_unlike)
+        return cut_loss(plain, judged, mask, data["negative"], cut.threshold, cut.weight_unlike,
+                        cut.weight_align_n)
 
 
 def run(config: CUTTrainConfig) -> dict:

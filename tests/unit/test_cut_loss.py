@@ -108,6 +108,12 @@ def test_cut_loss_mixes_contrasts_one_weight_per_example():
     # Align-N is the only path into the judged pass: -1/3 per token, halved
     assert judged.grad[1, :3].tolist() == pytest.approx([-1 / 6] * 3, rel=1e-5)
     assert judged.grad[0].abs().sum().item() == 0.0
+    # Align-N at a quarter weight: the negative's share and its judged-pass gradient shrink
+    plain.grad, judged.grad = None, None
+    quarter, _, _ = cut_loss(plain, judged, mask, negative, threshold=1.1, weight_unlike=1.0, weight_align_n=0.25)
+    assert quarter.item() == pytest.approx(align_p + 0.5 * (0.25 * align_n + misalign), rel=1e-6)
+    quarter.backward()
+    assert judged.grad[1, :3].tolist() == pytest.approx([-1 / 24] * 3, rel=1e-5)
 
 
 def test_response_aligned_gathers_response_positions_into_columns():
