@@ -89,6 +89,27 @@ def figures(logprobs: list[list[float]], flags: list[list[bool]], negative: list
     }
 
 
+def paired_change(before: list[list[float]], after: list[list[float]], flags: list[list[bool]]) -> dict[str, float]:
+    """The change in judged_bad_prob (after - before, pooled over flagged tokens) with its
+    standard error clustered by response: tokens of one response move together, so the
+    response, not the token, is the independent unit (a ratio estimator's delta-method SE)."""
+    diffs, counts = [], []
+    for b, a, flagged in zip(before, after, flags):
+        n = sum(flagged)
+        if n:
+            diffs.append(sum(math.exp(y) - math.exp(x) for x, y, f in zip(b, a, flagged) if f))
+            counts.append(n)
+    m, tokens = len(diffs), sum(counts)
+    if not m:
+        return {"judged_bad_prob_change": float("nan"), "judged_bad_prob_change_se": float("nan"),
+                "responses_lower": 0.0, "responses_higher": 0.0}
+    delta = sum(diffs) / tokens
+    spread = sum((d - delta * n) ** 2 for d, n in zip(diffs, counts))
+    se = math.sqrt(spread * m / (m - 1)) / tokens if m > 1 else float("nan")
+    return {"judged_bad_prob_change": delta, "judged_bad_prob_change_se": se,
+            "responses_lower": float(sum(d < 0 for d in diffs)), "responses_higher": float(sum(d > 0 for d in diffs))}
+
+
 def heldout_report(start: str, models: dict[str, str], rows: list[dict], cut: CUTConfig, max_length: int,
                    batch_size: int = 8) -> dict:
     """Flags from `start`, then the figures of `start` ("before") and of each of `models`."""
@@ -101,13 +122,13 @@ def heldout_report(start: str, models: dict[str, str], rows: list[dict], cut: CU
     negative = [e.negative for e in examples]
     start_model = _load(start)
     flags = start_flags(start_model, examples, tokenizer.pad_token_id, cut.threshold, batch_size)
-    report = {"before": figures(plain_response_logprobs(start_model, examples, tokenizer.pad_token_id, batch_size),
-                                flags, negative)}
+    before = plain_response_logprobs(start_model, examples, tokenizer.pad_token_id, batch_size)
+    report = {"before": figures(before, flags, negative)}
     del start_model
     for name, path in models.items():
         model = _load(path)
-        report[name] = figures(plain_response_logprobs(model, examples, tokenizer.pad_token_id, batch_size),
-                               flags, negative)
+        after = plain_response_logprobs(model, examples, tokenizer.pad_token_id, batch_size)
+        report[name] = {**figures(after, flags, negative), **paired_change(before, after, flags)}
         del model
     report.update(negatives=sum(negative), positives=len(negative) - sum(negative), threshold=cut.threshold,
                   start=str(start), seconds=round(time.time() - started, 1))
@@ -120,6 +141,11 @@ def format_report(report: dict, title: str) -> str:
     lines = [title, f"  {'':<24}" + "".join(f"{c:>14}" for c in columns)]
     for key in keys:
         lines.append(f"  {key:<24}" + "".join(f"{report[c][key]:>14.4f}" for c in columns))
+    for c in columns[1:]:
+        r = report[c]
+        lines.append(f"  {c}: judged_bad_prob change {r['judged_bad_prob_change']:+.4f} "
+                     f"± {r['judged_bad_prob_change_se']:.4f} (se by response); responses lower / higher: "
+                     f"{r['responses_lower']:.0f} / {r['responses_higher']:.0f}")
     lines.append(f"  {report['negatives']} judged responses, {report['positives']} acceptable; flags by the start "
                  f"model at ratio > {report['threshold']}")
     return "\n".join(lines)
