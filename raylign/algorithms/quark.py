@@ -14,12 +14,12 @@ quantiles select easy prompts rather than better responses, and the policy learn
 
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Iterable, Literal
 
 import torch
 from torch import Tensor
 
+from raylign.algorithms.grpo import group_advantages
 from raylign.algorithms.ppo import check_same_shape, masked_fill_zero, safe_mean, token_k3
 from raylign.config import StrictModel
 
@@ -105,15 +105,8 @@ class QuarkPool:
         rewards = [float(r["reward"]) for r in self.rows]
         if self.rank_by == "reward":
             return rewards
-        groups: dict = defaultdict(list)
-        for i, row in enumerate(self.rows):
-            groups[row.get("prompt_uid", ("row", row["_pool_seq"]))].append(i)
-        scores = [0.0] * len(rewards)
-        for members in groups.values():
-            mean = sum(rewards[i] for i in members) / len(members)
-            for i in members:
-                scores[i] = rewards[i] - mean
-        return scores
+        groups = [row.get("prompt_uid", ("row", row["_pool_seq"])) for row in self.rows]
+        return group_advantages(rewards, groups, "dr_grpo").tolist()  # r - its group's mean
 
     def quantiles(self) -> list[int]:
         """The quantile (0 = best) of each pooled row, aligned with self.rows."""
