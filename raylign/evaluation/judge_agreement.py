@@ -14,11 +14,17 @@ Per annotator (outputs shown in the file's order, no noise):
 - first shown: how often it prefers the output shown first (position bias; 50% is none).
 `--split test` keeps the pairs whose instruction the training recipe's seeded hash split
 (`jobs/rm_alpaca.yaml`: test_fraction 0.2, seed 0) held out.
+
+Human preference files (HH-RLHF, `{prompt, chosen, rejected}`, any format the preference
+loaders read) work too: the human's choice is the reference, and which answer is shown
+first is a seeded coin per prompt, so a judge's position bias cannot pass for agreement.
+This is how a second judge for `raylign eval compare` is checked on the prompts it judges.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -31,12 +37,15 @@ DEFAULT_DATA = "../shared/data/alpaca_eval_gpt4_pairs.jsonl.gz"
 
 
 def read_reference_pairs(path, split: str = "all", test_fraction: float = 0.2, validation_fraction: float = 0.08,
-                         seed: int = 0, limit: int | None = None) -> list[dict]:
+                         seed: int = 0, limit: int | None = None, on_error: str = "raise") -> list[dict]:
     """Pairs with a reference `preference` in [1, 2], optionally one side of the instruction split."""
     from raylign.training.reward_model_data import SPLITS, split_of
 
     if split not in SPLITS:
         raise ValueError(f"unknown split '{split}' (choose from {', '.join(SPLITS)})")
+    first = next(iter(iter_records(path, limit=1)), None)
+    if first is not None and "instruction" not in first.data:
+        return _human_preference_pairs(path, split, test_fraction, validation_fraction, seed, limit, on_error)
     pairs = []
     for rec in iter_records(path):
         row = {"instruction": rec.field("instruction"), "input": rec.field("input", optional=True) or "",
@@ -54,6 +63,32 @@ def read_reference_pairs(path, split: str = "all", test_fraction: float = 0.2, v
                 break
     if not pairs:
         raise DataError(f"{path}: no reference pairs in split '{split}'")
+    return pairs
+
+
+def chosen_shown_first(prompt_id: str) -> bool:
+    """A seeded coin per prompt, independent of the split's hash."""
+    return hashlib.sha1(f"shown-order:{prompt_id}".encode()).digest()[0] % 2 == 0
+
+
+def _human_preference_pairs(path, split: str, test_fraction: float, validation_fraction: float, seed: int,
+                            limit: int | None, on_error: str) -> list[dict]:
+    """Chosen / rejected rows as reference pairs, split by the same prompt hash as the
+    recipes (`raylign train rm|dpo`, `eval compare`), so `--split test` is their test split."""
+    from raylign.data.adapters import load_rows
+    from raylign.training.reward_model_data import select_split
+
+    rows = select_split(load_rows(path, "preference", "auto", on_error=on_error), split, test_fraction,
+                        validation_fraction, seed)
+    pairs = []
+    for row in rows[:limit] if limit is not None else rows:
+        first = chosen_shown_first(row["prompt_id"])
+        pairs.append({"instruction": row["prompt"], "input": "",
+                      "output_1": row["chosen"] if first else row["rejected"],
+                      "output_2": row["rejected"] if first else row["chosen"],
+                      "preference": 1.0 if first else 2.0})
+    if not pairs:
+        raise DataError(f"{path}: no preference pairs in split '{split}'")
     return pairs
 
 
@@ -144,7 +179,10 @@ def format_table(reports: list[dict], title: str) -> str:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="raylign eval judges", description=__doc__.split("\n\n")[0])
     parser.add_argument("--annotator", action="append", required=True, help="annotator spec (see raylign annotate)")
-    parser.add_argument("--data", default=DEFAULT_DATA, help="pairs with a reference preference in [1, 2]")
+    parser.add_argument("--data", default=DEFAULT_DATA,
+                        help="pairs with a reference preference in [1, 2], or human chosen/rejected pairs (HH-RLHF)")
+    parser.add_argument("--on-error", default="raise", choices=["raise", "skip"],
+                        help="chosen/rejected files: skip malformed rows (logged) instead of failing")
     parser.add_argument("--split", default="all", choices=["all", "train", "validation", "test"])
     parser.add_argument("--test-fraction", type=float, default=0.2)
     parser.add_argument("--validation-fraction", type=float, default=0.08)
@@ -167,7 +205,7 @@ def main(argv: list[str]) -> int:
 
     args = _parser().parse_args(argv)
     pairs = read_reference_pairs(args.data, args.split, args.test_fraction, args.validation_fraction,
-                                 args.split_seed, args.limit)
+                                 args.split_seed, args.limit, args.on_error)
     cache = None if args.no_cache else AnnotationCache(args.cache_dir)
     init_ray(None, quiet=True)
     quiet_ray_data()

@@ -26,6 +26,10 @@ class ReferenceSettings(StrictModel):
     model: str | None = None  # default: the policy's starting model
     batch_size: int = 8  # pairs per reference forward
     num_cpus: float = 1.0  # per reference actor (one actor; raise `concurrency` on a cluster)
+    # torch threads in the reference actor (default: num_cpus rounded). On a small machine,
+    # reserving every CPU for the actor starves the tokenising tasks that feed it (Ray Data
+    # waits forever), so reserve 1 CPU and run more threads than that instead.
+    threads: int | None = None
     concurrency: int = 1
     num_gpus: float = 0.0
 
@@ -107,6 +111,20 @@ class ReferenceLogprobs:
             "ref_rejected", pa.array(rejected, pa.float64()))
 
 
+def check_reference_cpus(ref: ReferenceSettings) -> None:
+    """Fail at once (not after an endless wait) when the reference actors would hold every
+    CPU of the cluster and leave none for the tasks that read and tokenise their input."""
+    import ray
+
+    total = ray.cluster_resources().get("CPU", 0.0)
+    if total - ref.num_cpus * ref.concurrency < 1:
+        from raylign.config import ConfigError
+
+        raise ConfigError(f"reference.num_cpus={ref.num_cpus:g} x reference.concurrency={ref.concurrency} leaves "
+                          f"no CPU of the cluster's {total:g} for the tokenising tasks that feed the reference "
+                          f"(Ray Data would wait forever); lower it and set reference.threads instead")
+
+
 class DPOObjective(OfflineObjective):
     name = "dpo"
     row_kind = "preference"
@@ -122,12 +140,13 @@ class DPOObjective(OfflineObjective):
         from raylign.models.registry import resolve_model
 
         cfg, ref = self.config, self.config.reference
+        check_reference_cpus(ref)
         ref_path = str(resolve_model(ref.model)) if ref.model else model_path
         tokens = ds.map_batches(TokenizePreferences(model_path, cfg.data.max_length), batch_format="pyarrow",
                                 batch_size=64)
         return tokens.map_batches(
             ReferenceLogprobs, fn_constructor_args=(ref_path, cfg.data.max_length, ref.batch_size, cfg.bf16,
-                                                    round(ref.num_cpus)),
+                                                    ref.threads or round(ref.num_cpus)),
             batch_format="pyarrow", batch_size=64, concurrency=ref.concurrency, num_cpus=ref.num_cpus,
             num_gpus=ref.num_gpus or None)
 
