@@ -73,25 +73,49 @@ def _rewards(outputs: dict[str, list[dict]], config: CompareConfig) -> dict[str,
 
 def judge_win_rates(prompts: list[dict], outputs: dict[str, list[dict]], spec: str) -> dict[str, dict]:
     """Win rate of every policy but the first over the first, under an annotator of
-    `raylign annotate` (order swapped by a seeded hash, identical outputs tied, no label noise)."""
+    `raylign annotate` (identical outputs tied, no label noise). A judge that reads the two
+    outputs together (an LLM judge) is asked in both orders and the two judgments averaged:
+    a small judge can pick whichever output comes first every time (SmolLM2-135M does, on HH),
+    and a seeded random order would turn that bias into a coin flip posing as a verdict."""
+    from raylign.evaluation.judge_agreement import both_orders
     from raylign.evaluation.leaderboard import winrate
+    from raylign.feedback.annotators import RewardAnnotator
     from raylign.feedback.config import build_annotator, parse_spec
     from raylign.feedback.job import annotate_rows
-    from raylign.feedback.pool import AnnotatorPool, PoolConfig
+    from raylign.feedback.pool import AnnotatorPool, PoolConfig, hard_label
 
     names = list(outputs)
     baseline = outputs[names[0]]
-    pool = AnnotatorPool([build_annotator(parse_spec(spec))], PoolConfig(seed=0, training=False)).prepare()
+    annotator = build_annotator(parse_spec(spec))
+    order_free = isinstance(annotator, RewardAnnotator)  # scores each output alone
+    pool = AnnotatorPool([annotator], PoolConfig(seed=0, swap_order=False, training=False)).prepare()
     stats = {}
     try:
         for name in names[1:]:
             pairs = [{"instruction": p["prompt"], "input": "", "output_1": b["response"], "output_2": c["response"]}
                      for p, b, c in zip(prompts, baseline, outputs[name])]
-            judged = annotate_rows(pairs, pool, use_ray_data=False)
-            stats[name] = winrate([row["preference"] for row in judged])
+            shown = [row["preference"] for row in annotate_rows(pairs, pool, use_ray_data=False)]
+            if order_free:
+                stats[name] = {**winrate(shown), "swap_consistency": None}
+                continue
+            flipped = [{**p, "output_1": p["output_2"], "output_2": p["output_1"]} for p in pairs]
+            swapped = [row["preference"] for row in annotate_rows(flipped, pool, use_ray_data=False)]
+            consistent = [hard_label(a) == hard_label(3.0 - b) for a, b in zip(shown, swapped)]
+            stats[name] = {**winrate([both_orders(a, b) for a, b in zip(shown, swapped)]),
+                           "swap_consistency": statistics.fmean(consistent)}
     finally:
         pool.close()
     return stats
+
+
+def _with_wins(entry: dict, wins: dict[str, dict]) -> dict:
+    for key in ("win_rate_vs_start", "win_rate_se", "judge_swap_consistency"):
+        entry.pop(key, None)
+    if entry["policy"] in wins:
+        win = wins[entry["policy"]]
+        entry.update(win_rate_vs_start=win["win_rate"], win_rate_se=win["standard_error"],
+                     judge_swap_consistency=win["swap_consistency"])
+    return entry
 
 
 def _standard_error(values: list[float]) -> float:
@@ -136,13 +160,24 @@ def compare(policies: dict[str, str], config: CompareConfig) -> list[dict]:
             "response_tokens_mean": statistics.fmean(len(r["response_token_ids"]) for r in rows),
             "stopped_fraction": statistics.fmean(r.get("finish_reason") == "stop" for r in rows),
         }
-        if name in wins:
-            entry.update(win_rate_vs_start=wins[name]["win_rate"], win_rate_se=wins[name]["standard_error"])
+        _with_wins(entry, wins)
         entry["examples"] = [{"prompt": r["prompt"][-200:], "response": r["response"]} for r in rows[:3]]
         entry["responses"] = [{"prompt": r["prompt"], "response": r["response"], "reward": s}
                               for r, s in zip(rows, scores)]
         report.append(entry)
     return report
+
+
+def rejudge(saved: dict, judge: str) -> list[dict]:
+    """A saved `eval compare` report with the win rates recomputed under another judge, from
+    its stored responses (no sampling, so a judge can be swapped or checked afterwards)."""
+    report = saved["report"]
+    prompts = [{"prompt": r["prompt"]} for r in report[0]["responses"]]
+    outputs = {e["policy"]: [{"response": r["response"]} for r in e["responses"]] for e in report}
+    if any(len(rows) != len(prompts) for rows in outputs.values()):
+        raise ValueError("the saved report's policies answered different numbers of prompts")
+    wins = judge_win_rates(prompts, outputs, judge)
+    return [_with_wins(dict(entry), wins) for entry in report]
 
 
 def format_report(report: list[dict], config: CompareConfig) -> str:
@@ -155,7 +190,32 @@ def format_report(report: list[dict], config: CompareConfig) -> str:
         delta = f"{e['reward_delta']:+.3f} ± {e['reward_delta_se']:.3f}" if e is not report[0] else ""
         lines.append(f"{e['policy']:<14}{e['reward_mean']:>9.3f}{e['reward_sem']:>7.3f}{delta:>24}"
                      f"{e['reference_ppl']:>9.2f}{e['response_tokens_mean']:>8.1f}{win:>24}")
+    consistency = [e["judge_swap_consistency"] for e in report if e.get("judge_swap_consistency") is not None]
+    if consistency:
+        lines.append(f"the judge read both orders of every pair (averaged); it picked the same output in both "
+                     f"orders on {100 * statistics.fmean(consistency):.0f}% of pairs (100%: no position bias)")
     return "\n".join(lines)
+
+
+def rejudge_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="raylign eval rejudge", description=rejudge.__doc__.split("\n")[0])
+    parser.add_argument("report", help="a report.json written by raylign eval compare")
+    parser.add_argument("--judge", required=True, help="annotator spec (rm:NAME, judge:MODEL, http:URL#MODEL)")
+    parser.add_argument("--output", help="where to write the re-judged report (default: beside the input)")
+    args = parser.parse_args(argv)
+    from raylign.config import build_config
+    from raylign.runtime import init_ray
+
+    saved = json.loads(Path(args.report).read_text())
+    config = build_config(CompareConfig, {**saved["config"], "judge": args.judge}, args.report)
+    init_ray(None)
+    report = rejudge(saved, args.judge)
+    out = Path(args.output or Path(args.report).with_suffix(".rejudged.json"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"config": config.model_dump(), "rejudged_from": args.report, "report": report}, indent=1))
+    print(format_report(report, config))
+    print(f"report: {out}")
+    return 0
 
 
 def main(argv: list[str]) -> int:

@@ -11,7 +11,9 @@ Per annotator (outputs shown in the file's order, no noise):
 - soft agreement: p_a*p_r + (1-p_a)*(1-p_r) with p = preference - 1;
 - swap consistency: the annotator picks the same output when the two are shown in the
   other order (an annotator that scores each output alone is consistent by construction);
-- first shown: how often it prefers the output shown first (position bias; 50% is none).
+- first shown: how often it prefers the output shown first (position bias; 50% is none);
+- both orders: agreement of the mean of the two orders' judgments (a pure position bias
+  cancels to a tie, which counts 1/2): what is left of the judge once its bias is removed.
 `--split test` keeps the pairs whose instruction the training recipe's seeded hash split
 (`jobs/rm_alpaca.yaml`: test_fraction 0.2, seed 0) held out.
 
@@ -115,7 +117,17 @@ def agreement_metrics(pred: list[float], ref: list[float], swapped: list[float] 
     }
     if swapped is not None:
         report["swap_consistency"] = mean([float(hard_label(p) == hard_label(3.0 - s)) for p, s in zip(pred, swapped)])
+        # Both orders averaged (what `eval compare` uses for an order-dependent judge): a pure
+        # position bias cancels to a tie, so only what the judge sees in the outputs is left.
+        both = [both_orders(p, s) for p, s in zip(pred, swapped)]
+        report["both_orders_agreement"] = mean([_side_match(b, r) for b, r in zip(both, ref) if r != 1.5])
     return report
+
+
+def both_orders(shown: float, swapped: float) -> float:
+    """One preference from a judgment in the shown order and one in the swapped order
+    (in that order's frame): their mean after swapping the second back."""
+    return (shown + 3.0 - swapped) / 2.0
 
 
 def _annotate(annotator, pairs, cache, use_ray_data: bool) -> list[float]:
@@ -158,13 +170,14 @@ def format_table(reports: list[dict], title: str) -> str:
     def pct(x):
         return "   -  " if x is None or x != x else f"{100 * x:5.1f}%"
 
-    head = f"{'annotator':<34} {'pairs':>6} {'agree':>7} {'confident (n)':>15} {'soft':>7} {'swap-cons.':>10} {'1st shown':>9}"
+    head = (f"{'annotator':<34} {'pairs':>6} {'agree':>7} {'confident (n)':>15} {'soft':>7} {'swap-cons.':>10} "
+            f"{'1st shown':>9} {'both orders':>11}")
     lines = [title, head, "-" * len(head)]
     for r in reports:
         swap = pct(r["swap_consistency"]) + ("*" if r.get("order_free") else " ")
         lines.append(f"{r['annotator'][:34]:<34} {r['pairs']:>6} {pct(r['agreement']):>7} "
                      f"{pct(r['confident_agreement']):>7} ({r['confident_pairs']:>5}) {pct(r['soft_agreement']):>7} "
-                     f"{swap:>10} {pct(r['first_shown']):>9}")
+                     f"{swap:>10} {pct(r['first_shown']):>9} {pct(r.get('both_orders_agreement')):>11}")
     if any(r.get("order_free") for r in reports):
         lines.append("* scores each output alone, so consistent under swapping by construction")
     for r in reports:

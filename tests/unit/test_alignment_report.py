@@ -28,3 +28,59 @@ def test_report_prints_the_paired_difference_for_every_policy_but_the_start():
     assert "Δ vs start ± paired se" in lines[2]
     assert "+0.267 ± 0.240" in lines[4] and "60.0 ± 5.0" in lines[4]
     assert "±" not in lines[3] and lines[3].endswith("(baseline)")  # the start has no difference to show
+
+
+class _FirstShownJudge:
+    """An order-dependent judge with a pure position bias plus a small real preference
+    for the longer output (as a soft label probability)."""
+
+    name = "first-shown"
+
+    def prepare(self):
+        pass
+
+    def fingerprint(self):
+        return "first-shown-test"
+
+    def preferences(self, pairs):
+        return [1.2 + (0.1 if len(p["output_2"]) > len(p["output_1"]) else 0.0) for p in pairs]
+
+    def check(self, values, count):
+        return list(values)
+
+    def close(self):
+        pass
+
+
+def _patch_judge(monkeypatch, judge):
+    import raylign.feedback.config as feedback_config
+
+    monkeypatch.setattr(feedback_config, "build_annotator", lambda config: judge)
+
+
+def test_an_order_dependent_judge_is_asked_in_both_orders(monkeypatch):
+    from raylign.evaluation.alignment_report import judge_win_rates
+
+    _patch_judge(monkeypatch, _FirstShownJudge())
+    prompts = [{"prompt": f"q{i}"} for i in range(4)]
+    outputs = {"start": [{"response": "short"}] * 4, "tuned": [{"response": "a longer one"}] * 4}
+    win = judge_win_rates(prompts, outputs, "judge:any")["tuned"]
+    # shown order (start first): 1.3; swapped (tuned first): 1.2 -> back 1.8; mean 1.55 -> 55%
+    assert win["win_rate"] == pytest.approx(55.0) and win["standard_error"] == pytest.approx(0.0)
+    assert win["swap_consistency"] == 0.0  # it always picked the first shown
+
+
+def test_rejudge_recomputes_only_the_win_rates(monkeypatch):
+    from raylign.evaluation.alignment_report import rejudge
+
+    _patch_judge(monkeypatch, _FirstShownJudge())
+    rows = lambda text: [{"prompt": f"q{i}", "response": text, "reward": 0.1} for i in range(3)]  # noqa: E731
+    saved = {"report": [{"policy": "start", "reward_mean": 0.1, "responses": rows("short")},
+                        {"policy": "tuned", "reward_mean": 0.4, "responses": rows("much longer"),
+                         "win_rate_vs_start": 99.0, "win_rate_se": 1.0}]}
+    report = rejudge(saved, "judge:any")
+    assert report[1]["win_rate_vs_start"] == pytest.approx(55.0) and report[1]["reward_mean"] == 0.4
+    assert "win_rate_vs_start" not in report[0] and saved["report"][1]["win_rate_vs_start"] == 99.0
+    saved["report"][1]["responses"] = rows("x")[:2]
+    with pytest.raises(ValueError, match="different numbers of prompts"):
+        rejudge(saved, "judge:any")

@@ -63,3 +63,13 @@ def test_agreement_metrics_by_hand():
     assert report["confident_pairs"] == 3 and report["first_shown"] == pytest.approx((1 + 0 + 0.5 + 1) / 4)
     # swapped back: 3 - 2.0 = 1.0 (same side as 1.0), 1.0 vs 2.0 (not), 1.5 vs 1.5, 1.1 vs 1.2
     assert report["swap_consistency"] == pytest.approx(0.75)
+    # both orders: (1.0 + 3 - 2.0) / 2 = 1.0 agree; (2.0 + 3 - 2.0) / 2 = 1.5 tie vs 1.0 -> 1/2;
+    # (1.5 + 1.5) / 2 = 1.5 tie vs 2.0 -> 1/2; the 1.5 reference is left out -> 2 / 3
+    assert report["both_orders_agreement"] == pytest.approx(2 / 3)
+
+
+def test_a_judge_that_always_picks_the_first_shown_is_a_tie_in_both_orders():
+    ref = [1.0, 2.0, 2.0, 1.0]
+    report = agreement_metrics([1.0] * 4, ref, swapped=[1.0] * 4)
+    assert report["first_shown"] == 1.0 and report["swap_consistency"] == 0.0
+    assert report["agreement"] == 0.5 and report["both_orders_agreement"] == 0.5
