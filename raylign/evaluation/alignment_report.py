@@ -80,6 +80,7 @@ def judge_win_rates(prompts: list[dict], outputs: dict[str, list[dict]], spec: s
     from raylign.evaluation.judge_agreement import both_orders
     from raylign.evaluation.leaderboard import winrate
     from raylign.feedback.annotators import RewardAnnotator
+    from raylign.feedback.cache import AnnotationCache
     from raylign.feedback.config import build_annotator, parse_spec
     from raylign.feedback.job import annotate_rows
     from raylign.feedback.pool import AnnotatorPool, PoolConfig, hard_label
@@ -88,7 +89,7 @@ def judge_win_rates(prompts: list[dict], outputs: dict[str, list[dict]], spec: s
     baseline = outputs[names[0]]
     annotator = build_annotator(parse_spec(spec))
     order_free = isinstance(annotator, RewardAnnotator)  # scores each output alone
-    pool = AnnotatorPool([annotator], PoolConfig(seed=0, swap_order=False, training=False)).prepare()
+    pool = AnnotatorPool([annotator], PoolConfig(seed=0, swap_order=False, training=False), AnnotationCache()).prepare()
     stats = {}
     try:
         for name in names[1:]:
@@ -109,12 +110,17 @@ def judge_win_rates(prompts: list[dict], outputs: dict[str, list[dict]], spec: s
 
 
 def _with_wins(entry: dict, wins: dict[str, dict]) -> dict:
-    for key in ("win_rate_vs_start", "win_rate_se", "judge_swap_consistency"):
+    for key in ("win_rate_vs_start", "win_rate_se", "judge_swap_consistency", "judge_wins", "judge_losses",
+                "judge_ties", "discrete_win_rate_vs_start"):
         entry.pop(key, None)
     if entry["policy"] in wins:
         win = wins[entry["policy"]]
+        # win_rate averages the judge's soft preferences (a reward model's small score gaps pull
+        # it toward 50); the counts say on how many prompts the judge preferred which side.
         entry.update(win_rate_vs_start=win["win_rate"], win_rate_se=win["standard_error"],
-                     judge_swap_consistency=win["swap_consistency"])
+                     judge_swap_consistency=win["swap_consistency"], judge_wins=win["n_wins"],
+                     judge_losses=win["n_wins_base"], judge_ties=win["n_draws"],
+                     discrete_win_rate_vs_start=win["discrete_win_rate"])
     return entry
 
 
@@ -184,12 +190,15 @@ def format_report(report: list[dict], config: CompareConfig) -> str:
     lines = [f"held-out: {config.data} split={config.split}, {report[0]['prompts']} prompts, greedy={config.temperature <= 0}",
              f"reward = {config.reward_model} (what the methods optimise); second judge = {config.judge}",
              f"{'policy':<14}{'reward':>9}{'± se':>7}{'Δ vs start ± paired se':>24}{'ref PPL':>9}{'tokens':>8}"
-             f"{'win vs start (judge)':>24}"]
+             f"{'win vs start (judge) (won/lost)':>32}"]
     for e in report:
-        win = f"{e['win_rate_vs_start']:.1f} ± {e['win_rate_se']:.1f}" if "win_rate_vs_start" in e else "(baseline)"
+        win = "(baseline)"
+        if "win_rate_vs_start" in e:
+            counts = f" ({e['judge_wins']}/{e['judge_losses']})" if "judge_wins" in e else ""
+            win = f"{e['win_rate_vs_start']:.1f} ± {e['win_rate_se']:.1f}{counts}"
         delta = f"{e['reward_delta']:+.3f} ± {e['reward_delta_se']:.3f}" if e is not report[0] else ""
         lines.append(f"{e['policy']:<14}{e['reward_mean']:>9.3f}{e['reward_sem']:>7.3f}{delta:>24}"
-                     f"{e['reference_ppl']:>9.2f}{e['response_tokens_mean']:>8.1f}{win:>24}")
+                     f"{e['reference_ppl']:>9.2f}{e['response_tokens_mean']:>8.1f}{win:>32}")
     consistency = [e["judge_swap_consistency"] for e in report if e.get("judge_swap_consistency") is not None]
     if consistency:
         lines.append(f"the judge read both orders of every pair (averaged); it picked the same output in both "

@@ -53,9 +53,11 @@ class _FirstShownJudge:
 
 
 def _patch_judge(monkeypatch, judge):
+    import raylign.feedback.cache as feedback_cache
     import raylign.feedback.config as feedback_config
 
     monkeypatch.setattr(feedback_config, "build_annotator", lambda config: judge)
+    monkeypatch.setattr(feedback_cache, "AnnotationCache", lambda: None)  # no judgments kept on disk
 
 
 def test_an_order_dependent_judge_is_asked_in_both_orders(monkeypatch):
@@ -68,6 +70,7 @@ def test_an_order_dependent_judge_is_asked_in_both_orders(monkeypatch):
     # shown order (start first): 1.3; swapped (tuned first): 1.2 -> back 1.8; mean 1.55 -> 55%
     assert win["win_rate"] == pytest.approx(55.0) and win["standard_error"] == pytest.approx(0.0)
     assert win["swap_consistency"] == 0.0  # it always picked the first shown
+    assert (win["n_wins"], win["n_wins_base"], win["n_draws"]) == (4, 0, 0)
 
 
 def test_rejudge_recomputes_only_the_win_rates(monkeypatch):
@@ -75,11 +78,15 @@ def test_rejudge_recomputes_only_the_win_rates(monkeypatch):
 
     _patch_judge(monkeypatch, _FirstShownJudge())
     rows = lambda text: [{"prompt": f"q{i}", "response": text, "reward": 0.1} for i in range(3)]  # noqa: E731
-    saved = {"report": [{"policy": "start", "reward_mean": 0.1, "responses": rows("short")},
-                        {"policy": "tuned", "reward_mean": 0.4, "responses": rows("much longer"),
+    figures = {"prompts": 3, "reward_sem": 0.1, "reference_ppl": 2.0, "response_tokens_mean": 5.0,
+               **paired_difference([0.4] * 3, [0.1] * 3)}
+    saved = {"report": [{"policy": "start", **figures, "reward_mean": 0.1, "responses": rows("short")},
+                        {"policy": "tuned", **figures, "reward_mean": 0.4, "responses": rows("much longer"),
                          "win_rate_vs_start": 99.0, "win_rate_se": 1.0}]}
     report = rejudge(saved, "judge:any")
     assert report[1]["win_rate_vs_start"] == pytest.approx(55.0) and report[1]["reward_mean"] == 0.4
+    assert (report[1]["judge_wins"], report[1]["judge_losses"]) == (3, 0)
+    assert "(3/0)" in format_report(report, CompareConfig()).splitlines()[4]
     assert "win_rate_vs_start" not in report[0] and saved["report"][1]["win_rate_vs_start"] == 99.0
     saved["report"][1]["responses"] = rows("x")[:2]
     with pytest.raises(ValueError, match="different numbers of prompts"):
