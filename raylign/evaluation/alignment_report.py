@@ -203,6 +203,9 @@ def format_report(report: list[dict], config: CompareConfig) -> str:
     if consistency:
         lines.append(f"the judge read both orders of every pair (averaged); it picked the same output in both "
                      f"orders on {100 * statistics.fmean(consistency):.0f}% of pairs (100%: no position bias)")
+        if statistics.fmean(consistency) < 0.5:
+            lines.append("warning: the judge mostly picks by position, so its win rates say little; check it with "
+                         "`raylign eval judges` and prefer one that agrees with human labels on these prompts")
     return "\n".join(lines)
 
 
