@@ -77,35 +77,29 @@ def judge_win_rates(prompts: list[dict], outputs: dict[str, list[dict]], spec: s
     outputs together (an LLM judge) is asked in both orders and the two judgments averaged:
     a small judge can pick whichever output comes first every time (SmolLM2-135M does, on HH),
     and a seeded random order would turn that bias into a coin flip posing as a verdict."""
-    from raylign.evaluation.judge_agreement import both_orders
+    from raylign.evaluation.judge_agreement import both_orders, judge_both_orders, same_side
     from raylign.evaluation.leaderboard import winrate
-    from raylign.feedback.annotators import RewardAnnotator
     from raylign.feedback.cache import AnnotationCache
     from raylign.feedback.config import build_annotator, parse_spec
-    from raylign.feedback.job import annotate_rows
-    from raylign.feedback.pool import AnnotatorPool, PoolConfig, hard_label
 
     names = list(outputs)
     baseline = outputs[names[0]]
     annotator = build_annotator(parse_spec(spec))
-    order_free = isinstance(annotator, RewardAnnotator)  # scores each output alone
-    pool = AnnotatorPool([annotator], PoolConfig(seed=0, swap_order=False, training=False), AnnotationCache()).prepare()
+    annotator.prepare()
+    cache = AnnotationCache()
     stats = {}
     try:
         for name in names[1:]:
             pairs = [{"instruction": p["prompt"], "input": "", "output_1": b["response"], "output_2": c["response"]}
                      for p, b, c in zip(prompts, baseline, outputs[name])]
-            shown = [row["preference"] for row in annotate_rows(pairs, pool, use_ray_data=False)]
-            if order_free:
+            shown, swapped = judge_both_orders(annotator, pairs, cache, use_ray_data=False)
+            if swapped is None:
                 stats[name] = {**winrate(shown), "swap_consistency": None}
                 continue
-            flipped = [{**p, "output_1": p["output_2"], "output_2": p["output_1"]} for p in pairs]
-            swapped = [row["preference"] for row in annotate_rows(flipped, pool, use_ray_data=False)]
-            consistent = [hard_label(a) == hard_label(3.0 - b) for a, b in zip(shown, swapped)]
             stats[name] = {**winrate([both_orders(a, b) for a, b in zip(shown, swapped)]),
-                           "swap_consistency": statistics.fmean(consistent)}
+                           "swap_consistency": statistics.fmean(same_side(a, b) for a, b in zip(shown, swapped))}
     finally:
-        pool.close()
+        annotator.close()
     return stats
 
 
@@ -209,6 +203,22 @@ def format_report(report: list[dict], config: CompareConfig) -> str:
     return "\n".join(lines)
 
 
+def read_saved_report(path: str) -> dict:
+    """A report.json of `eval compare`, or one clear error naming the file."""
+    from raylign.data.readers import DataError
+
+    if not Path(path).is_file():
+        raise DataError(f"{path}: no such report (raylign eval compare writes one with --output)")
+    try:
+        saved = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    if not isinstance(saved, dict) or not isinstance(saved.get("report"), list) or not saved["report"] \
+            or any("responses" not in e for e in saved["report"]) or "config" not in saved:
+        raise DataError(f"{path}: not a report of raylign eval compare (needs 'config' and 'report' with 'responses')")
+    return saved
+
+
 def rejudge_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="raylign eval rejudge", description=rejudge.__doc__.split("\n")[0])
     parser.add_argument("report", help="a report.json written by raylign eval compare")
@@ -218,7 +228,7 @@ def rejudge_main(argv: list[str]) -> int:
     from raylign.config import build_config
     from raylign.runtime import init_ray
 
-    saved = json.loads(Path(args.report).read_text())
+    saved = read_saved_report(args.report)
     config = build_config(CompareConfig, {**saved["config"], "judge": args.judge}, args.report)
     init_ray(None)
     report = rejudge(saved, args.judge)

@@ -116,7 +116,7 @@ def agreement_metrics(pred: list[float], ref: list[float], swapped: list[float] 
         "swap_consistency": None,
     }
     if swapped is not None:
-        report["swap_consistency"] = mean([float(hard_label(p) == hard_label(3.0 - s)) for p, s in zip(pred, swapped)])
+        report["swap_consistency"] = mean([float(same_side(p, s)) for p, s in zip(pred, swapped)])
         # Both orders averaged (what `eval compare` uses for an order-dependent judge): a pure
         # position bias cancels to a tie, so only what the judge sees in the outputs is left.
         both = [both_orders(p, s) for p, s in zip(pred, swapped)]
@@ -130,6 +130,11 @@ def both_orders(shown: float, swapped: float) -> float:
     return (shown + 3.0 - swapped) / 2.0
 
 
+def same_side(shown: float, swapped: float) -> bool:
+    """Whether the judge picked the same output in the shown and in the swapped order."""
+    return hard_label(shown) == hard_label(3.0 - swapped)
+
+
 def _annotate(annotator, pairs, cache, use_ray_data: bool) -> list[float]:
     from raylign.feedback.job import annotate_rows
     from raylign.feedback.pool import AnnotatorPool, PoolConfig
@@ -138,18 +143,26 @@ def _annotate(annotator, pairs, cache, use_ray_data: bool) -> list[float]:
     return [r["preference"] for r in annotate_rows(pairs, pool, use_ray_data=use_ray_data)]
 
 
-def evaluate_annotator(annotator, pairs: list[dict], cache=None, use_ray_data: bool = True,
-                       confident: float = 0.4, by: str | None = None) -> dict:
+def judge_both_orders(annotator, pairs: list[dict], cache=None,
+                      use_ray_data: bool = True) -> tuple[list[float], list[float] | None]:
+    """(preferences in the shown order, preferences with the outputs swapped, in that order's
+    frame); the second is None for an annotator that scores each output alone (a reward
+    model), which cannot depend on the order. The annotator must be prepared."""
     from raylign.feedback.annotators import RewardAnnotator
 
+    shown = _annotate(annotator, pairs, cache, use_ray_data)
+    if isinstance(annotator, RewardAnnotator):
+        return shown, None
+    flipped = [{**p, "output_1": p["output_2"], "output_2": p["output_1"]} for p in pairs]
+    return shown, _annotate(annotator, flipped, cache, use_ray_data)
+
+
+def evaluate_annotator(annotator, pairs: list[dict], cache=None, use_ray_data: bool = True,
+                       confident: float = 0.4, by: str | None = None) -> dict:
     started = time.time()
     shown = [{k: v for k, v in p.items() if k != "preference"} for p in pairs]
-    pred = _annotate(annotator, shown, cache, use_ray_data)
-    swapped = None
-    order_free = isinstance(annotator, RewardAnnotator)  # scores each output alone
-    if not order_free:
-        flipped = [{**p, "output_1": p["output_2"], "output_2": p["output_1"]} for p in shown]
-        swapped = _annotate(annotator, flipped, cache, use_ray_data)
+    pred, swapped = judge_both_orders(annotator, shown, cache, use_ray_data)
+    order_free = swapped is None
     ref = [p["preference"] for p in pairs]
     report = {"annotator": annotator.name, **agreement_metrics(pred, ref, swapped, confident)}
     if order_free:

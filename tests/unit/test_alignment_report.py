@@ -92,3 +92,18 @@ def test_rejudge_recomputes_only_the_win_rates(monkeypatch):
     saved["report"][1]["responses"] = rows("x")[:2]
     with pytest.raises(ValueError, match="different numbers of prompts"):
         rejudge(saved, "judge:any")
+
+
+def test_rejudge_names_a_missing_or_foreign_report(tmp_path):
+    from raylign.data.readers import DataError
+    from raylign.evaluation.alignment_report import read_saved_report
+
+    with pytest.raises(DataError, match="no such report"):
+        read_saved_report(str(tmp_path / "missing.json"))
+    bad = tmp_path / "bad.json"
+    bad.write_text("{oops")
+    with pytest.raises(DataError, match="bad.json: not valid JSON"):
+        read_saved_report(str(bad))
+    bad.write_text('{"report": [{"policy": "start"}], "config": {}}')
+    with pytest.raises(DataError, match="not a report of raylign eval compare"):
+        read_saved_report(str(bad))
