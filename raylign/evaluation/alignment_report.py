@@ -16,6 +16,7 @@ import statistics
 from pathlib import Path
 
 from raylign.config import StrictModel
+from raylign.evaluation.fluency import repeated_ngram_fraction
 from raylign.evaluation.policy_eval import generate, logprob_actor, reference_perplexity
 from raylign.smoke import BUNDLED_PROMPTS
 
@@ -159,6 +160,7 @@ def compare(policies: dict[str, str], config: CompareConfig) -> list[dict]:
             "reference_ppl": perplexities[name],
             "response_tokens_mean": statistics.fmean(len(r["response_token_ids"]) for r in rows),
             "stopped_fraction": statistics.fmean(r.get("finish_reason") == "stop" for r in rows),
+            "repeated_4grams": statistics.fmean(repeated_ngram_fraction(r["response"]) for r in rows),
         }
         _with_wins(entry, wins)
         entry["examples"] = [{"prompt": r["prompt"][-200:], "response": r["response"]} for r in rows[:3]]
@@ -177,13 +179,24 @@ def rejudge(saved: dict, judge: str) -> list[dict]:
     if any(len(rows) != len(prompts) for rows in outputs.values()):
         raise ValueError("the saved report's policies answered different numbers of prompts")
     wins = judge_win_rates(prompts, outputs, judge)
-    return [_with_wins(dict(entry), wins) for entry in report]
+    rejudged = []
+    for entry in report:
+        entry = _with_wins(dict(entry), wins)
+        # reports saved before the repetition column still hold the responses to measure it
+        entry.setdefault("repeated_4grams", statistics.fmean(repeated_ngram_fraction(r["response"])
+                                                             for r in entry["responses"]))
+        rejudged.append(entry)
+    return rejudged
+
+
+def _repetition(entry: dict) -> str:
+    return f"{entry['repeated_4grams']:.0%}" if "repeated_4grams" in entry else ""
 
 
 def format_report(report: list[dict], config: CompareConfig) -> str:
     lines = [f"held-out: {config.data} split={config.split}, {report[0]['prompts']} prompts, greedy={config.temperature <= 0}",
              f"reward = {config.reward_model} (what the methods optimise); second judge = {config.judge}",
-             f"{'policy':<14}{'reward':>9}{'± se':>7}{'Δ vs start ± paired se':>24}{'ref PPL':>9}{'tokens':>8}"
+             f"{'policy':<14}{'reward':>9}{'± se':>7}{'Δ vs start ± paired se':>24}{'ref PPL':>9}{'tokens':>8}{'rep-4':>7}"
              f"{'win vs start (judge) (won/lost)':>32}"]
     for e in report:
         win = "(baseline)"
@@ -192,7 +205,7 @@ def format_report(report: list[dict], config: CompareConfig) -> str:
             win = f"{e['win_rate_vs_start']:.1f} ± {e['win_rate_se']:.1f}{counts}"
         delta = f"{e['reward_delta']:+.3f} ± {e['reward_delta_se']:.3f}" if e is not report[0] else ""
         lines.append(f"{e['policy']:<14}{e['reward_mean']:>9.3f}{e['reward_sem']:>7.3f}{delta:>24}"
-                     f"{e['reference_ppl']:>9.2f}{e['response_tokens_mean']:>8.1f}{win:>32}")
+                     f"{e['reference_ppl']:>9.2f}{e['response_tokens_mean']:>8.1f}{_repetition(e):>7}{win:>32}")
     consistency = [e["judge_swap_consistency"] for e in report if e.get("judge_swap_consistency") is not None]
     if consistency:
         lines.append(f"the judge read both orders of every pair (averaged); it picked the same output in both "

@@ -27,6 +27,16 @@ def outputs_rollouts(path: str | Path) -> list[dict]:
     return rows
 
 
+def repeated_ngram_fraction(text: str, n: int = 4) -> float:
+    """seq-rep-n (Welleck et al., 2019): the share of a response's word n-grams that repeat an
+    earlier one, 1 - unique / total; 0 below n + 1 words. Degenerate repetition, the usual
+    shape of a reward hack at a token limit ("I'm so sorry." six times), shows here while
+    the reference perplexity of repeated text can stay low."""
+    words = text.lower().split()
+    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    return 1.0 - len(set(grams)) / len(grams) if grams else 0.0
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="raylign eval fluency", description=__doc__.splitlines()[0])
     parser.add_argument("outputs", nargs="+", help="AlpacaEval outputs files (JSON list or JSONL)")
@@ -52,12 +62,13 @@ def main(argv: list[str]) -> int:
     for path, rows in files.items():
         stats = reference_perplexity(actor, tokenizer, rows, args.max_prompt_tokens, args.max_length)
         report.append({"outputs": path, "n": len(rows), **stats,
-                       "avg_chars": sum(len(r["response"]) for r in rows) / len(rows)})
+                       "avg_chars": sum(len(r["response"]) for r in rows) / len(rows),
+                       "repeated_4grams": sum(repeated_ngram_fraction(r["response"]) for r in rows) / len(rows)})
     print(f"reference perplexity under {args.reference}")
-    print(f"{'outputs':48} {'n':>5} {'ref PPL':>8} {'tokens':>8} {'avg chars':>10}")
+    print(f"{'outputs':48} {'n':>5} {'ref PPL':>8} {'tokens':>8} {'avg chars':>10} {'rep-4':>6}")
     for row in report:
         print(f"{row['outputs'][-48:]:48} {row['n']:5d} {row['reference_ppl']:8.3f} {row['response_tokens']:8d} "
-              f"{row['avg_chars']:10.1f}")
+              f"{row['avg_chars']:10.1f} {row['repeated_4grams']:6.1%}")
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(json.dumps(report, indent=2))

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from raylign.data.adapters import FORMATS, load_rows
 from raylign.data.readers import DataError
+from raylign.evaluation.fluency import repeated_ngram_fraction
 from raylign.training.reward_model_data import SPLITS, select_split
 
 
@@ -173,7 +174,8 @@ def evaluate(args) -> dict:
     report: dict = {"prompts": len(rollouts), "reward_mean": sum(scores) / len(scores),
                     "reward_std": _std(scores),
                     "response_words": sum(len(r["response"].split()) for r in rollouts) / len(rollouts),
-                    "stopped_fraction": sum(r.get("finish_reason") == "stop" for r in rollouts) / len(rollouts)}
+                    "stopped_fraction": sum(r.get("finish_reason") == "stop" for r in rollouts) / len(rollouts),
+                    "repeated_4grams": sum(repeated_ngram_fraction(r["response"]) for r in rollouts) / len(rollouts)}
     report.update(reference_perplexity(ref_actor, ref_tokenizer, rollouts, args.max_prompt_tokens, args.max_length))
     timings["perplexity_s"] = round(time.time() - clock, 1)
     if pairs:
@@ -200,7 +202,8 @@ def format_report(report: dict) -> str:
     lines = [f"policy {report['model']} on {report['data']} (split: {report['split']}, {report['prompts']} prompts)",
              f"  {'reward (' + str(report['reward']) + ')':<40} {report['reward_mean']:>10.4f}  (std {report['reward_std']:.4f})",
              f"  {'reference perplexity (' + str(report['reference']) + ')':<40} {report['reference_ppl']:>10.4f}",
-             f"  {'response words / stopped':<40} {report['response_words']:>10.1f}  ({report['stopped_fraction']:.0%} ended with EOS)"]
+             f"  {'response words / stopped':<40} {report['response_words']:>10.1f}  ({report['stopped_fraction']:.0%} ended with EOS)",
+             f"  {'repeated word 4-grams (seq-rep-4)':<40} {report.get('repeated_4grams', math.nan):>10.1%}"]
     if "preference_accuracy" in report:
         lines.append(f"  {'preference accuracy (beta ' + str(report['beta']) + ', ties 0.5)':<40} "
                      f"{report['preference_accuracy']:>10.4f}  ({report['pairs']} pairs, margin "

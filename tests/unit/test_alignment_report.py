@@ -87,6 +87,8 @@ def test_rejudge_recomputes_only_the_win_rates(monkeypatch):
     assert report[1]["win_rate_vs_start"] == pytest.approx(55.0) and report[1]["reward_mean"] == 0.4
     assert (report[1]["judge_wins"], report[1]["judge_losses"]) == (3, 0)
     assert "(3/0)" in format_report(report, CompareConfig()).splitlines()[4]
+    # a report saved before the repetition column gets it from its stored responses
+    assert report[0]["repeated_4grams"] == 0.0 and "rep-4" in format_report(report, CompareConfig()).splitlines()[2]
     assert "warning: the judge mostly picks by position" in format_report(report, CompareConfig())
     assert "win_rate_vs_start" not in report[0] and saved["report"][1]["win_rate_vs_start"] == 99.0
     saved["report"][1]["responses"] = rows("x")[:2]

@@ -23,3 +23,15 @@ def test_a_missing_output_names_the_field(tmp_path):
     path.write_text(json.dumps({"instruction": "Hi?"}) + "\n")
     with pytest.raises(DataError, match="output"):
         outputs_rollouts(path)
+
+
+def test_repeated_ngram_fraction_by_hand():
+    from raylign.evaluation.fluency import repeated_ngram_fraction
+
+    # "a b c d a b c d": 5 four-grams, unique {abcd, bcda, cdab, dabc} = 4 -> 1 - 4/5
+    assert repeated_ngram_fraction("a b c d a b c d") == pytest.approx(0.2)
+    # the same sentence three times: 12 words, 9 four-grams, 4 unique -> 5/9; case is ignored
+    assert repeated_ngram_fraction("I am so sorry. I am so sorry. i AM so sorry.") == pytest.approx(5 / 9)
+    assert repeated_ngram_fraction("one two three four five") == 0.0  # no n-gram repeats
+    assert repeated_ngram_fraction("too short") == 0.0 and repeated_ngram_fraction("") == 0.0
+    assert repeated_ngram_fraction("x y x y x", n=2) == pytest.approx(1 - 2 / 4)
