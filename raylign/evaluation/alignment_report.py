@@ -16,7 +16,7 @@ import statistics
 from pathlib import Path
 
 from raylign.config import StrictModel
-from raylign.evaluation.fluency import repeated_ngram_fraction
+from raylign.scoring.repetition import repeated_ngram_fraction
 from raylign.evaluation.policy_eval import generate, logprob_actor, reference_perplexity
 from raylign.smoke import BUNDLED_PROMPTS
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from raylign.data.readers import DataError, iter_records
 from raylign.feedback.annotators import pair_messages
+from raylign.scoring.repetition import repeated_ngram_fraction
 
 
 def outputs_rollouts(path: str | Path) -> list[dict]:
@@ -25,16 +26,6 @@ def outputs_rollouts(path: str | Path) -> list[dict]:
     if not rows:
         raise DataError(f"{path}: no outputs")
     return rows
-
-
-def repeated_ngram_fraction(text: str, n: int = 4) -> float:
-    """seq-rep-n (Welleck et al., 2019): the share of a response's word n-grams that repeat an
-    earlier one, 1 - unique / total; 0 below n + 1 words. Degenerate repetition, the usual
-    shape of a reward hack at a token limit ("I'm so sorry." six times), shows here while
-    the reference perplexity of repeated text can stay low."""
-    words = text.lower().split()
-    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
-    return 1.0 - len(set(grams)) / len(grams) if grams else 0.0
 
 
 def main(argv: list[str]) -> int:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from raylign.data.adapters import FORMATS, load_rows
 from raylign.data.readers import DataError
-from raylign.evaluation.fluency import repeated_ngram_fraction
+from raylign.scoring.repetition import repeated_ngram_fraction
 from raylign.training.reward_model_data import SPLITS, select_split
 
 

@@ -30,6 +30,9 @@ class RewardConfig(StrictModel):
     # subtracted from the score of a sampled response cut at max_new_tokens (no EOS), as TRL's
     # missing_eos_penalty: counters a reward model that pays for ever longer, never-ending text
     missing_eos_penalty: float = Field(0.0, ge=0.0)
+    # times the response's seq-rep-4 (share of repeated word 4-grams), subtracted from its score:
+    # counters a reward model that pays for one line said over and over
+    repetition_penalty: float = Field(0.0, ge=0.0)
 
 
 class RewardSource(ABC):

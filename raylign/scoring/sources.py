@@ -12,6 +12,7 @@ import importlib
 from typing import Callable
 
 from raylign.scoring.base import RewardConfig, RewardSource
+from raylign.scoring.repetition import repeated_ngram_fraction
 
 
 def _slim(rows: list[dict]) -> list[dict]:
@@ -149,6 +150,24 @@ class MissingEosPenalty(RewardSource):
         self.source.close()
 
 
+class RepetitionPenalty(RewardSource):
+    """Another source's scores, less `penalty` times each sampled response's seq-rep-4 (the
+    share of its word 4-grams that repeat an earlier one); dataset responses keep theirs."""
+
+    def __init__(self, source: RewardSource, penalty: float):
+        self.source, self.penalty = source, penalty
+
+    def score(self, rows: list[dict]) -> list[float]:
+        scores = self.source.score(rows)
+        return [s if row.get("finish_reason") == "dataset" else s - self.penalty * repeated_ngram_fraction(row["response"])
+                for row, s in zip(rows, scores)]
+
+    def close(self) -> None:
+        self.source.close()
+
+
 def make_reward_source(config: RewardConfig) -> RewardSource:
     source = SOURCES[config.kind](config)
+    if config.repetition_penalty > 0:
+        source = RepetitionPenalty(source, config.repetition_penalty)
     return MissingEosPenalty(source, config.missing_eos_penalty) if config.missing_eos_penalty > 0 else source

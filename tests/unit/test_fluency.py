@@ -26,7 +26,7 @@ def test_a_missing_output_names_the_field(tmp_path):
 
 
 def test_repeated_ngram_fraction_by_hand():
-    from raylign.evaluation.fluency import repeated_ngram_fraction
+    from raylign.scoring.repetition import repeated_ngram_fraction
 
     # "a b c d a b c d": 5 four-grams, unique {abcd, bcda, cdab, dabc} = 4 -> 1 - 4/5
     assert repeated_ngram_fraction("a b c d a b c d") == pytest.approx(0.2)

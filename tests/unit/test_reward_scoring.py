@@ -128,3 +128,27 @@ def test_missing_eos_penalty_lowers_only_responses_cut_at_the_limit():
     assert not isinstance(make_reward_source(RewardConfig(**config)), MissingEosPenalty)
     with pytest.raises(ValueError, match="missing_eos_penalty"):
         RewardConfig(**config, missing_eos_penalty=-1.0)
+
+
+def test_repetition_penalty_lowers_repeated_responses_by_their_seq_rep_4():
+    import pickle
+
+    from raylign.scoring.base import RewardConfig
+    from raylign.scoring.sources import RepetitionPenalty, make_reward_source
+
+    # 12 words, the sentence three times: 9 four-grams, 4 unique -> seq-rep-4 5/9
+    repeated = "I am so sorry. I am so sorry. I am so sorry."
+    varied = "I am sorry, but I cannot help with that request today."
+    rows = [{"prompt": "p", "response": repeated, "finish_reason": "length"},
+            {"prompt": "p", "response": varied, "finish_reason": "stop"},
+            {"prompt": "p", "response": repeated, "finish_reason": "dataset"}]
+    config = {"kind": "function", "function": "raylign.feedback.annotators:length_reward"}
+    plain = make_reward_source(RewardConfig(**config)).score(rows)
+    source = make_reward_source(RewardConfig(**config, repetition_penalty=0.9))
+    assert isinstance(source, RepetitionPenalty)
+    got = pickle.loads(pickle.dumps(source)).score(rows)
+    assert got == pytest.approx([plain[0] - 0.9 * 5 / 9, plain[1], plain[2]])
+    both = make_reward_source(RewardConfig(**config, repetition_penalty=0.9, missing_eos_penalty=1.0)).score(rows)
+    assert both == pytest.approx([plain[0] - 0.5 - 1.0, plain[1], plain[2]])
+    with pytest.raises(ValueError, match="repetition_penalty"):
+        RewardConfig(**config, repetition_penalty=-0.1)
