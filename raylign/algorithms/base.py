@@ -156,4 +156,4 @@ def response_token_count(row: dict, max_length: int) -> int:
 
 def masked_list(values, mask_row) -> list[float]:
     """A row's values at its response positions, in order (the inverse of `kl.scatter_response_values`)."""
-    return values[mask_row.bool()].tolist()
+    return values[mask_row.to(values.device).bool()].tolist()

@@ -65,7 +65,9 @@ class ActorCritic(nn.Module):
         else:
             hidden = self.critic(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                                  use_cache=False).last_hidden_state
-        return SimpleNamespace(logits=out.logits, values=self.value_head(hidden.float()).squeeze(-1))
+        # the head runs in the module's dtype (DeepSpeed bf16 casts it too); values come out fp32
+        values = self.value_head(hidden.to(self.value_head.weight.dtype)).float().squeeze(-1)
+        return SimpleNamespace(logits=out.logits, values=values)
 
 
 def forward_rows(module, rows: list[dict], context: TrainContext):
@@ -75,10 +77,11 @@ def forward_rows(module, rows: list[dict], context: TrainContext):
 
     batch = pack_prompt_responses([r["prompt_token_ids"] for r in rows], [r["response_token_ids"] for r in rows],
                                   context.pad_id, context.max_length)
-    ids, attention = batch["input_ids"], batch["attention_mask"]
+    device = next(module.parameters()).device
+    ids, attention = batch["input_ids"].to(device), batch["attention_mask"].to(device)
     out = module(input_ids=ids, attention_mask=attention, position_ids=position_ids_of(attention))
     logprobs = logits_to_token_logprobs(out.logits, ids, attention)
-    values = torch.zeros(ids.shape, dtype=torch.float32)
+    values = torch.zeros(ids.shape, dtype=torch.float32, device=device)
     values[:, 1:] = out.values[:, :-1]
     return logprobs, values, batch
 
@@ -109,6 +112,7 @@ class PPOAlgorithm(Algorithm):
         for start in range(0, len(units), 8):
             chunk = units[start : start + 8]
             logprobs, values, batch = forward_rows(module, chunk, context)
+            logprobs, values = logprobs.cpu(), values.cpu()  # the batch statistics below stay on the CPU
             mask = batch["response_mask"]
             ref = scatter_response_values([u["ref_logprobs"] for u in chunk], mask)
             scores = torch.tensor([float(u["reward"]) for u in chunk])

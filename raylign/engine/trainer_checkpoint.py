@@ -136,9 +136,9 @@ def write_checkpoint(folder: Path, module, optimizer, tokenizer, state: dict, rn
 def save_resumable(module, optimizer, tokenizer, output_dir: Path, state: dict, deepspeed: bool, rank: int) -> None:
     """Write `latest/` and report it to Ray Train. A collective: every rank calls it.
 
-    DeepSpeed (unverified here: no DeepSpeed or GPU on the test machine): every rank calls
-    `engine.save_checkpoint` into the same staging folder, so `output_dir` must be on a
-    filesystem all nodes share (which resuming from `latest/` already assumes).
+    DeepSpeed: every rank calls `engine.save_checkpoint` into the same staging folder, so
+    `output_dir` must be on a filesystem all nodes share (which resuming from `latest/`
+    already assumes). Run on one GPU by tests/gpu (docs/gpu.md); never with several ranks.
     """
     import ray.train
 

@@ -40,9 +40,17 @@ def world_size() -> int:
     return torch.distributed.get_world_size() if distributed() else 1
 
 
+def collective_device() -> torch.device:
+    """Where a tensor must live for the process group's collectives: an NCCL-only group
+    (Ray Train's default with `use_gpu`) has no backend for CPU tensors."""
+    if distributed() and "nccl" in str(torch.distributed.get_backend()) and torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def all_reduce(values: Sequence[float], op: str = "sum") -> list[float]:
     """Sum (or max) a few floats over all ranks; a no-op in a single process."""
-    tensor = torch.tensor([float(v) for v in values], dtype=torch.float64)
+    tensor = torch.tensor([float(v) for v in values], dtype=torch.float64, device=collective_device())
     if distributed():
         reduce_op = torch.distributed.ReduceOp.MAX if op == "max" else torch.distributed.ReduceOp.SUM
         torch.distributed.all_reduce(tensor, op=reduce_op)

@@ -231,3 +231,21 @@ def test_ppo_config_defaults_and_strictness():
         build_config(PPOConfig, {"cliprnge": 0.1})
     with pytest.raises(ConfigError):
         build_config(PPOConfig, {"value_model": "shared"})
+
+
+def test_actor_critic_runs_in_bf16_and_returns_fp32_values(tiny_model_dir):
+    """DeepSpeed bf16 casts the whole module, value head included (found on the H200: the head
+    was fed fp32 hidden states and failed); forward_rows still hands back fp32 tensors."""
+    from transformers import AutoModelForCausalLM
+
+    from raylign.algorithms.base import TrainContext
+    from raylign.algorithms.ppo_job import ActorCritic, forward_rows
+
+    policy = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float32)
+    for separate in (False, True):
+        module = ActorCritic(policy, separate=separate).to(torch.bfloat16)
+        rows = [{"prompt_token_ids": [5, 6, 7], "response_token_ids": [8, 9]},
+                {"prompt_token_ids": [5], "response_token_ids": [8, 9, 10]}]
+        logprobs, values, batch = forward_rows(module, rows, TrainContext(0, 32))
+        assert logprobs.dtype == values.dtype == torch.float32
+        assert values.shape == batch["input_ids"].shape

@@ -59,3 +59,12 @@ def test_minibatch_helpers():
     assert split_even([1], 3) == [[1], [], []]
     assert chunked(list(range(5)), 2) == [[0, 1], [2, 3], [4]]
     assert deal(list(range(5)), 1, 2) == [1, 3]
+
+
+def test_collectives_run_on_the_cpu_without_an_nccl_group():
+    """An NCCL-only group (Ray Train with use_gpu) needs CUDA tensors in all_reduce; without a
+    process group, or with gloo, the step's few floats stay on the CPU."""
+    from raylign.training.step import all_reduce, collective_device
+
+    assert collective_device().type == "cpu"
+    assert all_reduce([1.0, 2.5]) == [1.0, 2.5]
