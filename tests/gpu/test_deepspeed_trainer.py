@@ -40,10 +40,10 @@ from raylign.engine.trainer_checkpoint import (  # noqa: E402
     write_checkpoint,
 )
 from raylign.training.rng_state import gather_rng  # noqa: E402
+from online_method_configs import MAX_LENGTH  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED_CONFIG = str(REPO / "cluster" / "deepspeed_zero2.json")
-MAX_LENGTH = 64
 
 
 def _free_port() -> int:
@@ -94,30 +94,12 @@ def make_rows(vocab: int, prompts: int = 3, samples: int = 4, seed: int = 0) -> 
 
 
 def methods():
-    from raylign.algorithms.grpo import GRPOConfig
-    from raylign.algorithms.grpo_job import GRPOAlgorithm
-    from raylign.algorithms.online_dpo import OnlineDPOConfig
-    from raylign.algorithms.online_dpo_job import OnlineDPOAlgorithm
-    from raylign.algorithms.ppo import PPOConfig
-    from raylign.algorithms.ppo_job import PPOAlgorithm
-    from raylign.algorithms.quark import QuarkConfig
-    from raylign.algorithms.quark_job import QuarkAlgorithm
-    from raylign.algorithms.raft import RAFTConfig
-    from raylign.algorithms.raft_job import RAFTAlgorithm
+    from online_method_configs import METHODS
+
     from raylign.algorithms.rrhf import RRHFConfig
     from raylign.algorithms.rrhf_job import RRHFAlgorithm
 
-    return {
-        "rrhf": lambda: RRHFAlgorithm(RRHFConfig()),
-        "ppo": lambda: PPOAlgorithm(PPOConfig(ppo_epochs=2, kl_coef=0.05), MAX_LENGTH),
-        "ppo_separate_critic": lambda: PPOAlgorithm(PPOConfig(value_model="separate"), MAX_LENGTH),
-        "grpo": lambda: GRPOAlgorithm(GRPOConfig(kl_coef=0.05, epochs=2), MAX_LENGTH),
-        "rloo": lambda: GRPOAlgorithm(GRPOConfig(estimator="rloo"), MAX_LENGTH),
-        "raft": lambda: RAFTAlgorithm(RAFTConfig(mode="top", top_fraction=0.5, min_response_tokens=1,
-                                                 reject_markers=[]), MAX_LENGTH),
-        "online_dpo": lambda: OnlineDPOAlgorithm(OnlineDPOConfig(beta=0.5)),
-        "quark": lambda: QuarkAlgorithm(QuarkConfig(num_quantiles=2, pool_size=16), MAX_LENGTH),
-    }
+    return {"rrhf": lambda: RRHFAlgorithm(RRHFConfig()), **METHODS}
 
 
 def trainer_config(**overrides) -> dict:

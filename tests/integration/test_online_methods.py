@@ -7,18 +7,9 @@ import sys
 import pytest
 import ray
 import torch
+from online_method_configs import MAX_LENGTH, METHODS
 from ray import cloudpickle
 
-from raylign.algorithms.grpo import GRPOConfig
-from raylign.algorithms.grpo_job import GRPOAlgorithm
-from raylign.algorithms.online_dpo import OnlineDPOConfig
-from raylign.algorithms.online_dpo_job import OnlineDPOAlgorithm
-from raylign.algorithms.ppo import PPOConfig
-from raylign.algorithms.ppo_job import PPOAlgorithm
-from raylign.algorithms.quark import QuarkConfig
-from raylign.algorithms.quark_job import QuarkAlgorithm
-from raylign.algorithms.raft import RAFTConfig
-from raylign.algorithms.raft_job import RAFTAlgorithm
 from raylign.engine.loop import EngineConfig, run_engine
 from raylign.engine.policy_trainer import TrainerConfig
 from raylign.sampling.actor import create_samplers
@@ -28,8 +19,6 @@ from raylign.scoring.reference import ReferenceConfig, create_reference
 
 pytestmark = pytest.mark.integration
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
-
-MAX_LENGTH = 64
 
 
 class PreferLength(RewardSource):
@@ -41,18 +30,6 @@ class PreferLength(RewardSource):
 
 PROMPTS = [{"prompt_id": f"p{i}", "prompt": t, "messages": [{"role": "user", "content": t}]}
            for i, t in enumerate(["capital of France?", "write a poem", "hello", "tell me a joke"])]
-
-METHODS = {
-    "ppo": lambda: PPOAlgorithm(PPOConfig(ppo_epochs=2, kl_coef=0.05), MAX_LENGTH),
-    "ppo_separate_critic": lambda: PPOAlgorithm(PPOConfig(ppo_epochs=1, value_model="separate", adaptive_kl=True,
-                                                          kl_horizon=100), MAX_LENGTH),
-    "grpo": lambda: GRPOAlgorithm(GRPOConfig(kl_coef=0.05, epochs=2), MAX_LENGTH),
-    "rloo": lambda: GRPOAlgorithm(GRPOConfig(estimator="rloo"), MAX_LENGTH),
-    "raft": lambda: RAFTAlgorithm(RAFTConfig(mode="top", top_fraction=0.5, min_response_tokens=1,
-                                             reject_markers=[]), MAX_LENGTH),
-    "online_dpo": lambda: OnlineDPOAlgorithm(OnlineDPOConfig(beta=0.5)),
-    "quark": lambda: QuarkAlgorithm(QuarkConfig(num_quantiles=2, pool_size=16), MAX_LENGTH),
-}
 
 
 def dashboard_metric_names() -> set[str]:
