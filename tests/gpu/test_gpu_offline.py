@@ -39,5 +39,8 @@ def test_offline_dpo_trains_on_the_gpu(ray_cluster, tiny_model_dir, tmp_path):
     losses = [r["loss"] for r in rows if r["split"] == "train"]
     assert summary["counts"]["train"]["pairs"] == 24
     assert losses[0] == pytest.approx(0.6931, abs=0.03)  # policy == reference at the first step
-    assert losses[-1] < 0.6
+    # one batch of 4 pairs is noisy (the last one: 1.78 on the CPU, 1.80 on the H200), so
+    # compare epochs: on the CPU, same settings, the mean fell from 1.19 to 0.54
+    per_epoch = len(losses) // 3
+    assert sum(losses[-per_epoch:]) / per_epoch < sum(losses[:per_epoch]) / per_epoch - 0.3
     print(json.dumps({"gpu_dpo_losses": losses}), flush=True)
