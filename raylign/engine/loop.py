@@ -67,6 +67,17 @@ def wire_dtype_for(sampling: SamplingConfig, sync: WeightSyncConfig) -> WeightSy
     return sync
 
 
+def restartable_sampling(sampling: SamplingConfig, sync: WeightSyncConfig) -> SamplingConfig:
+    """Sampler restarts off under the NCCL transport: a restarted vLLM engine would not be in
+    the group the trainer broadcasts to (rejoining is not implemented), so a dead sampler
+    ends the run with an error naming it instead of hanging the next broadcast."""
+    if sync.transport != "nccl" or not sampling.max_restarts:
+        return sampling
+    logging.getLogger(__name__).warning("weight_sync.transport=nccl: sampler restarts are off "
+                                        "(a restarted sampler cannot rejoin the NCCL group yet)")
+    return sampling.model_copy(update={"max_restarts": 0})
+
+
 def _best_examples(rows: list[dict], count: int = 2) -> list[dict]:
     """The highest-reward policy samples of a step, for the console."""
     policy = sorted((r for r in rows if r.get("source") != "dataset"), key=lambda r: -r["reward"])
@@ -217,6 +228,7 @@ def run_engine(
         raise
     owns_samplers = samplers is None
     if owns_samplers:
+        sampling = restartable_sampling(sampling, config.weight_sync)
         samplers = create_samplers(start_weights, sampling,
                                    initial_version=resume.get("policy_version", first_step) if resume else 0)
     buffer = RolloutBuffer.remote()

@@ -87,6 +87,17 @@ def test_wire_dtype_follows_sampler_dtype():
     assert wire_dtype_for(SamplingConfig(), WeightSyncConfig(dtype="float16")).dtype == "float16"
 
 
+def test_nccl_transport_turns_sampler_restarts_off():
+    """A restarted vLLM engine cannot rejoin the NCCL group: fail clearly, never hang."""
+    from raylign.engine.loop import restartable_sampling
+    from raylign.engine.weight_sync import WeightSyncConfig
+    from raylign.sampling.base import SamplingConfig
+
+    sampling = SamplingConfig(max_restarts=3)
+    assert restartable_sampling(sampling, WeightSyncConfig(transport="nccl")).max_restarts == 0
+    assert restartable_sampling(sampling, WeightSyncConfig()).max_restarts == 3
+
+
 def test_previous_run_is_set_aside_not_mixed(tmp_path):
     from raylign.engine.loop import _set_aside_previous_run
 
