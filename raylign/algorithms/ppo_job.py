@@ -73,11 +73,16 @@ class ActorCritic(nn.Module):
 def forward_rows(module, rows: list[dict], context: TrainContext):
     """(token log-probs [N, T], values [N, T], batch): value at t estimates the return
     from the token at t on, read from the hidden state that predicts it (position t-1)."""
-    from raylign.training.sequences import logits_to_token_logprobs, pack_prompt_responses, position_ids_of
+    from raylign.training.sequences import (
+        logits_to_token_logprobs,
+        model_device,
+        pack_prompt_responses,
+        position_ids_of,
+    )
 
     batch = pack_prompt_responses([r["prompt_token_ids"] for r in rows], [r["response_token_ids"] for r in rows],
                                   context.pad_id, context.max_length)
-    device = next(module.parameters()).device
+    device = model_device(module)
     ids, attention = batch["input_ids"].to(device), batch["attention_mask"].to(device)
     out = module(input_ids=ids, attention_mask=attention, position_ids=position_ids_of(attention))
     logprobs = logits_to_token_logprobs(out.logits, ids, attention)

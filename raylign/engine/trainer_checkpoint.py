@@ -133,6 +133,17 @@ def write_checkpoint(folder: Path, module, optimizer, tokenizer, state: dict, rn
     (folder / STATE_FILE).write_text(json.dumps(state))
 
 
+def write_all_ranks(folder: Path, module, optimizer, tokenizer, state: dict, rng_states: list[dict],
+                    deepspeed: bool, rank: int) -> None:
+    """Every rank's part of a checkpoint into `folder`: DeepSpeed's per-rank files, then rank 0's."""
+    if deepspeed:
+        _barrier()
+        module.save_checkpoint(str(folder / DEEPSPEED_DIR), tag=DEEPSPEED_TAG)
+        _barrier()
+    if rank == 0:
+        write_checkpoint(folder, module, optimizer, tokenizer, state, rng_states, deepspeed)
+
+
 def save_resumable(module, optimizer, tokenizer, output_dir: Path, state: dict, deepspeed: bool, rank: int) -> None:
     """Write `latest/` and report it to Ray Train. A collective: every rank calls it.
 
@@ -147,12 +158,8 @@ def save_resumable(module, optimizer, tokenizer, output_dir: Path, state: dict, 
     staging = output_dir / f".latest-{step}"
     if rank == 0 and staging.exists():  # a half-written folder of a worker group that died
         shutil.rmtree(staging)
-    if deepspeed:
-        _barrier()
-        module.save_checkpoint(str(staging / DEEPSPEED_DIR), tag=DEEPSPEED_TAG)
-        _barrier()
+    write_all_ranks(staging, module, optimizer, tokenizer, state, rng_states, deepspeed, rank)
     if rank == 0:
-        write_checkpoint(staging, module, optimizer, tokenizer, state, rng_states, deepspeed)
         latest, old = output_dir / "latest", output_dir / f".old-{step}"
         if latest.exists():
             os.replace(latest, old)

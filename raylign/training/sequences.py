@@ -55,7 +55,8 @@ def pack_prompt_responses(prompt_ids: list[list[int]], response_ids: list[list[i
     return {"input_ids": input_ids, "attention_mask": attention_mask, "response_mask": response_mask}
 
 
-def _model_device(model) -> torch.device:
+def model_device(model) -> torch.device:
+    """Where the model's parameters live (CPU for a model without any)."""
     try:
         return next(model.parameters()).device
     except (StopIteration, AttributeError):
@@ -93,7 +94,7 @@ def token_logprobs(model, batch: dict, chunk_size: int | None = None) -> Tensor:
     through the model at a time, which bounds the [rows, L, vocab] logits tensor, the
     largest allocation here. Multiply by batch["response_mask"] to keep response tokens.
     """
-    device = _model_device(model)
+    device = model_device(model)
     input_ids = batch["input_ids"].to(device)
     attention_mask = batch.get("attention_mask")
     attention_mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask.to(device)

@@ -37,7 +37,7 @@ from raylign.engine.trainer_checkpoint import (  # noqa: E402
     DEEPSPEED_TAG,
     ResumePoint,
     load_resumable,
-    write_checkpoint,
+    write_all_ranks,
 )
 from raylign.training.rng_state import gather_rng  # noqa: E402
 from online_method_configs import MAX_LENGTH  # noqa: E402
@@ -126,7 +126,6 @@ def test_deepspeed_step_equals_the_torch_step_over_uneven_micro_batches(tiny_mod
 
     from raylign.algorithms.rrhf import RRHFConfig
     from raylign.algorithms.rrhf_job import RRHFAlgorithm
-
     from raylign.models.chat import load_tokenizer
 
     pad_id = load_tokenizer(str(tiny_model_dir)).pad_token_id
@@ -198,9 +197,8 @@ def test_deepspeed_checkpoint_resumes_the_optimizer(tiny_model_dir, tmp_path):
     step(module, optimizer, algorithm, first, cfg, pad_id, seed=1)
 
     folder = tmp_path / "latest"
-    module.save_checkpoint(str(folder / DEEPSPEED_DIR), tag=DEEPSPEED_TAG)
     state = {"step": 1, "policy_version": 1}
-    write_checkpoint(folder, module, optimizer, tokenizer, state, gather_rng(), deepspeed=True)
+    write_all_ranks(folder, module, optimizer, tokenizer, state, gather_rng(), deepspeed=True, rank=0)
     assert (folder / DEEPSPEED_DIR / DEEPSPEED_TAG).is_dir() and (folder / "trainer_extra.pt").exists()
     saved = snapshot(module)
     reloaded = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.bfloat16).state_dict()
