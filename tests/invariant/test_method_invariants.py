@@ -1,0 +1,49 @@
+"""Every method's seeded 2-step run gives the per-step metrics recorded in golden.json
+(see method_runs.py): a refactor that changes what a method computes fails here."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import pytest
+
+from method_runs import GOLDEN, ONLINE, offline_recipes, online_recipe, read_steps, run_recipe_file
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+RECORD = os.environ.get("RAYLIGN_RECORD_GOLDEN") == "1"
+REL, ABS = 2e-3, 2e-4  # float noise of thread counts and reductions, far below any behaviour change
+
+
+def check_or_record(name: str, steps: list[dict[str, float]]) -> None:
+    golden = json.loads(GOLDEN.read_text()) if GOLDEN.exists() else {}
+    if RECORD:
+        golden[name] = steps
+        GOLDEN.write_text(json.dumps(golden, indent=1, sort_keys=True) + "\n")
+        return
+    assert name in golden, f"no golden run for {name}: record with RAYLIGN_RECORD_GOLDEN=1"
+    expected = golden[name]
+    assert len(steps) == len(expected), f"{name}: {len(steps)} steps, golden has {len(expected)}"
+    for step, (got, want) in enumerate(zip(steps, expected), start=1):
+        missing = sorted(set(want) - set(got))
+        assert not missing, f"{name} step {step}: metrics no longer logged: {missing}"
+        for key, value in want.items():
+            assert math.isclose(got[key], value, rel_tol=REL, abs_tol=ABS), \
+                f"{name} step {step}: {key} = {got[key]!r}, golden {value!r}"
+
+
+@pytest.mark.parametrize("name", list(ONLINE))
+def test_online_method_matches_golden(ray_cluster, tiny_model_dir, tmp_path, name):
+    words, method = ONLINE[name]
+    out = tmp_path / "run"
+    assert run_recipe_file(words, online_recipe(str(tiny_model_dir), out, method), tmp_path) == 0
+    check_or_record(name, read_steps(out / "metrics.jsonl", offline=False))
+
+
+@pytest.mark.parametrize("name", ["rm", "sft", "dpo", "cut"])
+def test_offline_method_matches_golden(ray_cluster, tiny_model_dir, tmp_path, name):
+    words, recipe = offline_recipes(str(tiny_model_dir), tmp_path)[name]
+    assert run_recipe_file(words, recipe, tmp_path / "recipe") == 0
+    check_or_record(name, read_steps(tmp_path / name / "metrics.jsonl", offline=True))
