@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     func = getattr(importlib.import_module(module_name), func_name)
     from raylign.config import ConfigError
     from raylign.data.readers import DataError
-    from raylign.models.registry import ModelNotFoundError
+    from raylign.models.local import ModelNotFoundError
 
     # SIGTERM (a scheduler, `kill`, `ray job stop`) unwinds like Ctrl-C, so runs close their
     # logs and actors on the way out; commands may install their own handler (serve).

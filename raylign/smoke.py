@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from raylign.config import StrictModel, dump_config, load_config
 from raylign.data.adapters import load_rows
+from raylign.data.bundled import BUNDLED_HH
 from raylign.sampling.base import SamplingConfig
-
-BUNDLED_PROMPTS = Path(__file__).parent / "assets" / "hh_rlhf_harmless_sample.jsonl.gz"
 
 
 class SmokeConfig(StrictModel):
     model: str = "SmolLM2-135M-Instruct"
-    prompts: str = str(BUNDLED_PROMPTS)
+    prompts: str = str(BUNDLED_HH)
     prompt_format: str = "auto"
     num_prompts: int = 2
     ray_address: str | None = None

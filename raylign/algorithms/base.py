@@ -137,7 +137,7 @@ def policy_of(module: torch.nn.Module) -> torch.nn.Module:
 def rows_logprobs(model: torch.nn.Module, rows: list[dict], context: TrainContext):
     """Per-token log-probs of each row's response under `model` (a causal LM, possibly
     wrapped) and the packed batch: the one place rollout rows become tensors."""
-    from raylign.training.sequences import pack_prompt_responses, token_logprobs
+    from raylign.models.sequences import pack_prompt_responses, token_logprobs
 
     batch = pack_prompt_responses(
         [r["prompt_token_ids"] for r in rows], [r["response_token_ids"] for r in rows], context.pad_id, context.max_length
@@ -148,9 +148,9 @@ def rows_logprobs(model: torch.nn.Module, rows: list[dict], context: TrainContex
 def response_token_count(row: dict, max_length: int) -> int:
     """Response tokens a row contributes after packing to `max_length` (what a token-mean
     loss divides by), without building tensors."""
-    from raylign.training.sequences import _fit
+    from raylign.models.sequences import fit_pair
 
-    prompt, response = _fit(list(row["prompt_token_ids"]), list(row["response_token_ids"]), max_length)
+    prompt, response = fit_pair(list(row["prompt_token_ids"]), list(row["response_token_ids"]), max_length)
     return len(response) - (1 if not prompt and response else 0)
 
 

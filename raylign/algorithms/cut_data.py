@@ -18,7 +18,7 @@ from raylign.algorithms.cut import CUTConfig, response_aligned
 from raylign.data.adapters import load_rows
 from raylign.data.readers import DataError
 from raylign.models.chat import encode_prompt, encode_response
-from raylign.training.sequences import pack_prompt_responses
+from raylign.models.sequences import pack_prompt_responses
 
 
 @dataclass

@@ -17,7 +17,13 @@ from typing import Hashable, Literal, Sequence
 import torch
 from torch import Tensor
 
-from raylign.algorithms.ppo import check_same_shape, clipped_surrogate, masked_fill_zero, safe_mean, token_k3
+from raylign.algorithms.ppo import (
+    check_same_shape,
+    clipped_surrogate,
+    masked_fill_zero,
+    safe_mean,
+    token_k3,
+)
 from raylign.config import StrictModel
 
 Estimator = Literal["grpo", "rloo", "dr_grpo"]

@@ -9,7 +9,13 @@ from __future__ import annotations
 
 import torch
 
-from raylign.algorithms.base import Algorithm, TrainContext, UpdateConfig, policy_rows, rows_logprobs
+from raylign.algorithms.base import (
+    Algorithm,
+    TrainContext,
+    UpdateConfig,
+    policy_rows,
+    rows_logprobs,
+)
 from raylign.algorithms.dpo import dpo_loss, sequence_logprobs
 from raylign.algorithms.online_dpo import OnlineDPOConfig, make_pairs
 from raylign.algorithms.online_job import OnlineJobConfig, online_main

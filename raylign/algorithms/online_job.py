@@ -13,16 +13,16 @@ from typing import Callable, Literal
 
 from raylign.algorithms.base import Algorithm
 from raylign.config import StrictModel
+from raylign.data.bundled import BUNDLED_HH
 from raylign.data.prompt_corpus import PromptCorpus
 from raylign.engine.loop import EngineConfig, run_engine
 from raylign.sampling.base import SamplingConfig
 from raylign.scoring.base import RewardConfig
 from raylign.scoring.reference import ReferenceConfig, create_reference
-from raylign.smoke import BUNDLED_PROMPTS
 
 
 class DataConfig(StrictModel):
-    path: str = str(BUNDLED_PROMPTS)
+    path: str = str(BUNDLED_HH)
     format: str = "auto"
     # preference rows carry the dataset's chosen/rejected answers (RRHF uses them as extra candidates)
     kind: Literal["prompt", "preference"] = "preference"
@@ -51,7 +51,7 @@ def load_prompts(data: DataConfig) -> list[dict]:
 
     rows = load_rows(data.path, data.kind, data.format, None if data.split != "all" else data.limit, data.on_error)
     if data.split != "all":
-        from raylign.training.reward_model_data import select_split
+        from raylign.data.splits import select_split
 
         rows = select_split(rows, data.split, data.test_fraction, data.validation_fraction, data.split_seed)
         rows = rows[: data.limit] if data.limit else rows
@@ -70,9 +70,9 @@ def check_reward_source(reward: RewardConfig) -> None:
     if reward.kind == "actor":
         if not reward.model:
             raise ConfigError("reward.model: required for reward.kind 'actor'")
-        from raylign.scoring.assets import resolve_reward_model
+        from raylign.models.registry import resolve_model
 
-        resolve_reward_model(reward.model)
+        resolve_model(reward.model)
     elif reward.kind == "http" and not reward.url:
         raise ConfigError("reward.url: required for reward.kind 'http'")
     elif reward.kind == "function":

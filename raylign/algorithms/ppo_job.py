@@ -37,7 +37,7 @@ from raylign.algorithms.ppo import (
     ppo_value_loss,
     whiten_with,
 )
-from raylign.training.step import all_reduce
+from raylign.collectives import all_reduce
 
 
 class PPOJobConfig(OnlineJobConfig):
@@ -73,7 +73,7 @@ class ActorCritic(nn.Module):
 def forward_rows(module, rows: list[dict], context: TrainContext):
     """(token log-probs [N, T], values [N, T], batch): value at t estimates the return
     from the token at t on, read from the hidden state that predicts it (position t-1)."""
-    from raylign.training.sequences import (
+    from raylign.models.sequences import (
         logits_to_token_logprobs,
         model_device,
         pack_prompt_responses,

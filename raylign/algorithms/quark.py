@@ -20,7 +20,12 @@ import torch
 from torch import Tensor
 
 from raylign.algorithms.grpo import group_advantages
-from raylign.algorithms.ppo import check_same_shape, masked_fill_zero, safe_mean, token_k3
+from raylign.algorithms.ppo import (
+    check_same_shape,
+    masked_fill_zero,
+    safe_mean,
+    token_k3,
+)
 from raylign.config import StrictModel
 
 

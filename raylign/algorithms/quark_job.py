@@ -15,7 +15,14 @@ from pathlib import Path
 
 import torch
 
-from raylign.algorithms.base import Algorithm, TrainContext, UpdateConfig, policy_rows, response_token_count, rows_logprobs
+from raylign.algorithms.base import (
+    Algorithm,
+    TrainContext,
+    UpdateConfig,
+    policy_rows,
+    response_token_count,
+    rows_logprobs,
+)
 from raylign.algorithms.kl import scatter_response_values
 from raylign.algorithms.online_job import OnlineJobConfig, online_main
 from raylign.algorithms.quark import QuarkConfig, QuarkPool, control_tokens, quark_loss

@@ -8,7 +8,14 @@ many steps is many rounds of expert iteration on fresh samples.
 
 from __future__ import annotations
 
-from raylign.algorithms.base import Algorithm, TrainContext, UpdateConfig, policy_rows, response_token_count, rows_logprobs
+from raylign.algorithms.base import (
+    Algorithm,
+    TrainContext,
+    UpdateConfig,
+    policy_rows,
+    response_token_count,
+    rows_logprobs,
+)
 from raylign.algorithms.online_job import OnlineJobConfig, online_main
 from raylign.algorithms.raft import RAFTConfig, select_best, sft_loss
 

@@ -6,7 +6,12 @@ import torch
 
 from raylign.algorithms.base import Algorithm, TrainContext, UpdateConfig, rows_logprobs
 from raylign.algorithms.kl import kl_k3, scatter_response_values
-from raylign.algorithms.online_job import DataConfig, OnlineJobConfig, online_main, run_online  # noqa: F401
+from raylign.algorithms.online_job import (  # noqa: F401
+    DataConfig,
+    OnlineJobConfig,
+    online_main,
+    run_online,
+)
 from raylign.algorithms.rrhf import RRHFConfig, rrhf_loss
 
 

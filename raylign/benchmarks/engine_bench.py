@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from raylign.data.adapters import load_rows
-from raylign.smoke import BUNDLED_PROMPTS
+from raylign.data.bundled import BUNDLED_HH
 
 
 def _tokens(rollouts: list[dict]) -> int:
@@ -147,7 +147,7 @@ def main(argv: list[str]) -> int:
         args.prompts, args.samples, args.max_new_tokens, args.iterations, args.repeats, args.reward = 2, 2, 8, 2, 1, "rule"
 
     model_path = str(resolve_model(args.model))
-    prompts = load_rows(BUNDLED_PROMPTS, "preference", on_error="skip", limit=64)
+    prompts = load_rows(BUNDLED_HH, "preference", on_error="skip", limit=64)
     init_ray()
     sampling = SamplingConfig(num_samples=args.samples, max_new_tokens=args.max_new_tokens, num_samplers=2, max_prompt_tokens=256)
     sampling_rows = [] if args.skip_sampling else bench_sampling(model_path, prompts[: args.prompts], sampling, args.repeats)

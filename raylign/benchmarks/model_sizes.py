@@ -60,7 +60,8 @@ def build_sized_model(size: str, base_model: str = "SmolLM2-135M-Instruct", cach
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from raylign.models.registry import cache_root, resolve_model
+    from raylign.models.local import cache_root
+    from raylign.models.registry import resolve_model
 
     base_dir = Path(resolve_model(base_model))
     out = Path(cache_dir or cache_root() / "bench_models") / f"{base_dir.name}-random-{size}"

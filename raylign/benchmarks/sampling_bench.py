@@ -64,10 +64,10 @@ def cpu_budget(config: SamplingBenchConfig) -> float:
 def bench_prompts(model_path: str, count: int, max_prompt_tokens: int) -> tuple[list[dict], list[list[int]]]:
     """`count` HH prompt rows (cycled when the bundled file has fewer) and their chat-template ids."""
     from raylign.data.adapters import load_rows
+    from raylign.data.bundled import BUNDLED_HH
     from raylign.models.chat import as_messages, encode_prompt, load_tokenizer
-    from raylign.smoke import BUNDLED_PROMPTS
 
-    pool = load_rows(BUNDLED_PROMPTS, "preference", on_error="skip")
+    pool = load_rows(BUNDLED_HH, "preference", on_error="skip")
     rows = [{**pool[i % len(pool)], "prompt_id": f"bench-{i}", "batch_index": 0} for i in range(count)]
     tokenizer = load_tokenizer(model_path)
     return rows, [encode_prompt(tokenizer, as_messages(r), max_prompt_tokens) for r in rows]

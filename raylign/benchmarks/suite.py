@@ -21,7 +21,13 @@ import sys
 import time
 from pathlib import Path
 
-from raylign.benchmarks.report import bar_chart, describe_machine, format_machine, format_params, format_ratio
+from raylign.benchmarks.report import (
+    bar_chart,
+    describe_machine,
+    format_machine,
+    format_params,
+    format_ratio,
+)
 
 PARTS = ("sampling", "engine", "loop", "train", "sync", "project")
 QUICK_ARGS = {

@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-BUNDLED = Path(__file__).resolve().parents[1] / "assets" / "hh_rlhf_harmless_sample.jsonl.gz"
+from raylign.data.bundled import BUNDLED_HH
 
 
 def _pairs(model_path: str, count: int, max_length: int) -> list[dict]:
@@ -35,7 +35,7 @@ def _pairs(model_path: str, count: int, max_length: int) -> list[dict]:
 
     tokenizer = load_tokenizer(model_path)
     rows = []
-    for record in iter_records(BUNDLED):
+    for record in iter_records(BUNDLED_HH):
         try:
             row = {**ADAPTERS[("hh", "preference")](record), "raw": record.data}
         except DataError:
@@ -110,7 +110,7 @@ def run_trl(kind: str, model_path: str, rows: list[dict], args, threads: int) ->
     import torch
     from transformers import TrainerCallback
 
-    from raylign.training.reward_model_trainable import freeze_to_top_layers
+    from raylign.models.trainable import freeze_to_top_layers
 
     torch.set_num_threads(threads)
     stamps: list[float] = []

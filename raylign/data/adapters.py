@@ -264,3 +264,12 @@ def read_dataset(path, kind: str, fmt: str = "auto", limit: int | None = None, o
     if not rows:
         raise DataError(f"{path}: no '{kind}' rows found")
     return ray.data.from_items(rows)
+
+
+def human_probability(row: dict) -> float:
+    """Annotator probability that `chosen` is better: 1 for hard labels, |pref-1.5|+0.5 for
+    AlpacaEval's soft preference in [1, 2] (the adapter already put the winner in `chosen`)."""
+    pref = float(row.get("preference", 1.0))
+    if 1.0 <= pref <= 2.0 and pref != 1.0:
+        return abs(pref - 1.5) + 0.5
+    return 1.0

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from raylign.data.adapters import FORMATS, KINDS, detect_format, iter_rows
 from raylign.data.readers import DataError, iter_records, load_hf_folder
+from raylign.data.splits import SPLITS
 
-SPLITS = ("all", "train", "validation", "test")
 ROWS_PER_BATCH = 256  # records per adapter call
 ERROR_COLUMN = "data_error"  # a block that is only this column carries the first bad record's message
 

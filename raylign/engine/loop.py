@@ -21,20 +21,24 @@ from pathlib import Path
 from typing import Callable, Literal
 
 import ray
-
-from raylign.algorithms.base import Algorithm
 from pydantic import Field
 
+from raylign.algorithms.base import Algorithm
 from raylign.config import ConfigError, StrictModel
 from raylign.data.prompt_corpus import PromptCorpus
 from raylign.data.step_prompts import fetch_steps, start_step_server, step_rows_stage
 from raylign.engine.algorithm_state import load_algorithm_state, save_algorithm_state
 from raylign.engine.buffer import RolloutBuffer
 from raylign.engine.policy_trainer import TrainerConfig, policy_train_loop
-from raylign.engine.trainer_checkpoint import read_resume_state
 from raylign.engine.stages import sample_batch, sample_stage, score_batch, score_stage
+from raylign.engine.trainer_checkpoint import read_resume_state
 from raylign.engine.weight_sync import WeightSyncConfig
-from raylign.metrics import MetricsLogger, drop_metrics_after, last_logged_step, progress
+from raylign.metrics import (
+    MetricsLogger,
+    drop_metrics_after,
+    last_logged_step,
+    progress,
+)
 from raylign.models.chat import save_prompt_prefix
 from raylign.sampling.actor import create_samplers
 from raylign.sampling.base import SamplingConfig

@@ -19,7 +19,11 @@ from pydantic import Field
 
 from raylign.algorithms.base import Algorithm, TrainContext, policy_of
 from raylign.config import StrictModel
-from raylign.engine.trainer_checkpoint import load_resumable, resume_point, save_resumable
+from raylign.engine.trainer_checkpoint import (
+    load_resumable,
+    resume_point,
+    save_resumable,
+)
 from raylign.training.step import MicroBatch, chunked, optimizer_step, split_even
 
 
@@ -53,7 +57,7 @@ def freeze_lower_layers(model, trainable_layers: int | None) -> int:
 
     The same freezing the reward-model trainer uses, so both stop backward at the same place.
     """
-    from raylign.training.reward_model_trainable import freeze_to_top_layers
+    from raylign.models.trainable import freeze_to_top_layers
 
     if trainable_layers is not None:
         freeze_to_top_layers(model, trainable_layers)

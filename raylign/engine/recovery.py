@@ -10,30 +10,9 @@ fetches them. A role that is not back within `timeout_s`, or fails the same step
 
 from __future__ import annotations
 
-import time
-from typing import Callable
-
 import ray
 
-ACTOR_LOST = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
-
-
-class RoleFailedError(RuntimeError):
-    """An actor role (sampler-N, reward, reference) could not finish its work."""
-
-
-def when_alive(call: Callable, role: str, timeout_s: float = 300.0, poll_s: float = 1.0):
-    """`ray.get(call())`, re-submitted while the actor is down and being restarted (an
-    idempotent call only: a version query, a weight load, a pure scoring call)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            return ray.get(call())
-        except ACTOR_LOST as err:
-            if time.monotonic() > deadline:
-                raise RoleFailedError(f"{role} is down and did not come back within {timeout_s:.0f} s "
-                                      f"({type(err).__name__}); raise its max_restarts or check its logs") from None
-            time.sleep(poll_s)
+from raylign.runtime import when_alive
 
 
 def restore_sampler(sampler, role: str, buffer=None, timeout_s: float = 300.0) -> int:

@@ -11,7 +11,8 @@ import time
 
 import ray
 
-from raylign.engine.recovery import ACTOR_LOST, RoleFailedError, restore_sampler, when_alive
+from raylign.engine.recovery import restore_sampler
+from raylign.runtime import ACTOR_LOST, RoleFailedError, when_alive
 from raylign.scoring.base import RewardSource
 
 log = logging.getLogger(__name__)

@@ -32,8 +32,8 @@ from typing import Iterator
 import torch
 
 from raylign.algorithms.base import policy_of, unwrap
+from raylign.collectives import distributed
 from raylign.training.rng_state import gather_rng, load_rng, save_rng
-from raylign.training.step import distributed
 
 STATE_FILE = "raylign_state.json"
 OPTIMIZER_FILE = "optimizer.pt"

@@ -20,7 +20,7 @@ from typing import Literal
 import ray
 
 from raylign.config import StrictModel
-from raylign.engine.recovery import ACTOR_LOST, when_alive
+from raylign.runtime import ACTOR_LOST, when_alive
 
 
 class WeightSyncConfig(StrictModel):
@@ -93,7 +93,7 @@ class NCCLBroadcastSync(WeightSync):
             return
         import torch
 
-        from raylign.engine.nccl_group import init_trainer_group
+        from raylign.sampling.nccl_group import init_trainer_group
 
         world = 1 + len(self.samplers)
         master = ray.util.get_node_ip_address()

@@ -16,13 +16,13 @@ import statistics
 from pathlib import Path
 
 from raylign.config import StrictModel
-from raylign.scoring.repetition import repeated_ngram_fraction
+from raylign.data.bundled import BUNDLED_HH
 from raylign.evaluation.policy_eval import generate, logprob_actor, reference_perplexity
-from raylign.smoke import BUNDLED_PROMPTS
+from raylign.scoring.repetition import repeated_ngram_fraction
 
 
 class CompareConfig(StrictModel):
-    data: str = str(BUNDLED_PROMPTS)
+    data: str = str(BUNDLED_HH)
     split: str = "test"
     limit: int = 64
     max_new_tokens: int = 48
@@ -78,7 +78,11 @@ def judge_win_rates(prompts: list[dict], outputs: dict[str, list[dict]], spec: s
     outputs together (an LLM judge) is asked in both orders and the two judgments averaged:
     a small judge can pick whichever output comes first every time (SmolLM2-135M does, on HH),
     and a seeded random order would turn that bias into a coin flip posing as a verdict."""
-    from raylign.evaluation.judge_agreement import both_orders, judge_both_orders, same_side
+    from raylign.evaluation.judge_agreement import (
+        both_orders,
+        judge_both_orders,
+        same_side,
+    )
     from raylign.evaluation.leaderboard import winrate
     from raylign.feedback.cache import AnnotationCache
     from raylign.feedback.config import build_annotator, parse_spec

@@ -23,7 +23,13 @@ from pathlib import Path
 import torch
 
 from raylign.algorithms.cut import CUTConfig, flag_tokens, response_aligned
-from raylign.algorithms.cut_data import CUTExample, encode_examples, is_negative, load_judgments, pack_examples
+from raylign.algorithms.cut_data import (
+    CUTExample,
+    encode_examples,
+    is_negative,
+    load_judgments,
+    pack_examples,
+)
 
 
 def heldout_rows(paths, negatives: int, positives: int) -> list[dict]:
@@ -48,7 +54,7 @@ def _load(path: str):
 def start_flags(model, examples: list[CUTExample], pad_id: int, threshold: float, batch_size: int) -> list[list[bool]]:
     """Per example, which response tokens the starting model flags (all False for positives)."""
     from raylign.algorithms.cut_data import aligned_logprobs
-    from raylign.training.sequences import token_logprobs
+    from raylign.models.sequences import token_logprobs
 
     flags: list[list[bool]] = []
     for start in range(0, len(examples), batch_size):
@@ -62,7 +68,7 @@ def start_flags(model, examples: list[CUTExample], pad_id: int, threshold: float
 
 @torch.no_grad()
 def plain_response_logprobs(model, examples: list[CUTExample], pad_id: int, batch_size: int) -> list[list[float]]:
-    from raylign.training.sequences import pack_prompt_responses, token_logprobs
+    from raylign.models.sequences import pack_prompt_responses, token_logprobs
 
     out: list[list[float]] = []
     for start in range(0, len(examples), batch_size):

@@ -41,7 +41,7 @@ DEFAULT_DATA = "../shared/data/alpaca_eval_gpt4_pairs.jsonl.gz"
 def read_reference_pairs(path, split: str = "all", test_fraction: float = 0.2, validation_fraction: float = 0.08,
                          seed: int = 0, limit: int | None = None, on_error: str = "raise") -> list[dict]:
     """Pairs with a reference `preference` in [1, 2], optionally one side of the instruction split."""
-    from raylign.training.reward_model_data import SPLITS, split_of
+    from raylign.data.splits import SPLITS, split_of
 
     if split not in SPLITS:
         raise ValueError(f"unknown split '{split}' (choose from {', '.join(SPLITS)})")
@@ -78,7 +78,7 @@ def _human_preference_pairs(path, split: str, test_fraction: float, validation_f
     """Chosen / rejected rows as reference pairs, split by the same prompt hash as the
     recipes (`raylign train rm|dpo`, `eval compare`), so `--split test` is their test split."""
     from raylign.data.adapters import load_rows
-    from raylign.training.reward_model_data import select_split
+    from raylign.data.splits import select_split
 
     rows = select_split(load_rows(path, "preference", "auto", on_error=on_error), split, test_fraction,
                         validation_fraction, seed)

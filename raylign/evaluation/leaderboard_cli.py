@@ -19,7 +19,12 @@ import math
 from pathlib import Path
 
 from raylign.data.readers import DataError, iter_records
-from raylign.evaluation.leaderboard import COLUMNS, format_table, leaderboard, read_annotations
+from raylign.evaluation.leaderboard import (
+    COLUMNS,
+    format_table,
+    leaderboard,
+    read_annotations,
+)
 
 
 def read_outputs(path) -> list[dict]:

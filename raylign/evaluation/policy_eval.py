@@ -24,8 +24,8 @@ from pathlib import Path
 
 from raylign.data.adapters import FORMATS, load_rows
 from raylign.data.readers import DataError
+from raylign.data.splits import SPLITS, select_split
 from raylign.scoring.repetition import repeated_ngram_fraction
-from raylign.training.reward_model_data import SPLITS, select_split
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -12,9 +12,9 @@ import json
 import time
 from pathlib import Path
 
-from raylign.data.adapters import FORMATS
+from raylign.data.adapters import FORMATS, human_probability, load_rows
 from raylign.data.readers import DataError
-from raylign.training.reward_model_data import SPLITS, human_probability, load_pair_rows, select_split
+from raylign.data.splits import SPLITS, select_split
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,12 +38,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def evaluate(args: argparse.Namespace) -> dict:
     from raylign.evaluation.reward_model_metrics import pairwise_report
-    from raylign.scoring.assets import resolve_reward_model
+    from raylign.models.registry import resolve_model
     from raylign.scoring.reward_model import RewardScorer, trained_max_length
 
-    model_dir = resolve_reward_model(args.model)
+    model_dir = resolve_model(args.model)
     max_length = args.max_length or trained_max_length(model_dir)
-    rows = load_pair_rows(args.data, args.format, None, args.on_error)
+    rows = load_rows(args.data, "preference", args.format, None, args.on_error)
     rows = select_split(rows, args.split, args.test_fraction, args.validation_fraction, args.split_seed)
     if args.limit is not None:
         rows = rows[: args.limit]

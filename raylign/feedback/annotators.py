@@ -21,7 +21,6 @@ import json
 import math
 from abc import ABC, abstractmethod
 from itertools import combinations
-from pathlib import Path
 from typing import Sequence
 
 from raylign.data.adapters import alpaca_prompt, user_messages
@@ -110,16 +109,9 @@ def preference_from_scores(score_1: float, score_2: float) -> float:
 
 def _model_version(model: str | None) -> str:
     """What changes when a reward model's weights change (shipped delta hash, or file times)."""
-    if not model:
-        return ""
-    from raylign.scoring.assets import SHIPPED, _sha256
+    from raylign.models.registry import model_fingerprint
 
-    if model in SHIPPED and SHIPPED[model].exists():
-        return _sha256(SHIPPED[model])[:16]
-    path = Path(model)
-    if path.is_dir():
-        return ",".join(f"{f.name}:{f.stat().st_mtime_ns}" for f in sorted(path.glob("*.safetensors")))
-    return ""
+    return model_fingerprint(model)
 
 
 class RewardAnnotator(Annotator):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 
 def default_cache_dir() -> Path:
-    from raylign.models.registry import cache_root
+    from raylign.models.local import cache_root
 
     return cache_root() / "annotations"
 

@@ -84,7 +84,12 @@ def build_pool(config: AnnotateConfig):
 
 
 def main(argv: list[str]) -> int:
-    from raylign.feedback.job import annotate_rows, quiet_ray_data, read_pairs, write_jsonl
+    from raylign.feedback.job import (
+        annotate_rows,
+        quiet_ray_data,
+        read_pairs,
+        write_jsonl,
+    )
     from raylign.runtime import init_ray
 
     config = config_from_args(_parser().parse_args(argv))

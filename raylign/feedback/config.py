@@ -16,8 +16,8 @@ from typing import Literal
 from raylign.config import ConfigError, StrictModel
 from raylign.feedback.annotators import Annotator, RewardAnnotator
 from raylign.feedback.pool import PoolConfig
-from raylign.scoring.base import RewardConfig
 from raylign.sampling.base import SamplingConfig
+from raylign.scoring.base import RewardConfig
 
 
 class AnnotatorConfig(StrictModel):
@@ -81,10 +81,10 @@ def build_annotator(config: AnnotatorConfig) -> Annotator:
         reward = config.reward
         if reward.kind == "actor" and reward.model and "max_length" not in reward.model_fields_set:
             # Score at the length the reward model was trained with (its raylign_rm.json).
-            from raylign.scoring.assets import resolve_reward_model
+            from raylign.models.registry import resolve_model
             from raylign.scoring.reward_model import trained_max_length
 
-            reward = reward.model_copy(update={"max_length": trained_max_length(resolve_reward_model(reward.model))})
+            reward = reward.model_copy(update={"max_length": trained_max_length(resolve_model(reward.model))})
         return RewardAnnotator(reward, name=config.name)
     if config.kind == "judge":
         sampling: SamplingConfig = judge_sampling(backend=config.backend, num_samplers=config.num_samplers,

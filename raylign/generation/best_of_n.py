@@ -14,24 +14,23 @@ import json
 import math
 import time
 from pathlib import Path
-
 from typing import Literal
 
 from pydantic import Field
 
 from raylign.config import StrictModel
 from raylign.data.adapters import ADAPTERS, FORMATS, detect_format
+from raylign.data.bundled import BUNDLED_HH
 from raylign.data.readers import DataError, iter_records
 from raylign.sampling.base import SamplingConfig
 from raylign.scoring.base import RewardConfig, RewardSource
-from raylign.smoke import BUNDLED_PROMPTS
 
 # The fields a sampled candidate keeps on its way to scoring (token ids and log-probs stay behind).
 _CANDIDATE_FIELDS = ("prompt_id", "prompt", "messages", "instruction", "input", "dataset", "response", "sample_index", "finish_reason")
 
 
 class GenerateDataConfig(StrictModel):
-    path: str = str(BUNDLED_PROMPTS)  # HH-RLHF prompts shipped in raylign/assets; recipes point at AlpacaEval's
+    path: str = str(BUNDLED_HH)  # HH-RLHF prompts shipped in raylign/assets; recipes point at AlpacaEval's
     format: str = "auto"
     limit: int | None = None
     # keep only prompts whose seeded hash falls in this split (the same split as `raylign train rm`), so a
@@ -58,7 +57,7 @@ def read_prompts(config: GenerateDataConfig) -> list[dict]:
     """Prompt rows (adapter-made `prompt`/`messages`) that keep AlpacaEval's `instruction`, `input`, `dataset`."""
     if config.format not in FORMATS:
         raise DataError(f"unknown data format '{config.format}' (choose from {', '.join(FORMATS)})")
-    from raylign.training.reward_model_data import split_of
+    from raylign.data.splits import split_of
 
     rows, adapter = [], None
     for rec in iter_records(config.path):

@@ -12,7 +12,6 @@ import json
 from raylign.config import dump_config, load_config
 from raylign.generation.best_of_n import BestOfNConfig, run
 
-
 _TEXTS = {
     "best-of-n": "Sample n responses per prompt, score them with a reward source, keep the argmax (AlpacaEval outputs).",
     "outputs": "One response per prompt (n = 1, no reward): a model's AlpacaEval outputs.",

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from raylign.models.registry import DEFAULT_MODEL, resolve_model
+from raylign.models.local import DEFAULT_MODEL
+from raylign.models.registry import resolve_model
 
 
 def prepare(argv: list[str]) -> int:

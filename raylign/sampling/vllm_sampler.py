@@ -140,15 +140,15 @@ class VLLMSampler(Sampler):
         self.engine.reset_prefix_cache()  # cached KV blocks belong to the old weights
         self.policy_version = version
 
-    # --- NCCL transport (GPU): see raylign/engine/nccl_group.py ---------------------
+    # --- NCCL transport (GPU): see raylign/sampling/nccl_group.py ---------------------
 
     def init_weight_group(self, host: str, port: int, rank: int, world_size: int) -> None:
-        from raylign.engine.nccl_group import worker_join_group
+        from raylign.sampling.nccl_group import worker_join_group
 
         self.engine.collective_rpc(worker_join_group, args=(host, port, rank, world_size))
 
     def receive_weights(self, metas: list, version: int) -> None:
-        from raylign.engine.nccl_group import worker_receive
+        from raylign.sampling.nccl_group import worker_receive
 
         self.engine.collective_rpc(worker_receive, args=(metas,))
         self.engine.reset_prefix_cache()

@@ -37,7 +37,7 @@ class ReferenceWorker:
 
     @torch.no_grad()
     def response_logprobs(self, rows: list[dict]) -> list[list[float]]:
-        from raylign.training.sequences import pack_prompt_responses, token_logprobs
+        from raylign.models.sequences import pack_prompt_responses, token_logprobs
 
         out: list[list[float]] = []
         for start in range(0, len(rows), self.batch_size):

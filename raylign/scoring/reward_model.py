@@ -153,9 +153,9 @@ class RewardScorer:
         dtype: str = "float32",
         over_long: OverLongPair = "truncate",
     ):
-        from raylign.scoring.assets import resolve_reward_model
+        from raylign.models.registry import resolve_model
 
-        self.model_path = str(resolve_reward_model(model_path))
+        self.model_path = str(resolve_model(model_path))
         self.model, self.tokenizer, has_head = load_reward_model(self.model_path, dtype)
         if not has_head:
             log.warning(

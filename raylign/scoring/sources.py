@@ -45,7 +45,7 @@ class ActorRewardSource(RewardSource):
         )
 
     def score(self, rows: list[dict]) -> list[float]:
-        from raylign.engine.recovery import when_alive
+        from raylign.runtime import when_alive
 
         if not rows:
             return []
@@ -75,7 +75,7 @@ class HttpRewardSource(RewardSource):
     ship it into Ray Data stages; each process opens its own connection pool."""
 
     def __init__(self, config: RewardConfig):
-        from raylign.serving.reward_client import RewardClient
+        from raylign.scoring.reward_client import RewardClient
 
         if not config.url:
             raise ValueError("reward kind 'http' needs reward.url (e.g. http://127.0.0.1:8000)")

@@ -26,7 +26,13 @@ from pydantic import Field
 from ray import serve
 
 from raylign.config import StrictModel, build_config
-from raylign.serving.reward_request import AdmissionGate, RequestError, check_bearer, parse_json, parse_score_request
+from raylign.serving.reward_request import (
+    AdmissionGate,
+    RequestError,
+    check_bearer,
+    parse_json,
+    parse_score_request,
+)
 
 
 class AutoscalingSettings(StrictModel):
@@ -90,13 +96,13 @@ class RewardModelServer:
     def __init__(self, config: dict):
         import torch
 
-        from raylign.scoring.assets import resolve_reward_model
+        from raylign.models.registry import resolve_model
         from raylign.scoring.reward_model import RewardScorer, trained_max_length
 
         self.config = RewardServeConfig.model_validate(config)
         if self.config.torch_threads:
             torch.set_num_threads(self.config.torch_threads)
-        model_dir = resolve_reward_model(self.config.model)
+        model_dir = resolve_model(self.config.model)
         self.max_length = self.config.max_length or trained_max_length(model_dir)
         over_long = "drop" if self.config.over_long == "reject" else "truncate"
         self.scorer = RewardScorer(model_dir, self.max_length, self.config.max_batch_size, self.config.dtype, over_long)

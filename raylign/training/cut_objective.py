@@ -15,7 +15,11 @@ import torch
 from raylign.algorithms.cut import CUTConfig, cut_loss
 from raylign.config import StrictModel
 from raylign.training.objective import OfflineObjective
-from raylign.training.offline_config import LoraSettings, OfflineDataConfig, OfflineTrainConfig
+from raylign.training.offline_config import (
+    LoraSettings,
+    OfflineDataConfig,
+    OfflineTrainConfig,
+)
 
 
 class HeldoutConfig(StrictModel):
@@ -136,7 +140,7 @@ class CUTObjective(OfflineObjective):
 
     def loss(self, module, data: dict) -> tuple[torch.Tensor, float, dict]:
         from raylign.algorithms.cut_data import aligned_logprobs
-        from raylign.training.sequences import token_logprobs
+        from raylign.models.sequences import token_logprobs
 
         logprobs = token_logprobs(module, data["batch"])
         plain, judged, mask = aligned_logprobs(logprobs, data)

@@ -17,9 +17,9 @@ import torch
 
 from raylign.algorithms.dpo import DPOConfig, dpo_loss, sequence_logprobs
 from raylign.config import StrictModel
+from raylign.models.sequences import pack_prompt_responses, token_logprobs
 from raylign.training.objective import OfflineObjective
 from raylign.training.offline_config import OfflineDataConfig, OfflineTrainConfig
-from raylign.training.sequences import pack_prompt_responses, token_logprobs
 
 
 class ReferenceSettings(StrictModel):
@@ -52,7 +52,12 @@ class TokenizePreferences:
     def __call__(self, table):
         import pyarrow as pa
 
-        from raylign.models.chat import as_messages, encode_prompt, encode_response, load_tokenizer
+        from raylign.models.chat import (
+            as_messages,
+            encode_prompt,
+            encode_response,
+            load_tokenizer,
+        )
 
         tokenizer = load_tokenizer(self.model_path)
         cols = {"prompt_ids": [], "chosen_ids": [], "rejected_ids": [], "length": []}

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from raylign.config import StrictModel
+from raylign.models.trainable import LoraSettings
 
 
 class OfflineDataConfig(StrictModel):
@@ -23,14 +24,6 @@ class OfflineDataConfig(StrictModel):
     test_path: str | None = None  # a separate held-out file instead of the hash split
     max_length: int = 384  # tokens of prompt + response; over-long rows keep the end of the prompt
     over_long: Literal["truncate", "drop"] = "truncate"
-
-
-class LoraSettings(StrictModel):
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    target_modules: list[str] | str = "all-linear"
-    top_layers: int | None = None  # adapt only the top N blocks (None: all)
 
 
 class OfflineTrainConfig(StrictModel):

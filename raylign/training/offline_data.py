@@ -3,7 +3,7 @@
 Files are read by `ray.data.read_json` / `read_parquet` (or an HF `save_to_disk` folder);
 each block is mapped to canonical rows by the same adapters `raylign data check` uses
 (`raylign.data.adapters.ADAPTERS`), inside `map_batches`, and filtered to one split by
-the seeded prompt hash of `reward_model_data.split_of`. Workers then group their shard's
+the seeded prompt hash of `raylign.data.splits.split_of`. Workers then group their shard's
 rows by length (`length_grouped`).
 """
 
@@ -15,8 +15,17 @@ import random
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from raylign.data.adapters import ADAPTERS, FORMATS, _with_prompt, alpaca_prompt, detect_format, split_hh, user_messages
+from raylign.data.adapters import (
+    ADAPTERS,
+    FORMATS,
+    _with_prompt,
+    alpaca_prompt,
+    detect_format,
+    split_hh,
+    user_messages,
+)
 from raylign.data.readers import DataError, Record, load_hf_folder
+from raylign.data.splits import split_of
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +70,6 @@ def adapter_for(fmt: str, kind: str):
     if fmt not in table:
         raise DataError(f"format '{fmt}' gives no '{kind}' rows (formats with them: {', '.join(sorted(table))})")
     return table[fmt]
-
-
-def split_of(prompt_id: str, test_fraction: float, validation_fraction: float, seed: int = 0) -> str:
-    from raylign.training.reward_model_data import split_of as split
-
-    return split(prompt_id, test_fraction, validation_fraction, seed)
 
 
 class CanonicalRows:

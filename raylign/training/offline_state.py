@@ -14,8 +14,8 @@ from typing import Callable
 
 import torch
 
+from raylign.collectives import all_reduce, weighted_metrics
 from raylign.training.rng_state import load_rng, save_rng
-from raylign.training.step import all_reduce, weighted_metrics
 
 STATE_FILE = "train_state.pt"
 

@@ -24,11 +24,19 @@ from pathlib import Path
 
 import torch
 
+from raylign.collectives import all_reduce
 from raylign.training.objective import OfflineObjective
 from raylign.training.offline_data import length_grouped, plain
-from raylign.training.offline_state import MetricsLog, better, evaluate, load_state, save_state, trainable_state
+from raylign.training.offline_state import (
+    MetricsLog,
+    better,
+    evaluate,
+    load_state,
+    save_state,
+    trainable_state,
+)
 from raylign.training.rng_state import gather_rng
-from raylign.training.step import MicroBatch, all_reduce, optimizer_step
+from raylign.training.step import MicroBatch, optimizer_step
 
 SPLITS = ("train", "validation", "test")
 
@@ -61,7 +69,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     from tqdm import tqdm
     from transformers import get_scheduler
 
-    from raylign.training.reward_model_trainable import count_parameters, make_trainable
+    from raylign.models.trainable import count_parameters, make_trainable
 
     objective: OfflineObjective = loop_config["objective"]
     config = objective.config
@@ -242,7 +250,13 @@ def prepare_datasets(config, objective: OfflineObjective, model_path: str) -> tu
 def run_offline(config, objective: OfflineObjective) -> dict:
     """Train `objective` as `config` says; returns the summary written to train_summary.json."""
     import ray.data
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import (
+        CheckpointConfig,
+        DataConfig,
+        FailureConfig,
+        RunConfig,
+        ScalingConfig,
+    )
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from raylign.config import dump_config

@@ -7,21 +7,22 @@ and an optional compact weight-delta export.
 
 from __future__ import annotations
 
-from pathlib import Path
+from raylign.data.bundled import BUNDLED_HH
+from raylign.training.offline_config import (
+    LoraSettings,
+    OfflineDataConfig,
+    OfflineTrainConfig,
+)
 
-from raylign.training.offline_config import LoraSettings, OfflineDataConfig, OfflineTrainConfig
-
-BUNDLED_PAIRS = str(Path(__file__).resolve().parents[1] / "assets" / "hh_rlhf_harmless_sample.jsonl.gz")
-
-__all__ = ["BUNDLED_PAIRS", "LoraSettings", "RewardDataConfig", "RewardTrainConfig"]
+__all__ = ["LoraSettings", "RewardDataConfig", "RewardTrainConfig"]
 
 
 class RewardDataConfig(OfflineDataConfig):
-    path: str = BUNDLED_PAIRS  # any preference format the adapters read (hh, alpaca_eval, generic)
+    path: str = str(BUNDLED_HH)  # any preference format the adapters read (hh, alpaca_eval, generic)
 
 
 class RewardTrainConfig(OfflineTrainConfig):
     output_dir: str = "runs/rm"
     data: RewardDataConfig = RewardDataConfig()
     head_lr: float | None = None  # the fresh scalar head often wants a larger rate
-    export_delta: str | None = None  # also write a compact weight delta file here (see scoring/assets.py)
+    export_delta: str | None = None  # also write a compact weight delta file here (see models/shipped.py)

@@ -19,7 +19,7 @@ def run(config: RewardTrainConfig) -> dict:
 
     summary = run_offline(config, RewardModelObjective(config))
     if config.export_delta:
-        from raylign.scoring.assets import export_delta
+        from raylign.models.shipped import export_delta
 
         export_delta(Path(config.output_dir), resolve_model(config.model), Path(config.export_delta),
                      config.data.max_length, config.model)

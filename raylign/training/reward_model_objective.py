@@ -27,9 +27,9 @@ class TokenizePairs:
     def __call__(self, table):
         import pyarrow as pa
 
+        from raylign.data.adapters import human_probability
         from raylign.models.chat import load_tokenizer
         from raylign.scoring.text import PairTooLongError, encode_scored_pair
-        from raylign.training.reward_model_data import human_probability
 
         tokenizer = load_tokenizer(self.model_path)
         out = {"chosen_ids": [], "rejected_ids": [], "p_human": [], "length": []}
@@ -84,7 +84,7 @@ class RewardModelObjective(OfflineObjective):
 
     def param_groups(self, model) -> list[dict]:
         """The scalar head gets `head_lr` (a fresh head wants a larger rate than the body)."""
-        from raylign.training.reward_model_trainable import head_names
+        from raylign.models.trainable import head_names
 
         inner = model.get_base_model() if hasattr(model, "get_base_model") else model
         heads = tuple(head_names(inner))

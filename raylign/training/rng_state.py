@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from raylign.training.step import distributed
+from raylign.collectives import distributed
 
 RNG_FILE = "rng_state.pt"
 log = logging.getLogger(__name__)

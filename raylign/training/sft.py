@@ -64,7 +64,12 @@ class TokenizeDemonstrations:
     def __call__(self, table):
         import pyarrow as pa
 
-        from raylign.models.chat import as_messages, encode_prompt, encode_response, load_tokenizer
+        from raylign.models.chat import (
+            as_messages,
+            encode_prompt,
+            encode_response,
+            load_tokenizer,
+        )
 
         tokenizer = load_tokenizer(self.model_path)
         cols = {"input_ids": [], "response_mask": [], "position_ids": [], "length": []}

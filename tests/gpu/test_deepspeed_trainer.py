@@ -30,8 +30,15 @@ if not torch.cuda.is_available():
     pytest.skip("needs a CUDA GPU", allow_module_level=True)
 deepspeed = pytest.importorskip("deepspeed")
 
+from online_method_configs import MAX_LENGTH  # noqa: E402
+
 from raylign.algorithms.base import TrainContext, policy_of  # noqa: E402
-from raylign.engine.policy_trainer import TrainerConfig, _build, train_on_units, update_plan  # noqa: E402
+from raylign.engine.policy_trainer import (  # noqa: E402
+    TrainerConfig,
+    _build,
+    train_on_units,
+    update_plan,
+)
 from raylign.engine.trainer_checkpoint import (  # noqa: E402
     DEEPSPEED_DIR,
     DEEPSPEED_TAG,
@@ -40,7 +47,6 @@ from raylign.engine.trainer_checkpoint import (  # noqa: E402
     write_all_ranks,
 )
 from raylign.training.rng_state import gather_rng  # noqa: E402
-from online_method_configs import MAX_LENGTH  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED_CONFIG = str(REPO / "cluster" / "deepspeed_zero2.json")

@@ -6,7 +6,14 @@ import json
 import pytest
 import ray
 
-from raylign.feedback.almost import ASSETS, AlmostConfig, ResponseConfig, response_text, read_demonstrations, run
+from raylign.feedback.almost import (
+    ASSETS,
+    AlmostConfig,
+    ResponseConfig,
+    read_demonstrations,
+    response_text,
+    run,
+)
 from raylign.feedback.almost_filters import is_near_duplicate
 from raylign.sampling.actor import create_samplers
 from raylign.sampling.base import SamplingConfig
@@ -31,8 +38,8 @@ def test_raw_prompt_mode_feeds_the_text_verbatim(ray_cluster, tiny_model_dir):
 @pytest.mark.slow
 def test_almost_pipeline_writes_preference_rows(ray_cluster, tiny_model_dir, tmp_path):
     from raylign.data.adapters import load_rows
-    from raylign.training.reward_model_data import tokenize_pairs
     from raylign.models.chat import load_tokenizer
+    from raylign.scoring.text import encode_scored_pair
 
     config = AlmostConfig(  # the shipped seeds and demonstrations (../shared/data's ALMoST files)
         model=str(tiny_model_dir),
@@ -64,8 +71,10 @@ def test_almost_pipeline_writes_preference_rows(ray_cluster, tiny_model_dir, tmp
     # The reward-model trainer's reader takes them as they are.
     pairs = load_rows(summary["output"], "preference")
     assert len(pairs) == len(rows) and pairs[0]["chosen"] == rows[0]["chosen"]
-    tokenized, dropped = tokenize_pairs(load_tokenizer(str(tiny_model_dir)), pairs, 256, "truncate")
-    assert len(tokenized) == len(rows) and dropped == 0
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    for pair in pairs:
+        assert encode_scored_pair(tokenizer, pair, pair["chosen"], 256, "truncate")
+        assert encode_scored_pair(tokenizer, pair, pair["rejected"], 256, "truncate")
 
 
 def test_response_prompt_shape():

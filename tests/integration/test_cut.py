@@ -54,7 +54,7 @@ def test_cut_trains_with_two_workers_and_lowers_judged_bad_tokens(ray_cluster, t
 
     # the Ray Data downsampling keeps exactly what the in-memory one keeps on the train split
     from raylign.algorithms.cut_data import downsample_positives, load_judgments
-    from raylign.training.reward_model_data import split_of
+    from raylign.data.splits import split_of
 
     train_rows = [r for r in load_judgments(data) if split_of(r["prompt_id"], 0.0, 0.2, 0) == "train"]
     expected = downsample_positives(train_rows, 0.5, config.cut.seed)

@@ -58,7 +58,12 @@ def test_eval_policy_with_the_tiny_model(ray_cluster, tiny_model_dir, tiny_rewar
     # reference perplexity by hand: the tiny model's NLL of its own greedy responses
     from transformers import AutoModelForCausalLM
 
-    from raylign.models.chat import as_messages, encode_prompt, encode_response, load_tokenizer
+    from raylign.models.chat import (
+        as_messages,
+        encode_prompt,
+        encode_response,
+        load_tokenizer,
+    )
 
     tokenizer = load_tokenizer(str(tiny_model_dir))
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()

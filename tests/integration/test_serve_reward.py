@@ -46,8 +46,8 @@ ITEMS = [
 
 
 def test_scores_match_local_scorer_and_client(service, rm_dir):
+    from raylign.scoring.reward_client import RewardClient
     from raylign.scoring.reward_model import RewardScorer
-    from raylign.serving.reward_client import RewardClient
 
     url, _ = service
     answer = httpx.post(f"{url}/score", json={"items": ITEMS}, headers=_headers(), timeout=60)

@@ -8,8 +8,14 @@ import math
 import os
 
 import pytest
-
-from method_runs import GOLDEN, ONLINE, offline_recipes, online_recipe, read_steps, run_recipe_file
+from method_runs import (
+    GOLDEN,
+    ONLINE,
+    offline_recipes,
+    online_recipe,
+    read_steps,
+    run_recipe_file,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -5,7 +5,11 @@ import json
 from raylign.algorithms.base import Algorithm
 from raylign.algorithms.quark import QuarkConfig
 from raylign.algorithms.quark_job import QuarkAlgorithm
-from raylign.engine.algorithm_state import STATE_DIR, load_algorithm_state, save_algorithm_state
+from raylign.engine.algorithm_state import (
+    STATE_DIR,
+    load_algorithm_state,
+    save_algorithm_state,
+)
 
 
 def _quark():

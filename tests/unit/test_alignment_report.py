@@ -2,7 +2,11 @@
 
 import pytest
 
-from raylign.evaluation.alignment_report import CompareConfig, format_report, paired_difference
+from raylign.evaluation.alignment_report import (
+    CompareConfig,
+    format_report,
+    paired_difference,
+)
 
 
 def test_paired_difference_by_hand():

@@ -104,7 +104,12 @@ def test_comparisons_walk_the_ranking():
 
 
 def test_raw_prompt_encoding(tiny_model_dir):
-    from raylign.models.chat import PromptTooLongError, encode_prompt, encode_raw_prompt, load_tokenizer
+    from raylign.models.chat import (
+        PromptTooLongError,
+        encode_prompt,
+        encode_raw_prompt,
+        load_tokenizer,
+    )
 
     tokenizer = load_tokenizer(str(tiny_model_dir))
     text = "Human: hi\n\nAssistant:"

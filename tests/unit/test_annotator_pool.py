@@ -6,7 +6,12 @@ import math
 import pytest
 
 from raylign.data.readers import DataError
-from raylign.feedback.annotators import Annotator, RewardAnnotator, as_pairs, preference_from_scores
+from raylign.feedback.annotators import (
+    Annotator,
+    RewardAnnotator,
+    as_pairs,
+    preference_from_scores,
+)
 from raylign.feedback.cache import AnnotationCache
 from raylign.feedback.config import parse_spec
 from raylign.feedback.judges import HttpJudge, preference_from_logprobs

@@ -4,7 +4,8 @@ import sys
 import pytest
 
 from raylign.cli import COMMANDS, main
-from raylign.models.registry import ModelNotFoundError, resolve_model
+from raylign.models.local import ModelNotFoundError
+from raylign.models.registry import resolve_model
 
 
 def test_help_lists_every_subcommand(capsys):

@@ -21,7 +21,7 @@ from raylign.algorithms.cut_data import (
     pack_examples,
 )
 from raylign.data.readers import DataError
-from raylign.training.sequences import pack_prompt_responses
+from raylign.models.sequences import pack_prompt_responses
 
 ROWS = [
     {"id": 0, "instruction": "Say hi.", "input": "", "output": "Hi there!", "judgment": None},
@@ -117,7 +117,8 @@ def test_encodings_align_token_for_token_with_the_tiny_tokenizer(tiny_model_dir,
 
 def test_encodings_align_with_the_default_tokenizer_on_real_judgments(shared_data):
     from raylign.models.chat import load_tokenizer
-    from raylign.models.registry import ModelNotFoundError, resolve_model
+    from raylign.models.local import ModelNotFoundError
+    from raylign.models.registry import resolve_model
 
     try:
         path = resolve_model("SmolLM2-135M-Instruct")

@@ -1,8 +1,8 @@
 import pytest
 
 from raylign.algorithms.base import group_rows
-from raylign.engine.buffer import shard_units
 from raylign.data.step_prompts import assign_steps
+from raylign.engine.buffer import shard_units
 from raylign.engine.loop import _rollout_stats
 from raylign.engine.policy_trainer import freeze_lower_layers
 

@@ -5,8 +5,12 @@ import json
 import pytest
 
 from raylign.data.readers import DataError
-from raylign.generation.best_of_n import GenerateDataConfig, read_prompts, to_multisamples
-from raylign.training.reward_model_data import split_of
+from raylign.data.splits import split_of
+from raylign.generation.best_of_n import (
+    GenerateDataConfig,
+    read_prompts,
+    to_multisamples,
+)
 
 
 @pytest.fixture

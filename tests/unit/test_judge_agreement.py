@@ -6,10 +6,14 @@ import json
 import pytest
 
 from raylign.data.readers import DataError
-from raylign.evaluation.judge_agreement import (agreement_metrics, chosen_shown_first, evaluate_annotator,
-                                                read_reference_pairs)
+from raylign.data.splits import split_of
+from raylign.evaluation.judge_agreement import (
+    agreement_metrics,
+    chosen_shown_first,
+    evaluate_annotator,
+    read_reference_pairs,
+)
 from raylign.feedback.config import build_annotator, parse_spec
-from raylign.training.reward_model_data import split_of
 
 
 def _hh_file(tmp_path, n=60):

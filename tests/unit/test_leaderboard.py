@@ -5,7 +5,12 @@ import math
 
 import pytest
 
-from raylign.evaluation.leaderboard import leaderboard, length_controlled_winrate, read_annotations, winrate
+from raylign.evaluation.leaderboard import (
+    leaderboard,
+    length_controlled_winrate,
+    read_annotations,
+    winrate,
+)
 from raylign.evaluation.leaderboard_cli import main as leaderboard_main
 from raylign.evaluation.leaderboard_cli import pair_outputs
 

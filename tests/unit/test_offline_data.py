@@ -4,8 +4,9 @@ import pyarrow as pa
 import pytest
 
 from raylign.data.readers import DataError
+from raylign.data.splits import split_of
 from raylign.training.offline_config import OfflineDataConfig, OfflineTrainConfig
-from raylign.training.offline_data import CanonicalRows, SplitFilter, length_grouped, split_of
+from raylign.training.offline_data import CanonicalRows, SplitFilter, length_grouped
 from raylign.training.offline_trainer import total_steps
 
 

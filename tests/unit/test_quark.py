@@ -8,7 +8,13 @@ import pickle
 import pytest
 import torch
 
-from raylign.algorithms.quark import QuarkConfig, QuarkPool, control_tokens, quantile_sizes, quark_loss
+from raylign.algorithms.quark import (
+    QuarkConfig,
+    QuarkPool,
+    control_tokens,
+    quantile_sizes,
+    quark_loss,
+)
 from raylign.config import ConfigError, build_config
 
 

@@ -3,11 +3,12 @@
 import pytest
 import torch
 
-from raylign.scoring.assets import export_delta, resolve_reward_model
+from raylign.models.registry import resolve_model
+from raylign.models.shipped import export_delta
+from raylign.models.trainable import apply_lora, count_parameters, freeze_to_top_layers
 from raylign.scoring.reward_model import load_reward_model, pad_batch, sequence_scores
 from raylign.scoring.text import encode_scored_pair
 from raylign.training.reward_model_config import LoraSettings
-from raylign.training.reward_model_trainable import apply_lora, count_parameters, freeze_to_top_layers
 
 
 def test_top_layers_trains_top_blocks_norm_and_head_only(tiny_model_dir):
@@ -46,8 +47,8 @@ def test_delta_rebuilds_the_trained_model(tiny_model_dir, tmp_path, monkeypatch)
     info = export_delta(trained_dir, tiny_model_dir, tmp_path / "delta.safetensors", 128, str(tiny_model_dir))
     assert info["changed"] > 0 and info["tensors"] == info["changed"] + 1  # + the new score head
 
-    rebuilt_dir = resolve_reward_model(str(tmp_path / "delta.safetensors"))
-    assert resolve_reward_model(str(tmp_path / "delta.safetensors")) == rebuilt_dir  # cached
+    rebuilt_dir = resolve_model(str(tmp_path / "delta.safetensors"))
+    assert resolve_model(str(tmp_path / "delta.safetensors")) == rebuilt_dir  # cached
     rebuilt, _, has_head = load_reward_model(rebuilt_dir)
     assert has_head
     seqs = [encode_scored_pair(tokenizer, "Hi", "Hello there", 128), encode_scored_pair(tokenizer, "Hi", "No.", 128)]
@@ -76,7 +77,7 @@ def test_lora_delta_ships_factors_and_rebuilds_the_merged_model(tiny_model_dir, 
     save_reward_model(peft_model, tokenizer, trained_dir, RewardTrainConfig(model=str(tiny_model_dir)))
     info = export_delta(trained_dir, tiny_model_dir, tmp_path / "lora.safetensors", 128, str(tiny_model_dir))
     assert info["changed"] > 0
-    rebuilt, _, _ = load_reward_model(resolve_reward_model(str(tmp_path / "lora.safetensors")))
+    rebuilt, _, _ = load_reward_model(resolve_model(str(tmp_path / "lora.safetensors")))
     with torch.no_grad():
         got = sequence_scores(rebuilt.eval(), *pad_batch(seqs, tokenizer.pad_token_id))
     assert got.tolist() == pytest.approx(want.tolist(), abs=1e-4)

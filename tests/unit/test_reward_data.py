@@ -1,17 +1,11 @@
-"""The deterministic held-out split, soft labels and worker sharding of RM training data."""
+"""The deterministic held-out split and the soft labels of RM training data."""
 
 import pytest
 
 from raylign.config import ConfigError, load_config
+from raylign.data.adapters import human_probability
+from raylign.data.splits import select_split, split_of
 from raylign.training.reward_model_config import RewardTrainConfig
-from raylign.training.reward_model_data import (
-    human_probability,
-    length_grouped_batches,
-    select_split,
-    shard_batches,
-    shard_items,
-    split_of,
-)
 
 
 def test_split_is_deterministic_disjoint_and_close_to_the_fractions():
@@ -31,15 +25,6 @@ def test_human_probability_from_soft_preferences():
     assert human_probability({"preference": 2.0}) == 1.0  # AlpacaEval: output_2 surely better
     assert human_probability({"preference": 1.25}) == pytest.approx(0.75)
     assert human_probability({"preference": 1.9}) == pytest.approx(0.9)
-
-
-def test_batches_cover_everything_and_shards_are_equal():
-    lengths = [i % 17 for i in range(103)]
-    batches = length_grouped_batches(103, lengths, 8, seed=1)
-    assert sorted(i for b in batches for i in b) == list(range(103))
-    shards = [shard_batches(batches, r, 2) for r in range(2)]
-    assert len(shards[0]) == len(shards[1]) == len(batches) // 2
-    assert sorted(shard_items(7, 0, 2) + shard_items(7, 1, 2)) == list(range(7))
 
 
 def test_recipe_rejects_unknown_keys(tmp_path):

@@ -2,7 +2,12 @@
 
 import pytest
 
-from raylign.serving.reward_request import RequestError, check_bearer, parse_json, parse_score_request
+from raylign.serving.reward_request import (
+    RequestError,
+    check_bearer,
+    parse_json,
+    parse_score_request,
+)
 
 
 def parse(payload, max_items=4, max_chars=50):
@@ -137,7 +142,7 @@ def test_admission_gate_refuses_past_its_limit_with_429_and_frees_on_leave():
 def test_client_retries_busy_answers_then_returns_the_scores():
     import httpx
 
-    from raylign.serving.reward_client import RewardClient
+    from raylign.scoring.reward_client import RewardClient
 
     answers = iter([httpx.Response(429, json={"error": "busy"}, headers={"Retry-After": "0"}),
                     httpx.Response(503, json={"error": "queue full"}),

@@ -3,8 +3,17 @@
 import pytest
 import torch
 
-from raylign.scoring.reward_model import last_token_index, load_reward_model, pad_batch, sequence_scores
-from raylign.scoring.text import PairTooLongError, encode_scored_pair, render_scored_text
+from raylign.scoring.reward_model import (
+    last_token_index,
+    load_reward_model,
+    pad_batch,
+    sequence_scores,
+)
+from raylign.scoring.text import (
+    PairTooLongError,
+    encode_scored_pair,
+    render_scored_text,
+)
 
 
 def test_last_token_index_right_and_left_padding():
@@ -75,7 +84,7 @@ def test_encoder_backbones_score_the_same_for_both_padding_sides(tmp_path):
     from transformers import BertConfig, BertForSequenceClassification
 
     from raylign.models.tiny import build_tiny_tokenizer
-    from raylign.training.reward_model_trainable import freeze_to_top_layers
+    from raylign.models.trainable import freeze_to_top_layers
 
     tokenizer = build_tiny_tokenizer()
     torch.manual_seed(0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from raylign.training.sequences import pack_prompt_responses, token_logprobs
+from raylign.models.sequences import pack_prompt_responses, token_logprobs
 
 PAD = 0
 

@@ -4,7 +4,13 @@ import pyarrow as pa
 import pytest
 import torch
 
-from raylign.training.sft import PackRows, SFTObjective, SFTTrainConfig, TokenizeDemonstrations, sft_loss
+from raylign.training.sft import (
+    PackRows,
+    SFTObjective,
+    SFTTrainConfig,
+    TokenizeDemonstrations,
+    sft_loss,
+)
 
 
 def test_sft_loss_sums_response_token_nll():

@@ -12,9 +12,20 @@ import torch
 from raylign.algorithms.ppo import PPOConfig
 from raylign.algorithms.ppo_job import ActorCritic, PPOAlgorithm
 from raylign.engine.policy_trainer import data_position
-from raylign.engine.trainer_checkpoint import (ResumePoint, load_resumable, prefer_reported, read_resume_state,
-                                               write_checkpoint)
-from raylign.training.rng_state import capture_rng, gather_rng, load_rng, restore_rng, save_rng
+from raylign.engine.trainer_checkpoint import (
+    ResumePoint,
+    load_resumable,
+    prefer_reported,
+    read_resume_state,
+    write_checkpoint,
+)
+from raylign.training.rng_state import (
+    capture_rng,
+    gather_rng,
+    load_rng,
+    restore_rng,
+    save_rng,
+)
 
 
 def _draws():

@@ -4,7 +4,8 @@ skipped steps and the minibatch helpers (fillers: tests/integration/test_ddp_gra
 import pytest
 import torch
 
-from raylign.training.step import MicroBatch, chunked, deal, optimizer_step, split_even, weighted_metrics
+from raylign.collectives import weighted_metrics
+from raylign.training.step import MicroBatch, chunked, deal, optimizer_step, split_even
 
 
 def linear_model():
@@ -64,7 +65,7 @@ def test_minibatch_helpers():
 def test_collectives_run_on_the_cpu_without_an_nccl_group():
     """An NCCL-only group (Ray Train with use_gpu) needs CUDA tensors in all_reduce; without a
     process group, or with gloo, the step's few floats stay on the CPU."""
-    from raylign.training.step import all_reduce, collective_device
+    from raylign.collectives import all_reduce, collective_device
 
     assert collective_device().type == "cpu"
     assert all_reduce([1.0, 2.5]) == [1.0, 2.5]

@@ -4,7 +4,8 @@ A trained 135M reward model is ~540 MB; only the part training changed (the top 
 final norm and scalar head, or a merged LoRA) differs from the base model. That delta
 is stored as safetensors under raylign/assets/ (float16 differences, or LoRA factors), and `resolve_reward_model`
 rebuilds the full `AutoModelForSequenceClassification` directory in the raylign cache
-the first time a name such as `hh-rm-smollm2` is used (like the default model itself).
+the first time a name such as `hh-rm-smollm2` is used (like the default model itself), through
+`raylign.models.registry.resolve_model`, the one place a model name becomes a directory.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import os
 import shutil
 from pathlib import Path
 
-from raylign.models.registry import ModelNotFoundError, cache_root, resolve_model
+from raylign.models.local import ModelNotFoundError
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 SHIPPED = {
@@ -94,11 +95,22 @@ def export_delta(trained_dir: Path, base_dir: Path, out_file: Path, max_length: 
     return {"tensors": len(delta), "changed": changed, "bytes": out_file.stat().st_size}
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def materialize(delta_file: Path, target: Path) -> Path:
+def delta_metadata(delta_file: Path) -> dict:
+    """The metadata a delta file carries (its format and the base model it applies to)."""
+    from safetensors import safe_open
+
+    with safe_open(str(delta_file), "pt") as handle:
+        metadata = handle.metadata() or {}
+    if metadata.get("format") != FORMAT:
+        raise ModelNotFoundError(f"{delta_file}: not a raylign reward-model delta (format {metadata.get('format')!r})")
+    return metadata
+
+
+def materialize(delta_file: Path, target: Path, base_dir: Path) -> Path:
     """Base model + delta -> a full HF reward-model directory at `target`."""
     import torch
     from safetensors import safe_open
@@ -106,12 +118,9 @@ def materialize(delta_file: Path, target: Path) -> Path:
 
     from raylign.models.chat import load_tokenizer
 
+    metadata = delta_metadata(delta_file)
     with safe_open(str(delta_file), "pt") as handle:
-        metadata = handle.metadata() or {}
         delta = {key: handle.get_tensor(key) for key in handle.keys()}
-    if metadata.get("format") != FORMAT:
-        raise ModelNotFoundError(f"{delta_file}: not a raylign reward-model delta (format {metadata.get('format')!r})")
-    base_dir = resolve_model(metadata["base_model"])
     model = AutoModelForSequenceClassification.from_pretrained(str(base_dir), num_labels=1, dtype=torch.float32)
     state = model.state_dict()
     targets = {key.removesuffix(".lora_A").removesuffix(".lora_B") for key in delta}
@@ -136,38 +145,14 @@ def materialize(delta_file: Path, target: Path) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
-    (tmp / "raylign_rm.json").write_text(json.dumps({**metadata, "delta_sha256": _sha256(delta_file)}))
+    (tmp / "raylign_rm.json").write_text(json.dumps({**metadata, "delta_sha256": sha256_of(delta_file)}))
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
     return target
 
 
-def _is_current(target: Path, delta_file: Path) -> bool:
+def is_current(target: Path, delta_file: Path) -> bool:
     info = target / "raylign_rm.json"
     if not (target / "config.json").exists() or not info.exists():
         return False
-    return json.loads(info.read_text()).get("delta_sha256") == _sha256(delta_file)
-
-
-def resolve_reward_model(name_or_path) -> Path:
-    """A local HF reward-model directory for a path, a shipped name or a delta file."""
-    name = str(name_or_path)
-    delta_file = SHIPPED.get(name)
-    if delta_file is None and name.endswith(".safetensors") and Path(name).is_file():
-        delta_file = Path(name).resolve()
-        name = "rm-" + _sha256(delta_file)[:12]
-    if delta_file is None:
-        return resolve_model(name)
-    if not delta_file.exists():
-        raise ModelNotFoundError(f"reward model '{name}': its weight delta {delta_file} is missing from this install")
-    target = cache_root() / "models" / name
-    if _is_current(target, delta_file):
-        return target
-    from filelock import FileLock
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target) + ".lock"):
-        if not _is_current(target, delta_file):
-            print(f"[raylign] building reward model {name} from {delta_file.name} into {target} (once)", flush=True)
-            materialize(delta_file, target)
-    return target
+    return json.loads(info.read_text()).get("delta_sha256") == sha256_of(delta_file)

@@ -1,6 +1,6 @@
-"""Choose what a reward model trains: all weights, the top N blocks, or LoRA adapters.
+"""Choose what a model trains: all weights, the top N blocks, or LoRA adapters (every trainer).
 
-The scalar head is always trained. Freezing the bottom of the network also means
+A scalar head (reward models) is always trained. Freezing the bottom of the network also means
 backward stops at the first trainable block, which is what makes a 135M model
 trainable on two CPU cores.
 """
@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from torch import nn
 
-from raylign.training.offline_config import LoraSettings
+from raylign.config import StrictModel
+
+
+class LoraSettings(StrictModel):
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] | str = "all-linear"
+    top_layers: int | None = None  # adapt only the top N blocks (None: all)
 
 
 def block_list(model: nn.Module) -> tuple[str, nn.ModuleList]:

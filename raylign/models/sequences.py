@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 
-def _fit(prompt: list[int], response: list[int], max_length: int | None) -> tuple[list[int], list[int]]:
+def fit_pair(prompt: list[int], response: list[int], max_length: int | None) -> tuple[list[int], list[int]]:
     """Cut one pair to max_length: drop prompt tokens from the left first (the end of the
     prompt is what conditions the response); truncate the response (from the right) only
     when it alone does not fit. One prompt token is kept when there is one, so the first
@@ -36,11 +36,11 @@ def pack_prompt_responses(prompt_ids: list[list[int]], response_ids: list[list[i
     attention_mask (1 on prompt and response tokens) and response_mask (1 on response
     tokens only, including a final EOS if the response has one). Position 0 is never a
     response position, because nothing predicts it: a row with an empty prompt loses its
-    first response token from the mask. Over-long rows: see `_fit`.
+    first response token from the mask. Over-long rows: see `fit_pair`.
     """
     if len(prompt_ids) != len(response_ids):
         raise ValueError(f"{len(prompt_ids)} prompts but {len(response_ids)} responses")
-    rows = [_fit(list(p), list(r), max_length) for p, r in zip(prompt_ids, response_ids)]
+    rows = [fit_pair(list(p), list(r), max_length) for p, r in zip(prompt_ids, response_ids)]
     width = max([len(p) + len(r) for p, r in rows] + [1])
     n = len(rows)
     input_ids = torch.full((n, width), pad_id, dtype=torch.long)
