@@ -5,6 +5,7 @@ Canonical rows (plain dicts, pyarrow-friendly):
   preference  {prompt_id, prompt, messages, chosen, rejected, preference}
   judgment    {prompt_id, prompt, instruction, input, output, judgment}
   ranklist    {prompt_id, prompt, messages, responses, scores}
+  sft         {prompt_id, prompt, messages, response}   (a demonstration to imitate)
 
 `messages` is the conversation before the response as chat turns, so that a
 multi-turn HH-RLHF dialogue and a one-line AlpacaEval instruction go through the
@@ -22,7 +23,7 @@ from raylign.data.readers import DataError, Record, iter_records
 
 log = logging.getLogger(__name__)
 
-KINDS = ("prompt", "preference", "judgment", "ranklist")
+KINDS = ("prompt", "preference", "judgment", "ranklist", "sft")
 FORMATS = ("auto", "hh", "alpaca", "alpaca_eval", "cut", "rrhf", "generic")
 
 _TURN = re.compile(r"\n\n(Human|Assistant):")
@@ -172,6 +173,35 @@ def _ranklist_from_pair(row: dict) -> dict:
     return {**row, "responses": [chosen, rejected], "scores": [1.0, 0.0]}
 
 
+def _sft_alpaca(rec: Record) -> dict:
+    prompt = alpaca_prompt(rec.field("instruction"), rec.field("input", optional=True))
+    return _with_prompt(user_messages(prompt), response=rec.field("output"))
+
+
+def _sft_cut(rec: Record) -> dict | None:
+    """CUT judgment rows: only the outputs judged acceptable (judgment null) are demonstrations."""
+    return _sft_alpaca(rec) if rec.data.get("judgment") in (None, "") else None
+
+
+def _sft_hh(rec: Record) -> dict:
+    messages, reply = split_hh(rec.field("chosen"), rec.source)
+    return _with_prompt(messages, response=reply)
+
+
+def _sft_generic(rec: Record) -> dict:
+    """{"messages": [... , {"role": "assistant", ...}]} (the last turn is the target) or {prompt, response}."""
+    if "messages" in rec.data:
+        messages = rec.field("messages", list)
+        for i, m in enumerate(messages):
+            if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+                raise DataError(f"{rec.source}: field 'messages[{i}]' needs string 'role' and 'content'")
+        if len(messages) < 2 or messages[-1]["role"] != "assistant":
+            raise DataError(f"{rec.source}: field 'messages' must end with an 'assistant' turn after the prompt")
+        turns = [{"role": m["role"], "content": m["content"]} for m in messages]
+        return _with_prompt(turns[:-1], response=turns[-1]["content"])
+    return _with_prompt(user_messages(rec.field("prompt")), response=rec.field("response"))
+
+
 ADAPTERS: dict[tuple[str, str], Callable[[Record], dict | None]] = {
     ("hh", "preference"): _hh_preference,
     ("hh", "prompt"): _hh_prompt,
@@ -187,6 +217,11 @@ ADAPTERS: dict[tuple[str, str], Callable[[Record], dict | None]] = {
     ("rrhf", "prompt"): _rrhf_prompt,
     ("generic", "prompt"): _generic_prompt,
     ("generic", "preference"): _generic_preference,
+    ("alpaca", "sft"): _sft_alpaca,
+    ("alpaca_eval", "sft"): _sft_alpaca,
+    ("cut", "sft"): _sft_cut,
+    ("hh", "sft"): _sft_hh,
+    ("generic", "sft"): _sft_generic,
 }
 
 

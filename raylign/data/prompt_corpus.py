@@ -84,15 +84,12 @@ class PromptRows:
     the reader wrapped by Ray Data with its message only in a traceback."""
 
     def __init__(self, corpus: PromptCorpus):
-        from raylign.training.offline_config import OfflineDataConfig
-        from raylign.training.offline_data import CanonicalRows, SplitFilter
+        from raylign.data.datasets import CanonicalRows, SplitFilter
 
         self.canonical = CanonicalRows(corpus.kind, corpus.format, corpus.on_error)
         self.split = None
         if corpus.split != "all":
-            fractions = OfflineDataConfig(test_fraction=corpus.test_fraction,
-                                          validation_fraction=corpus.validation_fraction, split_seed=corpus.split_seed)
-            self.split = SplitFilter(corpus.split, fractions)
+            self.split = SplitFilter(corpus.split, corpus.test_fraction, corpus.validation_fraction, corpus.split_seed)
 
     def __call__(self, table):
         import pyarrow as pa

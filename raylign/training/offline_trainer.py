@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 
 from raylign.collectives import all_reduce
+from raylign.training.batching import length_grouped, plain
 from raylign.training.objective import OfflineObjective
-from raylign.training.offline_data import length_grouped, plain
 from raylign.training.offline_state import (
     MetricsLog,
     better,
@@ -227,8 +227,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
 def prepare_datasets(config, objective: OfflineObjective, model_path: str) -> tuple[dict, dict]:
     """Ray Data datasets of token rows per split, and their row counts (empty splits left out)."""
+    from raylign.data.datasets import read_split
     from raylign.data.readers import DataError
-    from raylign.training.offline_data import read_split
 
     datasets, counts = {}, {}
     for split in SPLITS:

@@ -3,10 +3,11 @@
 import pyarrow as pa
 import pytest
 
+from raylign.data.datasets import CanonicalRows, SplitFilter
 from raylign.data.readers import DataError
 from raylign.data.splits import split_of
+from raylign.training.batching import length_grouped
 from raylign.training.offline_config import OfflineDataConfig, OfflineTrainConfig
-from raylign.training.offline_data import CanonicalRows, SplitFilter, length_grouped
 from raylign.training.offline_trainer import total_steps
 
 
@@ -44,7 +45,7 @@ def test_split_filter_matches_the_reward_model_split():
     config = OfflineDataConfig(test_fraction=0.3, validation_fraction=0.2, split_seed=1)
     ids = [f"p{i}" for i in range(300)]
     table = pa.table({"prompt_id": ids})
-    parts = {s: SplitFilter(s, config)(table).column("prompt_id").to_pylist() for s in ("train", "validation", "test")}
+    parts = {s: SplitFilter.of(s, config)(table).column("prompt_id").to_pylist() for s in ("train", "validation", "test")}
     assert sorted(sum(parts.values(), [])) == sorted(ids)
     assert all(split_of(i, 0.3, 0.2, 1) == "test" for i in parts["test"]) and 60 < len(parts["test"]) < 120
 
