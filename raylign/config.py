@@ -6,8 +6,10 @@ an error that names the key instead of being silently ignored.
 
 from __future__ import annotations
 
+import copy
+import sys
 from pathlib import Path
-from typing import Any, Iterable, TypeVar
+from typing import Annotated, Any, ClassVar, Iterable, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -21,6 +23,24 @@ class ConfigError(ValueError):
 
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+    # old dotted key -> its new home, read for one release (see `apply_renames`)
+    renamed_keys: ClassVar[dict] = {}
+
+
+class Check:
+    """Marks a recipe field for `raylign.preflight`: what its value must be before a run starts."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+
+    def __repr__(self) -> str:
+        return f"Check({self.kind!r})"
+
+
+ModelName = Annotated[str, Check("model")]  # a local HF directory or a name this install resolves
+InputPath = Annotated[str, Check("input")]  # a file (or datasets folder) that must exist and be readable
+OutputDir = Annotated[str, Check("output_dir")]  # a folder that can be created and written
+OutputFile = Annotated[str, Check("output_file")]  # a file whose folder can be created and written
 
 
 def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
@@ -84,12 +104,71 @@ def build_config(model: type[T], tree: dict, source: str = "config") -> T:
         raise ConfigError(f"{source}: {_describe(err)}") from None
 
 
+class Retired:
+    """A renamed key's target when the old key is no longer read at all (why, for the warning)."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+
+# old dotted key -> new dotted key, Retired(why), or a function of the old value giving
+# {new dotted key: value}; a recipe class lists its own as the ClassVar `renamed_keys`
+Renames = dict[str, "str | Retired | Any"]
+
+
+def _pop_dotted(tree: dict, dotted: str) -> tuple[bool, Any]:
+    *parents, last = dotted.split(".")
+    node = tree
+    for key in parents:
+        node = node.get(key) if isinstance(node, dict) else None
+        if not isinstance(node, dict):
+            return False, None
+    if last not in node:
+        return False, None
+    return True, node.pop(last)
+
+
+def _get_dotted(tree: dict, dotted: str) -> tuple[bool, Any]:
+    node: Any = tree
+    for key in dotted.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return False, None
+        node = node[key]
+    return True, node
+
+
+def apply_renames(tree: dict, renamed: Renames, source: str) -> list[str]:
+    """Move keys a recipe still uses under an old name to their new home, for one release, and
+    return the deprecation lines to print. When both are set, the new key wins."""
+    lines = []
+    for old, new in renamed.items():
+        found, value = _pop_dotted(tree, old)
+        if not found:
+            continue
+        if isinstance(new, Retired):
+            lines.append(f"'{old}' is no longer read: {new.reason}; remove it")
+            continue
+        moves = new(value) if callable(new) else {new: value}
+        names = ", ".join(f"'{key}'" for key in moves)
+        for key, moved in moves.items():
+            present, current = _get_dotted(tree, key)
+            if present and current != moved:
+                lines.append(f"'{old}' is ignored: {names} is set (the old key is read for one release only)")
+                break
+        else:
+            for key, moved in moves.items():
+                _set_dotted(tree, key, moved)
+            lines.append(f"'{old}' is deprecated: use {names} (the old key is read for one release only)")
+    return [f"{source}: {line}" for line in lines]
+
+
 def load_config(model: type[T], path: str | Path | None, overrides: Iterable[str] = ()) -> T:
     """Load a YAML recipe (or defaults when path is None) and validate it.
 
     The recipe and the overrides are laid over the config's own defaults section by
     section, so `sampling.max_new_tokens=16` changes that one key and keeps the other
-    defaults a recipe class sets for `sampling`.
+    defaults a recipe class sets for `sampling`. Keys the class lists as renamed
+    (`renamed_keys`) move to their new home with a deprecation line on stderr.
     """
     tree: dict = {}
     source = "defaults"
@@ -97,14 +176,27 @@ def load_config(model: type[T], path: str | Path | None, overrides: Iterable[str
         path = Path(path)
         if not path.exists():
             raise ConfigError(f"recipe file not found: {path}")
+        if path.is_dir():
+            raise ConfigError(f"{path}: is a folder, not a recipe file (.yaml)")
         try:
-            tree = yaml.safe_load(path.read_text()) or {}
+            tree = yaml.safe_load(path.read_text(encoding="utf-8-sig")) or {}
         except yaml.YAMLError as err:
             raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError(f"{path}: cannot be read ({err})") from None
         if not isinstance(tree, dict):
             raise ConfigError(f"{path}: top level must be a mapping")
         source = str(path)
     apply_overrides(tree, overrides)
+    return config_from_tree(model, tree, source)
+
+
+def config_from_tree(model: type[T], tree: dict, source: str = "config") -> T:
+    """A config from a tree of settings (what a YAML file gives), laid over the class's defaults;
+    renamed keys move to their new home with a deprecation line on stderr."""
+    tree = copy.deepcopy(tree)
+    for line in apply_renames(tree, model.renamed_keys, source):
+        print(f"raylign: {line}", file=sys.stderr, flush=True)
     return build_config(model, deep_merge(_defaults(model), tree), source)
 
 

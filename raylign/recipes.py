@@ -1,33 +1,39 @@
-"""Which config class validates which recipe file under jobs/ (by file-name prefix)."""
+"""The shared body of every recipe command: `--config FILE` plus `key.sub=value` overrides, the
+recipe validated (`raylign.config`), the preflight checks run (`raylign.preflight`), the
+recipe printed, then the command's own work.
+
+Which recipe class validates which file under jobs/ is the method registry's business
+(`raylign.launch.recipes.recipe_class_for`).
+"""
 
 from __future__ import annotations
 
-import importlib
-from pathlib import Path
+import argparse
+from typing import Callable, TypeVar
 
-RECIPE_CONFIGS = {
-    "smoke": "raylign.smoke:SmokeConfig",
-    "rrhf": "raylign.algorithms.rrhf_job:RRHFJobConfig",
-    "ppo": "raylign.algorithms.ppo_job:PPOJobConfig",
-    "grpo": "raylign.algorithms.grpo_job:GRPOJobConfig",
-    "rloo": "raylign.algorithms.grpo_job:GRPOJobConfig",
-    "raft": "raylign.algorithms.raft_job:RAFTJobConfig",
-    "online_dpo": "raylign.algorithms.online_dpo_job:OnlineDPOJobConfig",
-    "quark": "raylign.algorithms.quark_job:QuarkJobConfig",
-    "rm": "raylign.training.reward_model_config:RewardTrainConfig",
-    "sft": "raylign.training.sft:SFTTrainConfig",
-    "dpo": "raylign.training.dpo:DPOTrainConfig",
-    "cut": "raylign.training.cut_objective:CUTTrainConfig",
-    "best_of_n": "raylign.generation.best_of_n:BestOfNConfig",
-    "almost": "raylign.feedback.almost:AlmostConfig",
-    "annotate": "raylign.feedback.config:AnnotateConfig",
-}
+from raylign.config import StrictModel, dump_config, load_config
+from raylign.preflight import check_config
+
+T = TypeVar("T", bound=StrictModel)
 
 
-def recipe_config_for(path: str | Path):
-    stem = Path(path).stem
-    for prefix, target in RECIPE_CONFIGS.items():
-        if stem == prefix or stem.startswith(prefix + "_"):
-            module, name = target.split(":")
-            return getattr(importlib.import_module(module), name)
-    return None
+def recipe_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """The shared shape of recipe commands: --config FILE plus key.sub=value overrides."""
+    parser = argparse.ArgumentParser(prog=f"raylign {prog}", description=description)
+    parser.add_argument("--config", "-c", help="recipe YAML (see jobs/)")
+    parser.add_argument("overrides", nargs="*", help="overrides such as sampling.num_samples=4")
+    return parser
+
+
+def load_recipe(argv: list[str], prog: str, description: str, config_cls: type[T]) -> T:
+    """Parse the command line, load and validate the recipe, check what it names, print it."""
+    args = recipe_parser(prog, description).parse_args(argv)
+    config = load_config(config_cls, args.config, args.overrides)
+    check_config(config)
+    print(dump_config(config), flush=True)
+    return config
+
+
+def run_recipe(argv: list[str], prog: str, description: str, config_cls: type[T], run: Callable[[T], object]):
+    """Load the recipe (`load_recipe`) and run it."""
+    return run(load_recipe(argv, prog, description, config_cls))

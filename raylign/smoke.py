@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from raylign.config import StrictModel, dump_config, load_config
+from raylign.config import InputPath, ModelName, StrictModel
 from raylign.data.adapters import load_rows
 from raylign.data.bundled import BUNDLED_HH
 from raylign.sampling.base import SamplingConfig
 
 
 class SmokeConfig(StrictModel):
-    model: str = "SmolLM2-135M-Instruct"
-    prompts: str = str(BUNDLED_HH)
+    model: ModelName = "SmolLM2-135M-Instruct"
+    prompts: InputPath = str(BUNDLED_HH)
     prompt_format: str = "auto"
     num_prompts: int = 2
     ray_address: str | None = None
@@ -41,10 +41,7 @@ def run(config: SmokeConfig) -> list[dict]:
 
 
 def main(argv: list[str]) -> int:
-    from raylign.cli import recipe_parser
+    from raylign.recipes import run_recipe
 
-    args = recipe_parser("smoke", "Generate from the default model inside a Ray sampler actor.").parse_args(argv)
-    config = load_config(SmokeConfig, args.config, args.overrides)
-    print(dump_config(config))
-    rollouts = run(config)
+    rollouts = run_recipe(argv, "smoke", "Generate from the default model inside a Ray sampler actor.", SmokeConfig, run)
     return 0 if rollouts else 1

@@ -9,32 +9,61 @@ The engine owns the roles (samplers, reward, reference, Ray Train workers) and m
 A method overrides only what it needs. A *unit* is the indivisible thing a loss consumes
 (a prompt's group of candidates for RRHF, one rollout for PPO/GRPO/RAFT, a pair for DPO);
 units are dealt to ranks whole, so a group is never split across workers.
+
+What a method declares about its recipe (`MethodSettings`) is shared with the offline
+objectives (`raylign.algorithms.objective`): its own section and config class, defaults it
+changes in the shared sections, and old keys it still reads for one release. The launch layer
+composes the recipe class from them (`raylign.launch.recipes`); the method never imports it.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
 from raylign.config import StrictModel
+from raylign.models.sequences import fit_pair, pack_prompt_responses, token_logprobs
 
 
 class UpdateConfig(StrictModel):
-    """How one rollout batch becomes optimizer steps."""
+    """How one rollout batch becomes optimizer steps: a method's default, which the recipe's
+    `engine.trainer.epochs | num_minibatches | micro_batch_size` override (the one home of
+    these settings); `TrainContext` carries the plan the trainer actually runs."""
 
     epochs: int = 1  # passes over each rollout batch (PPO: 2)
     num_minibatches: int = 1  # optimizer steps per epoch (every rank takes the same number)
     micro_batch_size: int = 4  # units per forward/backward
 
 
-class Algorithm:
+class MethodSettings:
+    """What a method (online or offline) declares about its recipe."""
+
+    name: ClassVar[str] = ""
+    config_class: ClassVar[type[StrictModel] | None] = None  # the method's own section
+    section: ClassVar[str] = ""  # that section's key in a recipe ("grpo", "dpo", ...)
+    # more sections only this method reads (DPO's `reference`, CUT's `heldout`)
+    extra_sections: ClassVar[dict[str, type[StrictModel]]] = {}
+    # defaults it changes in the shared sections, as a tree ({"optim": {"lr": 5e-6}})
+    recipe_defaults: ClassVar[dict] = {}
+    # old key -> its new home (or None: no longer read); read for one release with a warning
+    renamed_keys: ClassVar[dict[str, str | None]] = {}
+
+
+class Algorithm(MethodSettings):
     """Base class: the defaults are RRHF-like (one unit per prompt group, one step per batch)."""
 
-    name: str = "algorithm"
     needs_reference: bool = False  # the score stage attaches the reference actor's log-probs
-    dataset_responses: bool = False  # the dataset's chosen/rejected join the sampled candidates
-    update: UpdateConfig = UpdateConfig()
+    update: ClassVar[UpdateConfig] = UpdateConfig()
+
+    def __init__(self, config: StrictModel, max_length: int = 768):
+        self.config = config
+        self.max_length = max_length
+
+    @classmethod
+    def from_recipe(cls, recipe) -> "Algorithm":
+        """The algorithm a validated recipe asks for (its section, the trainer's max_length)."""
+        return cls(getattr(recipe, cls.section), recipe.engine.trainer.max_length)
 
     # ---- driver side -------------------------------------------------------------------
     def prepare_model(self, model_path: str, output_dir: str) -> str:
@@ -102,13 +131,23 @@ class Algorithm:
 
 
 class TrainContext:
-    """What a loss needs from the trainer besides the module: padding and length limits."""
+    """What a loss needs from the trainer besides the module: padding and length limits, and the
+    update plan the trainer runs (epochs x minibatches, from `engine.trainer` or the method)."""
 
-    def __init__(self, pad_id: int, max_length: int, logprob_chunk_size: int | None = None):
+    def __init__(self, pad_id: int, max_length: int, logprob_chunk_size: int | None = None,
+                 epochs: int = 1, num_minibatches: int = 1):
         self.pad_id = pad_id
         self.max_length = max_length
         self.logprob_chunk_size = logprob_chunk_size
+        self.epochs = epochs
+        self.num_minibatches = num_minibatches
         self.num_real_units = 0
+
+    @property
+    def reuses_batch(self) -> bool:
+        """More than one optimizer step on the same rollouts: a ratio to the rollout policy
+        needs the old log-probs taken before the first of them."""
+        return self.epochs > 1 or self.num_minibatches > 1
 
 
 def group_rows(rows: list[dict], key: str = "prompt_uid") -> list[list[dict]]:
@@ -137,8 +176,6 @@ def policy_of(module: torch.nn.Module) -> torch.nn.Module:
 def rows_logprobs(model: torch.nn.Module, rows: list[dict], context: TrainContext):
     """Per-token log-probs of each row's response under `model` (a causal LM, possibly
     wrapped) and the packed batch: the one place rollout rows become tensors."""
-    from raylign.models.sequences import pack_prompt_responses, token_logprobs
-
     batch = pack_prompt_responses(
         [r["prompt_token_ids"] for r in rows], [r["response_token_ids"] for r in rows], context.pad_id, context.max_length
     )
@@ -148,12 +185,22 @@ def rows_logprobs(model: torch.nn.Module, rows: list[dict], context: TrainContex
 def response_token_count(row: dict, max_length: int) -> int:
     """Response tokens a row contributes after packing to `max_length` (what a token-mean
     loss divides by), without building tensors."""
-    from raylign.models.sequences import fit_pair
-
     prompt, response = fit_pair(list(row["prompt_token_ids"]), list(row["response_token_ids"]), max_length)
     return len(response) - (1 if not prompt and response else 0)
 
 
 def masked_list(values, mask_row) -> list[float]:
-    """A row's values at its response positions, in order (the inverse of `kl.scatter_response_values`)."""
+    """A row's values at its response positions, in order (the inverse of `scatter_response_values`)."""
     return values[mask_row.to(values.device).bool()].tolist()
+
+
+def scatter_response_values(values: list[list[float]], response_mask: torch.Tensor) -> torch.Tensor:
+    """Place per-response-token values (in order) at the mask's positions of a [N, L] tensor."""
+    out = torch.zeros(response_mask.shape, dtype=torch.float32)
+    mask = response_mask.bool()
+    for i, row in enumerate(values):
+        positions = mask[i].nonzero(as_tuple=True)[0]
+        if len(row) != len(positions):
+            raise ValueError(f"row {i}: {len(row)} reference values for {len(positions)} response tokens")
+        out[i, positions] = torch.tensor(row, dtype=torch.float32)
+    return out

@@ -10,8 +10,10 @@ A judged response y to instruction x gives three contrasts (ALGORITHMS.md, secti
   P(y_t | judgment prompt) / P(y_t | plain prompt) > threshold (ratio detached), and gets
   weight_unlike * -log(1 - p_t); unflagged tokens keep the ordinary -log p_t.
 
-Everything here is a pure function of response-aligned tensors [N, R] (column j is the
-j-th response token in both encodings), tested against hand-computed values.
+The loss is a pure function of response-aligned tensors [N, R] (column j is the j-th response
+token in both encodings), tested against hand-computed values. `raylign train cut` runs it on
+the offline trainer, with LoRA by default (the paper's setting); the encodings and Ray Data
+stages are in `cut_data.py`, the held-out before/after report in `raylign.evaluation.cut_eval`.
 """
 
 from __future__ import annotations
@@ -23,7 +25,17 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
+from raylign.algorithms.cut_data import (
+    CUTExample,
+    EncodeJudgments,
+    TagRows,
+    aligned_logprobs,
+    downsample_dataset,
+    pack_examples,
+)
+from raylign.algorithms.objective import OfflineObjective
 from raylign.config import StrictModel
+from raylign.models.sequences import token_logprobs
 
 Kind = Literal["align_p", "align_n", "misalign"]
 KINDS = ("align_p", "align_n", "misalign")
@@ -153,18 +165,47 @@ def cut_loss(logprobs_plain: Tensor, logprobs_judged: Tensor, mask: Tensor, nega
     return loss_sum, float(rows.sum()), metrics
 
 
-def response_aligned(values: Tensor, response_mask: Tensor, width: int | None = None) -> tuple[Tensor, Tensor]:
-    """Gather each row's response positions (contiguous in packed batches) into columns 0..R-1.
+class HeldoutConfig(StrictModel):
+    """The before/after figures on held-out judgments (`raylign.evaluation.cut_eval`)."""
 
-    values [N, L] (log-probs or token ids) -> ([N, R], mask [N, R]); differentiable (gather).
-    """
-    response_mask = response_mask.bool()
-    lengths = response_mask.sum(-1)
-    starts = torch.where(lengths > 0, response_mask.float().argmax(-1), torch.zeros_like(lengths))
-    if width is None:
-        width = int(lengths.max()) if lengths.numel() else 0
-    columns = torch.arange(width, device=values.device)
-    index = (starts.to(values.device)[:, None] + columns[None, :]).clamp(max=values.shape[1] - 1)
-    gathered = values.gather(1, index)
-    mask = columns[None, :] < lengths.to(values.device)[:, None]
-    return torch.where(mask, gathered, torch.zeros_like(gathered)), mask
+    path: str | None = None  # default: data.test_path
+    negatives: int = 64  # judged responses whose judged-bad tokens are followed
+    positives: int = 64  # acceptable responses for the fluency figure (their NLL)
+    batch_size: int = 8
+
+
+class CUTObjective(OfflineObjective):
+    name = "cut"
+    config_class = CUTConfig
+    section = "cut"
+    extra_sections = {"heldout": HeldoutConfig}
+    # the paper: LoRA r 16, alpha 16, dropout 0.05 on the MLP projections, lr 4e-4, cosine
+    recipe_defaults = {"output_dir": "runs/cut", "data": {"format": "cut", "max_length": 384},
+                       "trainable": "lora", "optim": {"lr": 4e-4, "schedule": "cosine"},
+                       "lora": {"r": 16, "alpha": 16, "dropout": 0.05,
+                                "target_modules": ["gate_proj", "up_proj", "down_proj"]}}
+    row_kind = "judgment"
+    unit = "judgments"
+    lora_task = "CAUSAL_LM"
+    select_metric = "loss"
+    select_mode = "min"
+
+    def prepare_dataset(self, ds, model_path: str):
+        cut = self.config.cut
+        tagged = ds.map_batches(TagRows(cut.seed), batch_format="pyarrow", batch_size=256).materialize()
+        kept = downsample_dataset(tagged, cut.downsample)
+        return kept.map_batches(EncodeJudgments(model_path, cut, self.config.data.max_length),
+                                batch_format="pyarrow", batch_size=64)
+
+    def collate(self, rows: list[dict]) -> dict:
+        examples = [CUTExample("", bool(r["negative"]), list(r["plain_prompt"]),
+                               list(r["judged_prompt"]) if r["negative"] else None, list(r["response"]))
+                    for r in rows]
+        return pack_examples(examples, self.pad_id)
+
+    def loss(self, module, data: dict) -> tuple[torch.Tensor, float, dict]:
+        logprobs = token_logprobs(module, data["batch"])
+        plain, judged, mask = aligned_logprobs(logprobs, data)
+        cut = self.config.cut
+        return cut_loss(plain, judged, mask, data["negative"], cut.threshold, cut.weight_unlike,
+                        cut.weight_align_n)

@@ -3,7 +3,9 @@
 A row with `judgment: null` is a positive (Align-P). A row with a judgment is a negative
 and is encoded twice: the plain prompt + y (Misalign) and the judgment prompt + the same
 y (Align-N). The ratio rule compares the two encodings token by token, so the response
-tokens must be identical in both; `pack_examples` asserts it on every batch.
+tokens must be identical in both; `pack_examples` asserts it on every batch. The offline
+trainer runs the same encodings as Ray Data stages (`TagRows`, `EncodeJudgments`). `config`
+arguments are the recipe's `cut` section (`raylign.algorithms.cut.CUTConfig`).
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
-from raylign.algorithms.cut import CUTConfig, response_aligned
 from raylign.data.adapters import load_rows
 from raylign.data.readers import DataError
 from raylign.models.chat import encode_prompt, encode_response
@@ -77,7 +79,7 @@ def judged_messages(row: dict, template: str) -> list[dict]:
     return [{"role": "user", "content": content}]
 
 
-def encode_example(tokenizer, row: dict, config: CUTConfig, max_length: int) -> CUTExample:
+def encode_example(tokenizer, row: dict, config, max_length: int) -> CUTExample:
     """Both encodings share one response encoding; each prompt keeps its end to fit max_length."""
     response = encode_response(tokenizer, row["output"], config.max_response_tokens)
     room = max_length - len(response)
@@ -89,7 +91,7 @@ def encode_example(tokenizer, row: dict, config: CUTConfig, max_length: int) -> 
     return CUTExample(row["prompt_id"], is_negative(row), plain, judged, response)
 
 
-def encode_examples(tokenizer, rows: list[dict], config: CUTConfig, max_length: int) -> list[CUTExample]:
+def encode_examples(tokenizer, rows: list[dict], config, max_length: int) -> list[CUTExample]:
     return [encode_example(tokenizer, row, config, max_length) for row in rows]
 
 
@@ -136,3 +138,87 @@ def aligned_logprobs(logprobs: torch.Tensor, packed: dict):
         values, _ = response_aligned(logprobs[n:], response_mask[n:], plain.shape[1])
         judged = judged.index_put((negative.nonzero().squeeze(-1),), values)
     return plain, judged, mask
+
+
+def response_aligned(values: Tensor, response_mask: Tensor, width: int | None = None) -> tuple[Tensor, Tensor]:
+    """Gather each row's response positions (contiguous in packed batches) into columns 0..R-1.
+
+    values [N, L] (log-probs or token ids) -> ([N, R], mask [N, R]); differentiable (gather).
+    """
+    response_mask = response_mask.bool()
+    lengths = response_mask.sum(-1)
+    starts = torch.where(lengths > 0, response_mask.float().argmax(-1), torch.zeros_like(lengths))
+    if width is None:
+        width = int(lengths.max()) if lengths.numel() else 0
+    columns = torch.arange(width, device=values.device)
+    index = (starts.to(values.device)[:, None] + columns[None, :]).clamp(max=values.shape[1] - 1)
+    gathered = values.gather(1, index)
+    mask = columns[None, :] < lengths.to(values.device)[:, None]
+    return torch.where(mask, gathered, torch.zeros_like(gathered)), mask
+
+
+class TagRows:
+    """Ray Data stage: mark negatives and give each row its seeded downsampling key."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def __call__(self, table):
+        import pyarrow as pa
+
+        rows = table.to_pylist()
+        return pa.table({
+            "prompt_id": pa.array([r["prompt_id"] for r in rows], pa.string()),
+            "prompt": pa.array([r["prompt"] for r in rows], pa.string()),
+            "instruction": pa.array([r.get("instruction") or r["prompt"] for r in rows], pa.string()),
+            "input": pa.array([r.get("input") or "" for r in rows], pa.string()),
+            "output": pa.array([r["output"] for r in rows], pa.string()),
+            "judgment": pa.array([r.get("judgment") for r in rows], pa.string()),
+            "negative": pa.array([is_negative(r) for r in rows], pa.bool_()),
+            "keep_key": pa.array([keep_key(r, self.seed) for r in rows], pa.float64()),
+        })
+
+
+class EncodeJudgments:
+    """Ray Data stage: judgment rows -> plain / judgment prompt ids and the shared response ids."""
+
+    def __init__(self, model_path: str, cut, max_length: int):
+        self.model_path, self.cut, self.max_length = model_path, cut, max_length
+
+    def __call__(self, table):
+        import pyarrow as pa
+
+        from raylign.models.chat import load_tokenizer
+
+        tokenizer = load_tokenizer(self.model_path)
+        out = {"plain_prompt": [], "judged_prompt": [], "response": [], "negative": [], "length": []}
+        for row in table.to_pylist():
+            example = encode_example(tokenizer, row, self.cut, self.max_length)
+            judged = example.judged_prompt or []
+            out["plain_prompt"].append(example.plain_prompt)
+            out["judged_prompt"].append(judged)
+            out["response"].append(example.response)
+            out["negative"].append(example.negative)
+            out["length"].append(max(len(example.plain_prompt), len(judged)) + len(example.response))
+        ids = pa.list_(pa.int32())
+        return pa.table({
+            "plain_prompt": pa.array(out["plain_prompt"], ids),
+            "judged_prompt": pa.array(out["judged_prompt"], ids),
+            "response": pa.array(out["response"], ids),
+            "negative": pa.array(out["negative"], pa.bool_()),
+            "length": pa.array(out["length"], pa.int32()),
+        })
+
+
+def downsample_dataset(ds, downsample: float | None):
+    """Keep every negative and the int(downsample * #negatives) positives with the smallest keys."""
+    if downsample is None:
+        return ds
+    negatives = ds.filter(lambda row: bool(row["negative"])).count()
+    keys = sorted(row["keep_key"] for row in ds.filter(lambda row: not row["negative"]).select_columns(["keep_key"])
+                  .take_all())
+    count = positives_to_keep(len(keys), negatives, downsample)
+    if count >= len(keys):
+        return ds
+    cutoff = keys[count - 1] if count else -1.0
+    return ds.filter(lambda row: bool(row["negative"]) or row["keep_key"] <= cutoff)

@@ -1,132 +1,123 @@
-"""GRPO / Dr GRPO / RLOO: group-relative advantages and the clipped surrogate loss.
+"""GRPO / Dr GRPO / RLOO (`raylign train grpo`): group-relative advantages, the clipped surrogate.
 
-No critic: k responses are sampled per prompt and each response's advantage is its
-reward relative to the others of its group, broadcast to all its tokens.
-- grpo    (Shao et al., 2024, DeepSeekMath): A = (r - mean_group) / (std_group + eps)
-- dr_grpo (Liu et al., 2025, "Understanding R1-Zero-like training"): A = r - mean_group
-  (no std scaling, which over-weights near-uniform groups)
-- rloo    (Ahmadian et al., 2024): A = r - mean of the other k-1 rewards of the group
-The loss is the PPO clipped surrogate on per-token ratios to the rollout policy, plus
-optionally kl_coef * k3 KL to the frozen reference, aggregated per token or per sequence.
+No critic: k responses are sampled per prompt, and each response's advantage is its reward
+relative to the others of its group (`grpo.estimator`, a registered estimator:
+`raylign.algorithms.estimators`), computed on the driver over each prompt's whole group before
+the batch is dealt to ranks. Every response is then one unit of the policy loss
+(`grpo.policy_loss`, registered in `raylign.algorithms.policy_losses`) plus optionally
+kl_coef * k3 KL to the frozen reference, aggregated per token or per sequence.
 """
 
 from __future__ import annotations
 
-from typing import Hashable, Literal, Sequence
+import statistics
+from typing import Literal
 
 import torch
+from pydantic import Field
 from torch import Tensor
 
-from raylign.algorithms.ppo import (
-    check_same_shape,
-    clipped_surrogate,
-    masked_fill_zero,
-    safe_mean,
-    token_k3,
+from raylign.algorithms.base import (
+    Algorithm,
+    TrainContext,
+    UpdateConfig,
+    masked_list,
+    policy_rows,
+    response_token_count,
+    rows_logprobs,
+    scatter_response_values,
 )
-from raylign.config import StrictModel
+from raylign.algorithms.core import aggregate, check_same_shape, k3, safe_mean
+from raylign.algorithms.estimators import EstimatorName, group_advantages
+from raylign.algorithms.policy_losses import PolicyLossName, get_policy_loss, policy_loss_metrics
+from raylign.config import Retired, StrictModel
 
-Estimator = Literal["grpo", "rloo", "dr_grpo"]
 LossAgg = Literal["token", "sequence"]
 
 
 class GRPOConfig(StrictModel):
-    estimator: Estimator = "grpo"
+    estimator: EstimatorName = "grpo"  # a registered advantage estimator: grpo, rloo, dr_grpo, ...
+    policy_loss: PolicyLossName = "ppo_clip"  # a registered policy loss
     cliprange: float = 0.2
-    kl_coef: float = 0.0  # > 0 adds k3 KL to the reference (needs reference log-probs)
-    epochs: int = 1
+    kl_coef: float = Field(0.0, ge=0.0)  # > 0 adds k3 KL to the frozen reference (starts the reference actor)
     loss_agg: LossAgg = "token"
     eps: float = 1e-6
 
 
-def _group_index(group_ids: Sequence[Hashable] | Tensor, n: int) -> Tensor:
-    """Dense group index per row (first-seen order) for any hashable group keys."""
-    keys = group_ids.tolist() if isinstance(group_ids, Tensor) else list(group_ids)
-    if len(keys) != n:
-        raise ValueError(f"group_ids has {len(keys)} entries for {n} rewards")
-    dense: dict = {}
-    return torch.tensor([dense.setdefault(k, len(dense)) for k in keys], dtype=torch.long)
-
-
-def group_advantages(rewards: Tensor | Sequence[float], group_ids: Sequence[Hashable] | Tensor,
-                     estimator: Estimator = "grpo", eps: float = 1e-6) -> Tensor:
-    """One advantage per sequence [N] from its reward and its group's rewards.
-
-    Groups may have any size and need not be contiguous. A group of one has no
-    baseline to compare with and gets advantage 0 (all estimators). The grpo std is
-    the unbiased (k-1) sample std, as in TRL; a group of equal rewards gets 0.
-    """
-    r = torch.as_tensor(rewards, dtype=torch.float64).detach().cpu()
-    if r.dim() != 1:
-        raise ValueError(f"rewards must be [N], got shape {tuple(r.shape)}")
-    if not torch.isfinite(r).all():
-        raise ValueError("rewards must be finite")
-    if estimator not in ("grpo", "rloo", "dr_grpo"):
-        raise ValueError(f"unknown estimator '{estimator}' (grpo, rloo, dr_grpo)")
-    idx = _group_index(group_ids, r.shape[0])
-    if r.shape[0] == 0:
-        return r.float()
-    num_groups = int(idx.max()) + 1
-    counts = torch.zeros(num_groups, dtype=torch.float64).index_add(0, idx, torch.ones_like(r))
-    sums = torch.zeros(num_groups, dtype=torch.float64).index_add(0, idx, r)
-    k = counts[idx]
-    mean = sums[idx] / k
-    centered = r - mean
-    if estimator == "rloo":
-        # r - (sum - r) / (k - 1) == k / (k - 1) * (r - mean)
-        adv = centered * k / (k - 1).clamp(min=1.0)
-    elif estimator == "dr_grpo":
-        adv = centered
-    else:
-        sq = torch.zeros(num_groups, dtype=torch.float64).index_add(0, idx, centered * centered)
-        std = (sq[idx] / (k - 1).clamp(min=1.0)).sqrt()
-        adv = centered / (std + eps)
-    return torch.where(k > 1, adv, torch.zeros_like(adv)).float()
-
-
 def grpo_loss(logprobs: Tensor, old_logprobs: Tensor | None, ref_logprobs: Tensor | None,
-              advantages: Tensor, mask: Tensor, cliprange: float = 0.2, kl_coef: float = 0.0,
-              loss_agg: LossAgg = "token") -> tuple[Tensor, float, dict[str, float]]:
-    """Clipped surrogate with sequence advantages [N] broadcast over tokens, + kl_coef * k3.
+              advantages: Tensor, mask: Tensor, config: GRPOConfig) -> tuple[Tensor, float, dict[str, float]]:
+    """The policy loss with sequence advantages [N] broadcast over tokens, + kl_coef * k3.
 
-    old_logprobs None means on-policy (a single epoch): the ratio is 1 in value but
-    still carries the gradient. loss_agg "token": sum over all response tokens,
-    weight = #tokens (long responses weigh more); "sequence": each row's token mean,
-    summed over rows, weight = #rows with a response token (each response weighs the
-    same). Metrics are per-call means over tokens.
+    old_logprobs None means on-policy (one optimizer step on the batch): the ratio is 1 in
+    value but still carries the gradient. loss_agg "token": sum over all response tokens,
+    weight = #tokens (long responses weigh more); "sequence": each row's token mean, summed
+    over rows, weight = #rows with a response token (each response weighs the same).
+    Metrics are per-call means over tokens.
     """
     if old_logprobs is None:
         old_logprobs = logprobs.detach()
     check_same_shape(logprobs=logprobs, old_logprobs=old_logprobs, ref_logprobs=ref_logprobs, mask=mask)
     if advantages.shape != (logprobs.shape[0],):
         raise ValueError(f"advantages must be [N] = [{logprobs.shape[0]}], got {tuple(advantages.shape)}")
-    if kl_coef != 0.0 and ref_logprobs is None:
+    if config.kl_coef != 0.0 and ref_logprobs is None:
         raise ValueError("kl_coef > 0 needs ref_logprobs")
-    if loss_agg not in ("token", "sequence"):
-        raise ValueError(f"unknown loss_agg '{loss_agg}' (token, sequence)")
     m = mask.to(logprobs.device).bool()
     adv = advantages.to(logprobs).detach().unsqueeze(1).expand_as(logprobs)
-    per_token, clipped, log_ratio = clipped_surrogate(logprobs, old_logprobs, adv, m, cliprange)
-    kl = token_k3(logprobs, ref_logprobs, m) if ref_logprobs is not None else torch.zeros_like(per_token)
-    total = per_token + kl_coef * kl if kl_coef != 0.0 else per_token
-
-    lengths = m.sum(-1)
-    num_tokens = float(lengths.sum())
-    if loss_agg == "token":
-        loss_sum, weight = total.sum(), num_tokens
-    else:
-        rows = lengths > 0
-        row_mean = total.sum(-1) / lengths.clamp(min=1).to(total)
-        loss_sum = torch.where(rows, row_mean, torch.zeros_like(row_mean)).sum()
-        weight = float(rows.sum())
-    with torch.no_grad():
-        metrics = {
-            "loss": safe_mean(loss_sum, weight),
-            "policy_loss": safe_mean(per_token.sum(), num_tokens),
-            "clipfrac": safe_mean(clipped.sum(), num_tokens),
-            "approx_kl": safe_mean((0.5 * log_ratio * log_ratio).sum(), num_tokens),
-            "ratio_mean": safe_mean(masked_fill_zero(log_ratio.exp(), m).sum(), num_tokens),
-        }
-        if ref_logprobs is not None:
-            metrics["kl"] = safe_mean(kl.sum(), num_tokens)
+    out = get_policy_loss(config.policy_loss)(logprobs, old_logprobs, adv, m, config)
+    kl = k3(logprobs, ref_logprobs, m) if ref_logprobs is not None else torch.zeros_like(out.per_token)
+    total = out.per_token + config.kl_coef * kl if config.kl_coef != 0.0 else out.per_token
+    loss_sum, weight = aggregate(total, m, config.loss_agg)
+    num_tokens = float(m.sum())
+    metrics = {"loss": safe_mean(loss_sum.detach(), weight), **policy_loss_metrics(out, m)}
+    if ref_logprobs is not None:
+        metrics["kl"] = safe_mean(kl.detach().sum(), num_tokens)
     return loss_sum, weight, metrics
+
+
+class GRPOAlgorithm(Algorithm):
+    """One unit = one sampled response with its group-relative advantage."""
+
+    name = "grpo"
+    config_class = GRPOConfig
+    section = "grpo"
+    update = UpdateConfig(epochs=1, num_minibatches=1, micro_batch_size=4)
+    renamed_keys = {"grpo.epochs": "engine.trainer.epochs",
+                    "reference.kl_coef": Retired("the KL coefficient is grpo.kl_coef (> 0 starts the reference)")}
+
+    def __init__(self, config: GRPOConfig, max_length: int = 768):
+        super().__init__(config, max_length)
+        self.needs_reference = config.kl_coef > 0
+
+    def select(self, rows: list[dict], step: int):
+        rows = policy_rows(rows)
+        if not rows:
+            return [], {}
+        advantages = group_advantages([r["reward"] for r in rows], [r["prompt_uid"] for r in rows], self.config.estimator,
+                                      self.config.eps)
+        units = [{**r, "advantage": float(a)} for r, a in zip(rows, advantages.tolist())]
+        zero = sum(1 for u in units if u["advantage"] == 0.0)
+        return units, {"advantage_abs_mean": statistics.fmean(abs(u["advantage"]) for u in units),
+                       "zero_advantage_fraction": zero / len(units)}
+
+    def unit_weight(self, unit: dict) -> float:
+        return float(response_token_count(unit, self.max_length)) if self.config.loss_agg == "token" else 1.0
+
+    def prepare(self, module, units: list[dict], context: TrainContext):
+        """Old log-probs only when the trainer's plan reuses the batch (several epochs or
+        minibatches); a single on-policy step uses ratio 1 with the same gradient."""
+        if not context.reuses_batch or not units:
+            return {}
+        for start in range(0, len(units), 8):
+            chunk = units[start : start + 8]
+            logprobs, batch = rows_logprobs(module, chunk, context)
+            for row, values, mask in zip(chunk, logprobs, batch["response_mask"]):
+                row["old_logprobs"] = masked_list(values, mask)
+        return {}
+
+    def loss(self, module, units: list[dict], context: TrainContext):
+        logprobs, batch = rows_logprobs(module, units, context)
+        mask = batch["response_mask"]
+        old = scatter_response_values([u["old_logprobs"] for u in units], mask) if "old_logprobs" in units[0] else None
+        ref = scatter_response_values([u["ref_logprobs"] for u in units], mask) if self.config.kl_coef > 0 else None
+        advantages = torch.tensor([u["advantage"] for u in units], dtype=torch.float32)
+        return grpo_loss(logprobs, old, ref, advantages, mask, self.config)

@@ -1,35 +1,43 @@
-"""KL regularisation towards a frozen reference, from log-probs of sampled tokens."""
+"""KL-coefficient controllers: a fixed coefficient, or one steered towards a target KL.
+
+The KL estimator itself is `raylign.algorithms.core.k3` (and PPO's per-token k1 penalty).
+"""
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor
+
+class FixedKLController:
+    """A constant KL coefficient; `update` is a no-op kept for a uniform interface."""
+
+    def __init__(self, kl_coef: float):
+        self.value = float(kl_coef)
+
+    def update(self, current_kl: float, n_steps: int) -> float:
+        return self.value
 
 
-def kl_k3(token_logprobs: Tensor, ref_logprobs: Tensor, mask: Tensor) -> Tensor:
-    """Mean per-token KL(pi || ref) estimate on sampled tokens, the "k3" estimator.
+class AdaptiveKLController:
+    """Ziegler et al. (2019): steer the observed KL towards `target`.
 
-    k3 = exp(ref - logp) - (ref - logp) - 1 is non-negative, unbiased for tokens
-    sampled from pi, and its gradient pulls pi towards ref; averaged over the masked
-    (response) tokens of each row, then over rows that have any.
+    error = clip(KL / target - 1, -0.2, 0.2); value *= 1 + error * n_steps / horizon,
+    where n_steps is the number of samples (or steps) seen since the last update.
     """
-    mask = mask.bool()
-    delta = torch.where(mask, ref_logprobs - token_logprobs, torch.zeros_like(token_logprobs))
-    per_token = torch.where(mask, delta.exp() - delta - 1.0, torch.zeros_like(delta))
-    counts = mask.sum(-1)
-    rows = counts > 0
-    if not rows.any():
-        return token_logprobs.new_zeros(())
-    return (per_token.sum(-1)[rows] / counts[rows]).mean()
+
+    def __init__(self, init_kl_coef: float, target: float, horizon: int):
+        if target <= 0 or horizon <= 0:
+            raise ValueError(f"target and horizon must be positive, got {target}, {horizon}")
+        self.value = float(init_kl_coef)
+        self.target = float(target)
+        self.horizon = float(horizon)
+
+    def update(self, current_kl: float, n_steps: int) -> float:
+        error = min(max(float(current_kl) / self.target - 1.0, -0.2), 0.2)
+        self.value *= 1.0 + error * n_steps / self.horizon
+        return self.value
 
 
-def scatter_response_values(values: list[list[float]], response_mask: Tensor) -> Tensor:
-    """Place per-response-token values (in order) at the mask's positions of a [N, L] tensor."""
-    out = torch.zeros(response_mask.shape, dtype=torch.float32)
-    mask = response_mask.bool()
-    for i, row in enumerate(values):
-        positions = mask[i].nonzero(as_tuple=True)[0]
-        if len(row) != len(positions):
-            raise ValueError(f"row {i}: {len(row)} reference values for {len(positions)} response tokens")
-        out[i, positions] = torch.tensor(row, dtype=torch.float32)
-    return out
+def make_kl_controller(config) -> FixedKLController | AdaptiveKLController:
+    """The controller a method's config asks for (`kl_coef`, `adaptive_kl`, `kl_target`, `kl_horizon`)."""
+    if config.adaptive_kl:
+        return AdaptiveKLController(config.kl_coef, config.kl_target, config.kl_horizon)
+    return FixedKLController(config.kl_coef)

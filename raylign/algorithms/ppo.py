@@ -1,24 +1,48 @@
-"""PPO for language models, AlpacaFarm / InstructGPT style, as pure tensor functions.
+"""PPO (`raylign train ppo`), AlpacaFarm / InstructGPT style: policy, frozen reference, reward, critic.
 
-Per-token rewards (-beta * KL to the reference, the reward-model score at the last
-response token), GAE advantages, whitening, the clipped policy and value losses and
-the KL-coefficient controllers. See /work/shared/ALGORITHMS.md, section PPO.
-
-All tensors are [N, T], right-padded, with a response mask [N, T] (1 on response
-tokens, EOS included). Padding is selected away with `torch.where`, never multiplied,
-so inf/NaN junk there cannot leak into values or gradients. Losses return
-(loss_sum, weight, metrics): the trainer divides the all-reduced sum by the
-all-reduced weight, so uneven shards weigh every token the same.
+The trainer module is an `ActorCritic`: the policy plus a value head on its own last
+hidden state ("head") or on a separate copy of the backbone ("separate"). Before each
+update every rank recomputes the old log-probs and values (no grad), compares the old
+log-probs with the samplers' (logged as a mismatch), builds per-token rewards (KL penalty
++ score at the last token), GAE, and whitens the advantages with moments all-reduced over
+every rank. Then epochs x minibatches (`engine.trainer`, 2 x 1 by default) of the clipped policy +
+value loss. Per-token tensors follow `raylign.algorithms.core`'s conventions; see ALGORITHMS.md, PPO.
 """
 
 from __future__ import annotations
 
+import copy
+from types import SimpleNamespace
 from typing import Literal
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from raylign.config import StrictModel
+from raylign.algorithms.base import (
+    Algorithm,
+    TrainContext,
+    UpdateConfig,
+    masked_list,
+    policy_rows,
+    response_token_count,
+    scatter_response_values,
+)
+from raylign.algorithms.core import (
+    aggregate,
+    bool_mask,
+    check_same_shape,
+    last_token_index,
+    masked_fill_zero,
+    masked_moments,
+    moments_to_mean_var,
+    safe_mean,
+    whiten_with,
+)
+from raylign.algorithms.kl import make_kl_controller
+from raylign.algorithms.policy_losses import PolicyLossName, get_policy_loss, policy_loss_metrics
+from raylign.collectives import all_reduce
+from raylign.config import Retired, StrictModel
+from raylign.models.sequences import logits_to_token_logprobs, model_device, pack_prompt_responses, position_ids_of
 
 
 class PPOConfig(StrictModel):
@@ -28,77 +52,15 @@ class PPOConfig(StrictModel):
     kl_clamp: bool = True  # AlpacaFarm: kl_t = max(0, logpi - logref)
     gamma: float = 1.0
     lam: float = 1.0
+    policy_loss: PolicyLossName = "ppo_clip"  # a registered policy loss (raylign.algorithms.policy_losses)
     cliprange: float = 0.2
     cliprange_value: float = 0.2
     vf_coef: float = 0.1
-    ppo_epochs: int = 2
     whiten_advantages: bool = True
     adaptive_kl: bool = False
     kl_target: float = 6.0
     kl_horizon: int = 10000
     value_model: Literal["head", "separate"] = "head"
-
-
-# ---------------------------------------------------------------- masking helpers
-
-
-def check_same_shape(**tensors: Tensor | None) -> None:
-    """Raise a ValueError naming every [N, T] input whose shape differs from the first."""
-    named = {k: v for k, v in tensors.items() if v is not None}
-    shapes = {k: tuple(v.shape) for k, v in named.items()}
-    first = next(iter(shapes.values()))
-    if len(first) != 2 or any(s != first for s in shapes.values()):
-        listing = ", ".join(f"{k} {s}" for k, s in shapes.items())
-        raise ValueError(f"expected [N, T] tensors of one shape, got {listing}")
-
-
-def _bool_mask(mask: Tensor, like: Tensor) -> Tensor:
-    return mask.to(like.device).bool()
-
-
-def masked_fill_zero(x: Tensor, mask: Tensor) -> Tensor:
-    """x on response tokens, exactly 0 elsewhere (and no gradient from elsewhere)."""
-    return torch.where(mask, x, torch.zeros_like(x))
-
-
-def last_token_index(mask: Tensor) -> Tensor:
-    """Index of the last response token of each row [N] (0 for a row without any)."""
-    positions = torch.arange(mask.shape[-1], device=mask.device).expand_as(mask)
-    return torch.where(mask.bool(), positions, torch.zeros_like(positions)).max(-1).values
-
-
-def token_k3(logprobs: Tensor, ref_logprobs: Tensor, mask: Tensor) -> Tensor:
-    """Per-token k3 KL(pi || ref) estimate, exp(d) - d - 1 with d = ref - logp; 0 on padding.
-
-    Same estimator as raylign.algorithms.kl.kl_k3, kept per token so callers can
-    sum it into a token-level loss instead of taking a per-row mean.
-    """
-    delta = masked_fill_zero(ref_logprobs.to(logprobs) - logprobs, mask)
-    return masked_fill_zero(delta.exp() - delta - 1.0, mask)
-
-
-def clipped_surrogate(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor,
-                      cliprange: float) -> tuple[Tensor, Tensor, Tensor]:
-    """Per-token PPO loss max(-A * rho, -A * clip(rho, 1 +- eps)), 0 on padding.
-
-    Returns (per_token_loss, clipped, log_ratio): `clipped` marks tokens where the
-    clipped branch is the larger (its gradient is then zero); log_ratio is masked.
-    """
-    log_ratio = masked_fill_zero(logprobs - old_logprobs.to(logprobs), mask)
-    ratio = log_ratio.exp()
-    adv = masked_fill_zero(advantages.to(logprobs), mask)
-    unclipped = -adv * ratio
-    clipped_loss = -adv * ratio.clamp(1.0 - cliprange, 1.0 + cliprange)
-    per_token = masked_fill_zero(torch.maximum(unclipped, clipped_loss), mask)
-    return per_token, mask & (clipped_loss > unclipped), log_ratio
-
-
-def safe_mean(total: Tensor | float, count: float) -> float:
-    """total / count as a detached float, 0 when count is 0 (an empty shard)."""
-    return float(total) / count if count else 0.0
-
-
-# ---------------------------------------------------------------- rewards and advantages
 
 
 def per_token_rewards(logprobs: Tensor, ref_logprobs: Tensor, mask: Tensor, scores: Tensor,
@@ -113,7 +75,7 @@ def per_token_rewards(logprobs: Tensor, ref_logprobs: Tensor, mask: Tensor, scor
     check_same_shape(logprobs=logprobs, ref_logprobs=ref_logprobs, mask=mask)
     if scores.shape != (logprobs.shape[0],):
         raise ValueError(f"scores must be [N] = [{logprobs.shape[0]}], got {tuple(scores.shape)}")
-    m = _bool_mask(mask, logprobs)
+    m = bool_mask(mask, logprobs)
     with torch.no_grad():
         kl = masked_fill_zero(logprobs.detach() - ref_logprobs.detach().to(logprobs), m)
         if clamp:
@@ -136,7 +98,7 @@ def gae_advantages(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float =
     detached and 0 on padding.
     """
     check_same_shape(rewards=rewards, values=values, mask=mask)
-    m = _bool_mask(mask, rewards)
+    m = bool_mask(mask, rewards)
     with torch.no_grad():
         r = masked_fill_zero(rewards.detach().float(), m)
         v = masked_fill_zero(values.detach().float(), m)
@@ -154,78 +116,14 @@ def gae_advantages(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float =
     return advantages.to(rewards.dtype), returns.to(rewards.dtype)
 
 
-def masked_moments(x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """(sum, sum of squares, count) of x over response tokens, as float64 0-dim tensors.
-
-    Sums rather than means, so the trainer can all-reduce them across ranks and
-    whiten with the global batch statistics (`moments_to_mean_var`, `whiten_with`).
-    """
-    check_same_shape(x=x, mask=mask)
-    m = _bool_mask(mask, x)
-    xd = masked_fill_zero(x.detach().double(), m)
-    return xd.sum(), (xd * xd).sum(), m.sum().double()
-
-
-def moments_to_mean_var(total: Tensor, sumsq: Tensor, count: Tensor,
-                        unbiased: bool = True) -> tuple[Tensor, Tensor]:
-    """Mean and variance from summed moments (Bessel-corrected when unbiased and count > 1)."""
-    count = torch.as_tensor(count, dtype=torch.float64)
-    n = count.clamp(min=1.0)
-    mean = torch.as_tensor(total, dtype=torch.float64) / n
-    var = (torch.as_tensor(sumsq, dtype=torch.float64) / n - mean * mean).clamp(min=0.0)
-    if unbiased:
-        var = torch.where(count > 1, var * count / (count - 1).clamp(min=1.0), var)
-    return mean, var
-
-
-def whiten_with(x: Tensor, mean: Tensor | float, var: Tensor | float, mask: Tensor,
-                shift_mean: bool = True) -> Tensor:
-    """(x - mean) / sqrt(var + 1e-8) on response tokens, 0 on padding.
-
-    With shift_mean=False the mean is added back (scale only), as PPO implementations
-    do for rewards. mean/var come from the (possibly all-reduced) moments.
-    """
-    check_same_shape(x=x, mask=mask)
-    m = _bool_mask(mask, x)
-    mean = torch.as_tensor(mean, dtype=torch.float64, device=x.device)
-    var = torch.as_tensor(var, dtype=torch.float64, device=x.device)
-    xd = masked_fill_zero(x.double(), m)
-    out = (xd - mean) * torch.rsqrt(var + 1e-8)
-    if not shift_mean:
-        out = out + mean
-    return masked_fill_zero(out, m).to(x.dtype)
-
-
-def masked_whiten(x: Tensor, mask: Tensor, shift_mean: bool = True) -> Tensor:
-    """Whiten x over the response tokens of this batch (single process)."""
-    mean, var = moments_to_mean_var(*masked_moments(x, mask))
-    return whiten_with(x, mean, var, mask, shift_mean)
-
-
-# ---------------------------------------------------------------- losses
-
-
 def ppo_policy_loss(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor,
-                    cliprange: float = 0.2) -> tuple[Tensor, float, dict[str, float]]:
-    """Clipped surrogate summed over response tokens: returns (loss_sum, #tokens, metrics).
-
-    Metrics (per-call means over response tokens): policy_loss, clipfrac (fraction of
-    tokens where clipping is active), approx_kl = mean 0.5 * (logpi - logpi_old)^2,
-    ratio_mean.
-    """
+                    config: PPOConfig) -> tuple[Tensor, float, dict[str, float]]:
+    """The configured policy loss summed over response tokens: (loss_sum, #tokens, metrics)."""
     check_same_shape(logprobs=logprobs, old_logprobs=old_logprobs, advantages=advantages, mask=mask)
-    m = _bool_mask(mask, logprobs)
-    per_token, clipped, log_ratio = clipped_surrogate(logprobs, old_logprobs, advantages, m, cliprange)
-    loss_sum = per_token.sum()
-    count = float(m.sum())
-    with torch.no_grad():
-        metrics = {
-            "policy_loss": safe_mean(loss_sum, count),
-            "clipfrac": safe_mean(clipped.sum(), count),
-            "approx_kl": safe_mean((0.5 * log_ratio * log_ratio).sum(), count),
-            "ratio_mean": safe_mean(masked_fill_zero(log_ratio.exp(), m).sum(), count),
-        }
-    return loss_sum, count, metrics
+    m = bool_mask(mask, logprobs)
+    out = get_policy_loss(config.policy_loss)(logprobs, old_logprobs, advantages, m, config)
+    loss_sum, count = aggregate(out.per_token, m, "token")
+    return loss_sum, count, policy_loss_metrics(out, m)
 
 
 def ppo_value_loss(values: Tensor, old_values: Tensor, returns: Tensor, mask: Tensor,
@@ -236,7 +134,7 @@ def ppo_value_loss(values: Tensor, old_values: Tensor, returns: Tensor, mask: Te
     value around the rollout's value keeps the critic from jumping in one epoch.
     """
     check_same_shape(values=values, old_values=old_values, returns=returns, mask=mask)
-    m = _bool_mask(mask, values)
+    m = bool_mask(mask, values)
     v = masked_fill_zero(values, m)
     old = masked_fill_zero(old_values.to(values), m)
     ret = masked_fill_zero(returns.to(values), m)
@@ -256,41 +154,131 @@ def ppo_value_loss(values: Tensor, old_values: Tensor, returns: Tensor, mask: Te
     return loss_sum, count, metrics
 
 
-# ---------------------------------------------------------------- KL coefficient controllers
+class ActorCritic(nn.Module):
+    """Policy + value head, one module so DDP/DeepSpeed wrap and step them together."""
+
+    def __init__(self, policy: nn.Module, separate: bool):
+        super().__init__()
+        self.policy = policy
+        # A separate critic starts as a copy of the policy's backbone, frozen the same way.
+        self.critic = copy.deepcopy(policy.get_decoder()) if separate else None
+        hidden = policy.config.hidden_size
+        self.value_head = nn.Linear(hidden, 1)
+        nn.init.zeros_(self.value_head.weight)
+        nn.init.zeros_(self.value_head.bias)
+
+    def forward(self, input_ids, attention_mask, position_ids=None, use_cache=False):
+        out = self.policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                          use_cache=False, output_hidden_states=self.critic is None)
+        if self.critic is None:
+            hidden = out.hidden_states[-1]
+        else:
+            hidden = self.critic(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                                 use_cache=False).last_hidden_state
+        # the head runs in the module's dtype (DeepSpeed bf16 casts it too); values come out fp32
+        values = self.value_head(hidden.to(self.value_head.weight.dtype)).float().squeeze(-1)
+        return SimpleNamespace(logits=out.logits, values=values)
 
 
-class FixedKLController:
-    """A constant KL coefficient; `update` is a no-op kept for a uniform interface."""
-
-    def __init__(self, kl_coef: float):
-        self.value = float(kl_coef)
-
-    def update(self, current_kl: float, n_steps: int) -> float:
-        return self.value
-
-
-class AdaptiveKLController:
-    """Ziegler et al. (2019): steer the observed KL towards `target`.
-
-    error = clip(KL / target - 1, -0.2, 0.2); value *= 1 + error * n_steps / horizon,
-    where n_steps is the number of samples (or steps) seen since the last update.
-    """
-
-    def __init__(self, init_kl_coef: float, target: float, horizon: int):
-        if target <= 0 or horizon <= 0:
-            raise ValueError(f"target and horizon must be positive, got {target}, {horizon}")
-        self.value = float(init_kl_coef)
-        self.target = float(target)
-        self.horizon = float(horizon)
-
-    def update(self, current_kl: float, n_steps: int) -> float:
-        error = min(max(float(current_kl) / self.target - 1.0, -0.2), 0.2)
-        self.value *= 1.0 + error * n_steps / self.horizon
-        return self.value
+def forward_rows(module, rows: list[dict], context: TrainContext):
+    """(token log-probs [N, T], values [N, T], batch): value at t estimates the return
+    from the token at t on, read from the hidden state that predicts it (position t-1)."""
+    batch = pack_prompt_responses([r["prompt_token_ids"] for r in rows], [r["response_token_ids"] for r in rows],
+                                  context.pad_id, context.max_length)
+    device = model_device(module)
+    ids, attention = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+    out = module(input_ids=ids, attention_mask=attention, position_ids=position_ids_of(attention))
+    logprobs = logits_to_token_logprobs(out.logits, ids, attention)
+    values = torch.zeros(ids.shape, dtype=torch.float32, device=device)
+    values[:, 1:] = out.values[:, :-1]
+    return logprobs, values, batch
 
 
-def make_kl_controller(config: PPOConfig) -> FixedKLController | AdaptiveKLController:
-    """The controller a PPOConfig asks for."""
-    if config.adaptive_kl:
-        return AdaptiveKLController(config.kl_coef, config.kl_target, config.kl_horizon)
-    return FixedKLController(config.kl_coef)
+class PPOAlgorithm(Algorithm):
+    """One unit = one sampled response; the trainer module is the policy plus its critic."""
+
+    name = "ppo"
+    config_class = PPOConfig
+    section = "ppo"
+    needs_reference = True
+    update = UpdateConfig(epochs=2, num_minibatches=1, micro_batch_size=4)
+    renamed_keys = {"ppo.ppo_epochs": "engine.trainer.epochs",
+                    "reference.kl_coef": Retired("the KL coefficient is ppo.kl_coef")}
+
+    def __init__(self, config: PPOConfig, max_length: int = 768):
+        super().__init__(config, max_length)
+        self.kl = make_kl_controller(config)
+
+    def select(self, rows: list[dict], step: int):
+        return policy_rows(rows), {}
+
+    def build_module(self, policy):
+        return ActorCritic(policy, separate=self.config.value_model == "separate")
+
+    def unit_weight(self, unit: dict) -> float:
+        return float(response_token_count(unit, self.max_length))
+
+    def prepare(self, module, units: list[dict], context: TrainContext):
+        real = context.num_real_units
+        moments = torch.zeros(3, dtype=torch.float64)
+        stats = torch.zeros(5, dtype=torch.float64)  # kl sum, tokens, |sampler - trainer| sum, compared, rollouts
+        for start in range(0, len(units), 8):
+            chunk = units[start : start + 8]
+            logprobs, values, batch = forward_rows(module, chunk, context)
+            logprobs, values = logprobs.cpu(), values.cpu()  # the batch statistics below stay on the CPU
+            mask = batch["response_mask"]
+            ref = scatter_response_values([u["ref_logprobs"] for u in chunk], mask)
+            scores = torch.tensor([float(u["reward"]) for u in chunk])
+            rewards, kl = per_token_rewards(logprobs, ref, mask, scores, self.kl.value, self.config.kl_clamp)
+            advantages, returns = gae_advantages(rewards, values, mask, self.config.gamma, self.config.lam)
+            for i, unit in enumerate(chunk):
+                row_mask = mask[i]
+                unit["old_logprobs"] = masked_list(logprobs[i], row_mask)
+                unit["old_values"] = masked_list(values[i], row_mask)
+                unit["advantages"] = masked_list(advantages[i], row_mask)
+                unit["returns"] = masked_list(returns[i], row_mask)
+            counted = torch.arange(len(chunk)) + start < real
+            cmask = mask.bool() & counted.unsqueeze(1)
+            moments += torch.stack(masked_moments(advantages, cmask))
+            stats[0] += float(torch.where(cmask, kl, torch.zeros_like(kl)).sum())
+            stats[1] += float(cmask.sum())
+            stats[4] += float(counted.sum())
+            for i, unit in enumerate(chunk):
+                sampled = unit.get("logprobs") or []
+                if counted[i] and len(sampled) == len(unit["old_logprobs"]):
+                    stats[2] += sum(abs(a - b) for a, b in zip(sampled, unit["old_logprobs"]))
+                    stats[3] += len(sampled)
+        moments = torch.tensor(all_reduce(moments.tolist()), dtype=torch.float64)
+        stats = all_reduce(stats.tolist())
+        if self.config.whiten_advantages and moments[2] > 1:
+            mean, var = moments_to_mean_var(moments[0], moments[1], moments[2])
+            for unit in units:
+                adv = torch.tensor([unit["advantages"]], dtype=torch.float32)
+                unit["advantages"] = whiten_with(adv, mean, var, torch.ones_like(adv))[0].tolist()
+        kl_mean = stats[0] / max(stats[1], 1.0)
+        return {"kl": kl_mean, "kl_coef": self.kl.value, "ppo_rollouts": stats[4],
+                "sampler_logprob_abs_diff": stats[2] / max(stats[3], 1.0)}
+
+    def loss(self, module, units: list[dict], context: TrainContext):
+        logprobs, values, batch = forward_rows(module, units, context)
+        mask = batch["response_mask"]
+
+        def spread(key):
+            return scatter_response_values([u[key] for u in units], mask)
+
+        policy_sum, count, policy_metrics = ppo_policy_loss(logprobs, spread("old_logprobs"), spread("advantages"), mask,
+                                                            self.config)
+        value_sum, _, value_metrics = ppo_value_loss(values, spread("old_values"), spread("returns"), mask,
+                                                     self.config.cliprange_value)
+        return policy_sum + self.config.vf_coef * value_sum, count, {**policy_metrics, **value_metrics}
+
+    def after_update(self, metrics: dict[str, float]) -> None:
+        # Ziegler et al.: the controller moves by the number of rollouts seen this batch.
+        self.kl.update(metrics.get("kl", 0.0), int(metrics.get("ppo_rollouts", 0)))
+
+    def update_state_dict(self) -> dict:
+        return {"kl_coef": self.kl.value}  # the adaptive controller's coefficient moves every step
+
+    def load_update_state_dict(self, state: dict) -> None:
+        if "kl_coef" in state:
+            self.kl.value = float(state["kl_coef"])

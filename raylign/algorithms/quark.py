@@ -1,4 +1,4 @@
-"""Quark: quantized reward conditioning (Lu et al., 2022), AlpacaFarm variant.
+"""Quark (`raylign train quark`): quantized reward conditioning (Lu et al., 2022), AlpacaFarm variant.
 
 Rollouts accumulate in a pool; the pool is sorted by reward and cut into Q quantiles,
 each named by a control token (0 = best). The policy is trained with the LM loss on
@@ -14,24 +14,30 @@ quantiles select easy prompts rather than better responses, and the policy learn
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Iterable, Literal
 
 import torch
+from pydantic import Field
 from torch import Tensor
 
-from raylign.algorithms.grpo import group_advantages
-from raylign.algorithms.ppo import (
-    check_same_shape,
-    masked_fill_zero,
-    safe_mean,
-    token_k3,
+from raylign.algorithms.base import (
+    Algorithm,
+    TrainContext,
+    UpdateConfig,
+    policy_rows,
+    response_token_count,
+    rows_logprobs,
+    scatter_response_values,
 )
-from raylign.config import StrictModel
+from raylign.algorithms.core import check_same_shape, k3, masked_fill_zero, safe_mean
+from raylign.algorithms.estimators import group_advantages
+from raylign.config import Retired, StrictModel
 
 
 class QuarkConfig(StrictModel):
     num_quantiles: int = 4
-    kl_coef: float = 0.05
+    kl_coef: float = Field(0.05, ge=0.0)
     pool_size: int = 256
     train_best_only: bool = True
     rank_by: Literal["reward", "group_relative"] = "reward"
@@ -149,7 +155,7 @@ def quark_loss(logprobs: Tensor, ref_logprobs: Tensor, mask: Tensor,
     check_same_shape(logprobs=logprobs, ref_logprobs=ref_logprobs, mask=mask)
     m = mask.to(logprobs.device).bool()
     nll = -masked_fill_zero(logprobs, m)
-    kl = token_k3(logprobs, ref_logprobs.detach(), m)
+    kl = k3(logprobs, ref_logprobs.detach(), m)
     loss_sum = (nll + kl_coef * kl).sum()
     count = float(m.sum())
     with torch.no_grad():
@@ -159,3 +165,92 @@ def quark_loss(logprobs: Tensor, ref_logprobs: Tensor, mask: Tensor,
             "kl": safe_mean(kl.sum(), count),
         }
     return loss_sum, count, metrics
+
+
+def add_control_tokens(model_path: str, out_dir: Path, tokens: list[str]) -> str:
+    """A copy of the model whose tokenizer and embeddings know the control tokens. Each new
+    row is the mean of the existing ones (a neutral start, a low logit through a tied head)
+    plus its own small seeded offset: with `trainable: top_layers` the embeddings stay frozen, and
+    identical rows would leave the quantiles indistinguishable to the policy."""
+    from filelock import FileLock
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(out_dir) + ".lock"):
+        if (out_dir / "config.json").exists():
+            return str(out_dir)
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+        tokenizer.add_special_tokens({"additional_special_tokens": tokens})
+        old = model.get_input_embeddings().weight.shape[0]
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+        with torch.no_grad():
+            embeddings = model.get_input_embeddings().weight
+            existing = embeddings[:old].float()
+            offsets = torch.randn(len(embeddings) - old, embeddings.shape[1],
+                                  generator=torch.Generator().manual_seed(0))
+            embeddings[old:] = (existing.mean(0) + 0.5 * existing.std(0) * offsets).to(embeddings.dtype)
+        tmp = out_dir.with_name(out_dir.name + ".tmp")
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        tmp.rename(out_dir)
+    return str(out_dir)
+
+
+class QuarkAlgorithm(Algorithm):
+    """One unit = one pooled rollout conditioned on its quantile token."""
+
+    name = "quark"
+    config_class = QuarkConfig
+    section = "quark"
+    needs_reference = True
+    update = UpdateConfig(epochs=1, num_minibatches=1, micro_batch_size=4)
+    renamed_keys = {"reference.kl_coef": Retired("the KL coefficient is quark.kl_coef")}
+
+    def __init__(self, config: QuarkConfig, max_length: int = 768):
+        super().__init__(config, max_length)
+        self.pool = QuarkPool.from_config(config)
+        self.token_ids: dict[str, int] = {}
+
+    def prepare_model(self, model_path: str, output_dir: str) -> str:
+        from raylign.models.chat import load_tokenizer
+
+        path = add_control_tokens(model_path, Path(output_dir).resolve().parent / f"{Path(output_dir).name}-quark-init",
+                                  control_tokens(self.config.num_quantiles))
+        tokenizer = load_tokenizer(path)
+        self.token_ids = {t: tokenizer.convert_tokens_to_ids(t) for t in control_tokens(self.config.num_quantiles)}
+        return path
+
+    def prepare_prompt(self, row: dict) -> dict:
+        return {**row, "prompt_prefix_ids": [self.token_ids[self.pool.best_token]]}
+
+    def generation_prefix(self) -> list[str]:
+        return [self.pool.best_token]
+
+    def select(self, rows: list[dict], step: int):
+        fresh = []
+        for row in policy_rows(rows):
+            prefix = len(row.get("prompt_prefix_ids") or [])
+            fresh.append({**row, "prompt_token_ids": list(row["prompt_token_ids"])[prefix:], "prompt_prefix_ids": []})
+        self.pool.add(fresh)
+        units = []
+        for row in self.pool.training_rows(self.config.train_best_only):
+            units.append({**row, "prompt_token_ids": [self.token_ids[row["control_token"]]] + row["prompt_token_ids"]})
+        rewards = [float(r["reward"]) for r in self.pool.rows]
+        return units, {"pool_size": float(len(self.pool)), "pool_reward_mean": sum(rewards) / len(rewards),
+                       "trained_rollouts": float(len(units))}
+
+    def state_dict(self) -> dict:
+        return {"pool": self.pool.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.pool.load_state_dict(state["pool"])
+
+    def unit_weight(self, unit: dict) -> float:
+        return float(response_token_count(unit, self.max_length))
+
+    def loss(self, module, units: list[dict], context: TrainContext):
+        logprobs, batch = rows_logprobs(module, units, context)
+        mask = batch["response_mask"]
+        ref = scatter_response_values([u["ref_logprobs"] for u in units], mask)
+        return quark_loss(logprobs, ref, mask, self.config.kl_coef)

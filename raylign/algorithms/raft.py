@@ -1,9 +1,11 @@
-"""RAFT: reward-ranked fine-tuning (Dong et al., 2023), a.k.a. expert iteration.
+"""RAFT (`raylign train raft`): reward-ranked fine-tuning (Dong et al., 2023), a.k.a. expert iteration.
 
 Each step samples K responses per prompt, drops degenerate ones, keeps the best
 (per prompt in "local" mode, the global top fraction in "top" mode) and fine-tunes on
 them with the ordinary LM loss. The degenerate filter matters: without it LMFlow saw
-diversity collapse. See /work/shared/ALGORITHMS.md, section RAFT.
+diversity collapse. See /work/shared/ALGORITHMS.md, section RAFT. The optimizer (and its
+state) lives for the whole run, so a run of many steps is many rounds of expert iteration
+on fresh samples.
 
 Rows are dicts with keys prompt_uid, reward, response, response_token_ids, finish_reason.
 """
@@ -13,10 +15,16 @@ from __future__ import annotations
 from collections import Counter
 from typing import Literal
 
-from torch import Tensor
-
-from raylign.algorithms.ppo import check_same_shape, masked_fill_zero, safe_mean
-from raylign.config import StrictModel
+from raylign.algorithms.base import (
+    Algorithm,
+    TrainContext,
+    UpdateConfig,
+    policy_rows,
+    response_token_count,
+    rows_logprobs,
+)
+from raylign.algorithms.core import safe_mean, sequence_nll
+from raylign.config import Retired, StrictModel
 
 CHAT_MARKERS = ["<|im_start|>", "<|im_end|>", "<|endoftext|>", "Human:", "Assistant:"]
 
@@ -115,10 +123,22 @@ def select_best(rows: list[dict], config: RAFTConfig) -> tuple[list[dict], dict[
     return kept, stats
 
 
-def sft_loss(logprobs: Tensor, mask: Tensor) -> tuple[Tensor, float, dict[str, float]]:
-    """Token NLL summed over response tokens: (loss_sum, #tokens, {"nll", "num_tokens"})."""
-    check_same_shape(logprobs=logprobs, mask=mask)
-    m = mask.to(logprobs.device).bool()
-    loss_sum = -masked_fill_zero(logprobs, m).sum()
-    count = float(m.sum())
-    return loss_sum, count, {"nll": safe_mean(loss_sum.detach(), count), "num_tokens": count}
+class RAFTAlgorithm(Algorithm):
+    """One unit = one kept response; the loss is its token-mean NLL over the global batch."""
+
+    name = "raft"
+    config_class = RAFTConfig
+    section = "raft"
+    update = UpdateConfig(epochs=1, num_minibatches=1, micro_batch_size=4)
+    renamed_keys = {"reference.kl_coef": Retired("RAFT has no KL term")}
+
+    def select(self, rows: list[dict], step: int):
+        kept, stats = select_best(policy_rows(rows), self.config)
+        return kept, {f"raft_{k}": float(v) for k, v in stats.items()}
+
+    def unit_weight(self, unit: dict) -> float:
+        return float(response_token_count(unit, self.max_length))
+
+    def loss(self, module, units: list[dict], context: TrainContext):
+        logprobs, batch = rows_logprobs(module, units, context)
+        return sequence_nll(logprobs, batch["response_mask"])

@@ -1,19 +1,24 @@
-"""RRHF: rank responses to align human feedback (Yuan et al., 2023).
+"""RRHF (`raylign train rrhf`): rank responses to align human feedback (Yuan et al., 2023).
 
 The policy's length-normalised log-probability of each of k responses to a query is
 pushed to follow the order of their reward scores (a hinge on every mis-ordered pair),
 plus plain fine-tuning on the best-scored response so the policy keeps generating
 fluent text. See /work/shared/ALGORITHMS.md, section RRHF.
 
-Everything here is a pure function of tensors so it can be unit tested against
-hand-computed values; the training loop owns models, sampling and scoring.
+The loss is a pure function of tensors, unit tested against hand-computed values. On the
+engine one unit is one prompt's candidates: the sampled responses, plus (with
+`include_dataset_responses`) the dataset's own chosen/rejected answers given with the prompt
+(`candidates`, which the samplers encode beside their samples), all ranked by reward.
 """
 
 from __future__ import annotations
 
 import torch
+from pydantic import Field
 from torch import Tensor
 
+from raylign.algorithms.base import Algorithm, TrainContext, UpdateConfig, rows_logprobs, scatter_response_values
+from raylign.algorithms.core import aggregate, k3
 from raylign.config import StrictModel
 
 
@@ -22,6 +27,9 @@ class RRHFConfig(StrictModel):
 
     rrhf_weight: float = 1.0
     length_penalty: float = 1.0
+    # > 0: a frozen reference actor and kl_coef * KL(pi || ref) on the policy's own samples, the
+    # RRHF paper's fix for reward hacking when sampling online
+    kl_coef: float = Field(0.0, ge=0.0)
     # add the dataset's own chosen/rejected responses (HH: k = 4 sampled + 2) to the sampled ones
     include_dataset_responses: bool = True
     # None: score dataset responses with the reward model like sampled ones
@@ -110,3 +118,56 @@ def rrhf_loss(token_logprobs: Tensor, response_mask: Tensor, scores: Tensor,
             "num_pairs": float(num_pairs),
         }
     return loss, metrics
+
+
+class RRHFAlgorithm(Algorithm):
+    """One unit = one prompt's candidates (sampled + the dataset's), ranked by reward."""
+
+    name = "rrhf"
+    config_class = RRHFConfig
+    section = "rrhf"
+    update = UpdateConfig(epochs=1, num_minibatches=1, micro_batch_size=1)
+    renamed_keys = {"reference.kl_coef": "rrhf.kl_coef"}
+
+    def __init__(self, config: RRHFConfig, max_length: int = 768, dataset_responses: bool = False):
+        super().__init__(config, max_length)
+        self.needs_reference = config.kl_coef > 0
+        self.dataset_responses = dataset_responses
+
+    @classmethod
+    def from_recipe(cls, recipe) -> "RRHFAlgorithm":
+        return cls(recipe.rrhf, recipe.engine.trainer.max_length,
+                   dataset_responses=recipe.rrhf.include_dataset_responses and recipe.data.kind == "preference")
+
+    def prepare_prompt(self, row: dict) -> dict:
+        """The dataset's own answers join the sampled candidates (HH: k = 4 sampled + 2)."""
+        answers = [row[key] for key in ("chosen", "rejected") if row.get(key)] if self.dataset_responses else []
+        return {**row, "candidates": answers}
+
+    def loss(self, module, units: list, context: TrainContext):
+        """One forward over every candidate of the micro-batch's groups, then the RRHF loss
+        per group (+ kl_coef * KL(pi || ref) on the policy's own samples, the RRHF paper's
+        fix for reward hacking when sampling online), summed over groups."""
+        rows = [row for group in units for row in group]
+        logprobs, batch = rows_logprobs(module, rows, context)
+        mask = batch["response_mask"]
+        total, sums, start = 0.0, {}, 0
+        for group in units:
+            rows_of_group = slice(start, start + len(group))
+            start += len(group)
+            scores = torch.tensor([[float(r["reward"]) for r in group]])
+            loss, metrics = rrhf_loss(logprobs[rows_of_group], mask[rows_of_group], scores,
+                                      self.config.rrhf_weight, self.config.length_penalty)
+            sampled = [i for i, r in enumerate(group) if r.get("source") != "dataset" and r.get("ref_logprobs") is not None]
+            if self.config.kl_coef > 0 and sampled:
+                picked = [rows_of_group.start + i for i in sampled]
+                ref = scatter_response_values([group[i]["ref_logprobs"] for i in sampled], mask[picked])
+                kl_sum, rows = aggregate(k3(logprobs[picked], ref.to(logprobs.device), mask[picked]), mask[picked],
+                                         "sequence")
+                kl = kl_sum / rows if rows else kl_sum
+                loss = loss + self.config.kl_coef * kl
+                metrics = {**metrics, "kl": float(kl.detach()), "loss": float(loss.detach())}
+            total = total + loss
+            for key, value in metrics.items():
+                sums[key] = sums.get(key, 0.0) + float(value) / len(units)
+        return total, float(len(units)), sums

@@ -26,7 +26,7 @@ def _tokens(rollouts: list[dict]) -> int:
 def bench_sampling(model_path: str, prompts: list[dict], sampling, repeats: int) -> list[tuple]:
     import gc
 
-    from raylign.engine.stages import sample_batch
+    from raylign.engine.stages import SampleSettings, sample_batch
     from raylign.models.chat import as_messages, encode_prompt
     from raylign.sampling.actor import create_samplers
     from raylign.sampling.base import make_sampler
@@ -46,11 +46,12 @@ def bench_sampling(model_path: str, prompts: list[dict], sampling, repeats: int)
     gc.collect()
     for count in sorted({1, sampling.num_samplers}):
         actors = create_samplers(model_path, sampling, count=count)
-        sample_batch(rows, actors, sampling.num_samples, 0)  # warm-up with the measured batch shape
+        settings = SampleSettings(actors, sampling.num_samples)
+        sample_batch(rows, settings)  # warm-up with the measured batch shape
         timings = []
         for _ in range(repeats):
             start = time.perf_counter()
-            out = sample_batch(rows, actors, sampling.num_samples, 0)
+            out = sample_batch(rows, settings)
             timings.append((_tokens(out), time.perf_counter() - start))
         results.append((f"{count} sampler actor(s) via Ray", *_rate(timings)))
         actors.shutdown()
@@ -64,8 +65,7 @@ def _rate(timings: list[tuple[int, float]]) -> tuple[float, float]:
 
 
 def bench_iterations(model_path, prompts, sampling, engine, reward, out_dir: Path) -> list[dict]:
-    from raylign.algorithms.rrhf import RRHFConfig
-    from raylign.algorithms.rrhf_job import RRHFAlgorithm
+    from raylign.algorithms.rrhf import RRHFAlgorithm, RRHFConfig
     from raylign.engine.loop import run_engine
 
     rows = []
@@ -75,7 +75,7 @@ def bench_iterations(model_path, prompts, sampling, engine, reward, out_dir: Pat
         )
         start = time.perf_counter()
         result = run_engine(config, model_path, prompts, sampling, reward,
-                            RRHFAlgorithm(RRHFConfig(), dataset_responses=True), f"bench-{mode}")
+                            RRHFAlgorithm(RRHFConfig(), engine.trainer.max_length, dataset_responses=True), f"bench-{mode}")
         wall = time.perf_counter() - start
         metrics = [json.loads(line) for line in open(result["metrics"])]
         steady = metrics[1:] or metrics  # the first step includes start-up
@@ -120,8 +120,7 @@ def print_tables(sampling_rows, iteration_rows) -> str:
 
 
 def main(argv: list[str]) -> int:
-    from raylign.engine.loop import EngineConfig
-    from raylign.engine.policy_trainer import TrainerConfig
+    from raylign.engine.config import EngineConfig, TrainerConfig
     from raylign.models.registry import resolve_model
     from raylign.runtime import init_ray
     from raylign.sampling.base import SamplingConfig
@@ -154,7 +153,8 @@ def main(argv: list[str]) -> int:
     engine = EngineConfig(
         num_iterations=args.iterations,
         prompts_per_step=2,
-        trainer=TrainerConfig(num_workers=1, cpus_per_worker=1.0, trainable_layers=4, max_length=320, learning_rate=2e-6),
+        trainer=TrainerConfig(num_workers=1, cpus_per_worker=1.0, trainable="top_layers", top_layers=4, max_length=320,
+                              optim={"lr": 2e-6, "schedule": "constant", "warmup_ratio": 0.0}),
     )
     if args.reward == "rule":
         reward_config = RewardConfig(kind="function", function="raylign.scoring.rule_rewards:concise")

@@ -41,20 +41,20 @@ TRL_VARIANTS = {"hf": "TRL GRPOTrainer (transformers generate)", "vllm": "TRL GR
 # ---- settings: one raylign recipe, and the TRL arguments that match it ----------------------
 
 def load_job(recipe: str, overrides: list[str], threads: int):
-    from raylign.algorithms.grpo_job import GRPOJobConfig
     from raylign.config import load_config
+    from raylign.launch.recipes import recipe_class
 
     # no mid-run checkpoints: TRL saves none either (save_strategy="no")
-    return load_config(GRPOJobConfig, recipe, [*overrides, f"engine.trainer.torch_threads={threads}",
+    return load_config(recipe_class("grpo"), recipe, [*overrides, f"engine.trainer.torch_threads={threads}",
                                                "engine.trainer.save_every=0"])
 
 
 def update_shape(job) -> dict[str, int]:
     """Rollouts per iteration and how raylign turns them into optimizer steps."""
-    from raylign.algorithms.grpo_job import make_algorithm
+    from raylign.algorithms.grpo import GRPOAlgorithm
     from raylign.engine.policy_trainer import update_plan
 
-    epochs, minibatches, micro = update_plan(job.engine.trainer, make_algorithm(job))
+    epochs, minibatches, micro = update_plan(job.engine.trainer, GRPOAlgorithm.from_recipe(job))
     rollouts = job.engine.prompts_per_step * job.sampling.num_samples
     if rollouts % (minibatches * micro):
         raise ValueError(f"{rollouts} rollouts per step do not split into {minibatches} minibatch(es) of whole "
@@ -88,8 +88,9 @@ def trl_grpo_kwargs(job, use_vllm: bool = False) -> dict:
         "scale_rewards": "group" if grpo.estimator == "grpo" else "none",
         "loss_type": "dapo" if grpo.loss_agg == "token" else "grpo",  # token-sum / #tokens; per-sequence mean
         # optimizer
-        "learning_rate": trainer.learning_rate, "weight_decay": trainer.weight_decay,
-        "max_grad_norm": trainer.max_grad_norm, "lr_scheduler_type": "constant", "warmup_steps": 0,
+        "learning_rate": trainer.optim.lr, "weight_decay": trainer.optim.weight_decay,
+        "max_grad_norm": trainer.optim.max_grad_norm, "lr_scheduler_type": trainer.optim.schedule,
+        "warmup_steps": int(trainer.optim.warmup_ratio * job.engine.num_iterations * shape["optimizer_steps"]),
         "bf16": False, "use_cpu": True, "seed": trainer.seed,
         # quiet: no checkpoints, trackers or progress bars inside the timed loop
         "report_to": "none", "save_strategy": "no", "logging_steps": 10_000, "disable_tqdm": True,
@@ -104,7 +105,7 @@ def trl_grpo_kwargs(job, use_vllm: bool = False) -> dict:
 def select_prompts(job, model_path: str, count: int) -> list[dict]:
     """The first `count` recipe prompts that fit max_prompt_tokens whole and that raylign's
     encoder and TRL's chat-template call turn into the same ids."""
-    from raylign.algorithms.online_job import load_prompts
+    from raylign.data.prompt_corpus import load_prompts
     from raylign.models.chat import as_messages, encode_prompt, load_tokenizer
 
     tokenizer = load_tokenizer(model_path)
@@ -158,14 +159,14 @@ class TimedActorRewardSource(ActorRewardSource):
 def run_raylign(job, model_path: str, prompts: list[dict], pipeline: str, output_dir: Path) -> dict:
     import ray
 
-    from raylign.algorithms.grpo_job import make_algorithm
+    from raylign.algorithms.grpo import GRPOAlgorithm
     from raylign.engine.loop import run_engine
     from raylign.metrics import read_metrics
     from raylign.scoring.reference import ReferenceWorker
 
     engine = job.engine.model_copy(update={"pipeline": pipeline, "max_staleness": 1 if pipeline == "streaming" else 0,
                                            "output_dir": str(output_dir / pipeline), "resume": False})
-    algorithm = make_algorithm(job)
+    algorithm = GRPOAlgorithm.from_recipe(job)
     model_path = algorithm.prepare_model(model_path, engine.output_dir)
     start = time.perf_counter()
     reward = TimedActorRewardSource(job.reward)
@@ -285,7 +286,8 @@ def run_trl(job, model_path: str, prompts: list[dict], variant: str, threads: in
 
     shape = update_shape(job)
     spec = {"trl": trl_grpo_kwargs(job, use_vllm=variant == "vllm"), "model_path": model_path, "threads": threads,
-            "trainable_layers": job.engine.trainer.trainable_layers, "reward_model": job.reward.model,
+            "top_layers": job.engine.trainer.top_layers if job.engine.trainer.trainable == "top_layers" else None,
+            "reward_model": job.reward.model,
             "reward_max_length": job.reward.max_length, "reward_batch_size": job.reward.batch_size,
             "prompts": [as_messages(p) for p in prompts]}
     spec_path, result_path = out / f"trl_{variant}_spec.json", out / f"trl_{variant}_result.json"
@@ -323,8 +325,8 @@ def main(argv: list[str]) -> int:
 
     import ray
 
-    from raylign.algorithms.online_job import check_reward_source
     from raylign.models.registry import resolve_model
+    from raylign.preflight import check_reward
     from raylign.runtime import init_ray
 
     overrides = (QUICK if args.quick else []) + args.overrides
@@ -336,7 +338,7 @@ def main(argv: list[str]) -> int:
         parser.error(f"--trl: unknown {sorted(unknown)} (hf, vllm, none)")
     trl_kwargs = trl_grpo_kwargs(job)  # fails early on settings TRL cannot match
     model_path = str(resolve_model(job.model))
-    check_reward_source(job.reward)
+    check_reward(job.reward)
     prompts = select_prompts(job, model_path, job.engine.prompts_per_step * job.engine.num_iterations)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

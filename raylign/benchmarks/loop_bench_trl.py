@@ -55,8 +55,8 @@ def run(spec: dict) -> dict:
     from transformers import AutoModelForCausalLM, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from raylign.engine.policy_trainer import freeze_lower_layers
     from raylign.models.chat import load_tokenizer
+    from raylign.models.trainable import freeze_to_top_layers
 
     torch.set_num_threads(spec["threads"])
     if spec["trl"].get("use_vllm"):
@@ -76,7 +76,8 @@ def run(spec: dict) -> dict:
 
     start = time.perf_counter()
     model = AutoModelForCausalLM.from_pretrained(spec["model_path"], dtype=torch.float32)
-    freeze_lower_layers(model, spec["trainable_layers"])
+    if spec["top_layers"] is not None:
+        freeze_to_top_layers(model, spec["top_layers"])
     reward = RewardModelFunction(spec["reward_model"], spec["reward_max_length"], spec["reward_batch_size"])
     data = datasets.Dataset.from_list([{"prompt": messages} for messages in spec["prompts"]])
     with tempfile.TemporaryDirectory(prefix="bench-trl-grpo-") as out:

@@ -161,15 +161,15 @@ def _time_actor(actor, prompts: dict[int, list], repeats: int) -> dict[int, dict
 
 
 def _time_samplers(samplers, rows: dict[int, list], repeats: int) -> dict[int, dict]:
-    from raylign.engine.stages import sample_batch
+    from raylign.engine.stages import SampleSettings, sample_batch
 
     results = {}
     for batch, batch_rows in rows.items():
-        sample_batch(batch_rows, samplers, 1, 0)
+        sample_batch(batch_rows, SampleSettings(samplers, 1))
         tokens, seconds = [], []
         for _ in range(repeats):
             start = time.perf_counter()
-            out = sample_batch(batch_rows, samplers, 1, 0)
+            out = sample_batch(batch_rows, SampleSettings(samplers, 1))
             seconds.append(time.perf_counter() - start)
             tokens.append(sum(len(r["response_token_ids"]) for r in out))
         results[batch] = rate_summary(tokens, seconds)

@@ -75,31 +75,21 @@ def _step_seconds(stamps: list[float], warmup: int) -> float:
 
 
 def run_raylign(kind: str, model: str, data_path: str, args, threads: int) -> float:
-    from raylign.training.offline_trainer import run_offline
+    from raylign.config import config_from_tree
+    from raylign.launch.methods import get_method
+    from raylign.launch.recipes import recipe_class
+    from raylign.training.trainer import run_offline
 
     common = {"model": model, "trainable": "top_layers", "top_layers": args.top_layers, "epochs": 1,
-              "max_steps": args.warmup + args.steps + 1, "batch_size": args.batch_size, "lr": 1e-5, "bf16": args.bf16,
-              "warmup_ratio": 0.0, "eval_every": 0, "keep_best": False, "log_every": 1, "num_workers": 1,
+              "max_steps": args.warmup + args.steps + 1, "batch_size": args.batch_size, "bf16": args.bf16,
+              "optim": {"lr": 1e-5, "warmup_ratio": 0.0}, "eval_every": 0, "keep_best": False, "log_every": 1, "num_workers": 1,
               "cpus_per_worker": threads, "length_window": 1,
               "data": {"path": data_path, "format": "hh", "max_length": args.max_length,
                        "test_fraction": 0.0, "validation_fraction": 0.0}}
     with tempfile.TemporaryDirectory(prefix="bench-raylign-") as out:
-        if kind == "rm":
-            from raylign.training.reward_model_config import RewardTrainConfig
-            from raylign.training.reward_model_objective import RewardModelObjective
-
-            config = RewardTrainConfig.model_validate({**common, "output_dir": out})
-            run_offline(config, RewardModelObjective(config))
-        elif kind == "sft":
-            from raylign.training.sft import SFTObjective, SFTTrainConfig
-
-            config = SFTTrainConfig.model_validate({**common, "output_dir": out})
-            run_offline(config, SFTObjective(config))
-        else:
-            from raylign.training.dpo import DPOObjective, DPOTrainConfig
-
-            config = DPOTrainConfig.model_validate({**common, "output_dir": out, "dpo": {"beta": 0.1}})
-            run_offline(config, DPOObjective(config))
+        tree = {**common, "output_dir": out, **({"dpo": {"beta": 0.1}} if kind == "dpo" else {})}
+        recipe = config_from_tree(recipe_class(kind), tree, f"bench {kind}")
+        run_offline(recipe, get_method(kind).load()(recipe))
         records = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
     stamps = [r["elapsed_s"] for r in records if r.get("split") == "train"]
     return _step_seconds(stamps, args.warmup)

@@ -287,6 +287,23 @@ def iter_rows(
         log.warning("%s: skipped %d malformed row(s), kept %d", path, skipped, produced)
 
 
+def check_source(path, kind: str, fmt: str = "auto", on_error: str = "raise") -> str:
+    """Fail now on anything the first records can show (a missing file, an unknown extension or
+    format, a first row the adapter rejects); returns the format, `auto` resolved."""
+    if kind not in KINDS:
+        raise DataError(f"unknown row kind '{kind}' (choose from {', '.join(KINDS)})")
+    if fmt not in FORMATS:
+        raise DataError(f"unknown data format '{fmt}' (choose from {', '.join(FORMATS)})")
+    first = next(iter_records(path, limit=1), None)
+    if first is None:
+        raise DataError(f"{path}: holds no records")
+    resolved = detect_format(first) if fmt == "auto" else fmt
+    # Reads up to the first row the adapter keeps: a wrong format fails on line 1.
+    if next(iter_rows(path, kind, resolved, limit=1, on_error=on_error), None) is None:
+        raise DataError(f"{path}: no '{kind}' rows in format '{resolved}'")
+    return resolved
+
+
 def load_rows(path, kind: str, fmt: str = "auto", limit: int | None = None, on_error: str = "raise") -> list[dict]:
     return list(iter_rows(path, kind, fmt, limit, on_error))
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from raylign.data.adapters import FORMATS, KINDS, detect_format, iter_rows
-from raylign.data.readers import DataError, iter_records, load_hf_folder
+from raylign.data.adapters import check_source
+from raylign.data.readers import DataError, iter_records, load_hf_folder, starts_with_bom
 from raylign.data.splits import SPLITS
 
 ROWS_PER_BATCH = 256  # records per adapter call
@@ -50,20 +50,9 @@ class PromptCorpus:
     def check(self) -> PromptCorpus:
         """Fail now, before Ray, on anything the first records can show; returns the corpus
         with `format` resolved, so every Ray Data block uses the adapter the file starts with."""
-        if self.kind not in KINDS:
-            raise DataError(f"unknown row kind '{self.kind}' (choose from {', '.join(KINDS)})")
-        if self.format not in FORMATS:
-            raise DataError(f"unknown data format '{self.format}' (choose from {', '.join(FORMATS)})")
         if self.split not in SPLITS:
             raise DataError(f"unknown split '{self.split}' (choose from {', '.join(SPLITS)})")
-        first = next(iter_records(self.path, limit=1), None)  # missing file, unknown extension
-        if first is None:
-            raise DataError(f"{self.path}: holds no records")
-        fmt = detect_format(first) if self.format == "auto" else self.format
-        # Reads up to the first row the adapter keeps: a wrong format fails on line 1.
-        if next(iter_rows(self.path, self.kind, fmt, limit=1, on_error=self.on_error), None) is None:
-            raise DataError(f"{self.path}: no '{self.kind}' rows in format '{fmt}'")
-        return replace(self, format=fmt)
+        return replace(self, format=check_source(self.path, self.kind, self.format, self.on_error))
 
     def dataset(self, num_cpus: float = 0.01, concurrency: int = 1):
         """The canonical rows as a lazy Ray Data dataset, in file order (with `preserve_order`).
@@ -116,7 +105,24 @@ def read_records(path: str, num_cpus: float = 0.01, concurrency: int = 1):
     if name.endswith(".parquet"):
         return ray.data.read_parquet(str(p), **args)
     if name.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
-        return ray.data.read_json(str(p), lines=True, file_extensions=None, **args)
+        # Ray's line reader rejects a leading byte-order mark; pyarrow's whole-block reader skips it
+        lines = {} if starts_with_bom(p) else {"lines": True}
+        return ray.data.read_json(str(p), file_extensions=None, **lines, **args)
     if name.endswith((".json", ".json.gz")):  # one document: parsed whole, as `raylign data check` reads it
         return ray.data.from_items([{**record.data, "path": str(p)} for record in iter_records(p)])
     raise DataError(f"{path}: unknown data format (use .jsonl[.gz], .json, .parquet or a datasets folder)")
+
+
+def load_prompts(data) -> list[dict]:
+    """All the prompts of a `data` section as a list, for evaluation on a few of them; training
+    streams them instead (`PromptCorpus.dataset`)."""
+    from raylign.data.adapters import load_rows
+    from raylign.data.splits import select_split
+
+    rows = load_rows(data.path, data.kind, data.format, None if data.split != "all" else data.limit, data.on_error)
+    if data.split != "all":
+        rows = select_split(rows, data.split, data.test_fraction, data.validation_fraction, data.split_seed)
+        rows = rows[: data.limit] if data.limit else rows
+    if not rows:
+        raise DataError(f"{data.path}: no prompts in split '{data.split}'")
+    return rows

@@ -35,9 +35,23 @@ class Record:
 
 
 def _open_text(path: Path):
+    """Text in UTF-8; a byte-order mark at the start (as some editors write) is dropped."""
     if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return path.open("r", encoding="utf-8")
+        return gzip.open(path, "rt", encoding="utf-8-sig")
+    return path.open("r", encoding="utf-8-sig")
+
+
+def starts_with_bom(path: str | Path) -> bool:
+    """The file (decompressed, for .gz) starts with a UTF-8 byte-order mark."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as handle:
+            return handle.read(3) == b"\xef\xbb\xbf"
+    except OSError:
+        return False
 
 
 UNREADABLE = (EOFError, OSError, UnicodeDecodeError)  # truncated or fake gzip, bytes that are not UTF-8

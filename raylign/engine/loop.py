@@ -17,20 +17,21 @@ import logging
 import statistics
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable
 
 import ray
-from pydantic import Field
 
 from raylign.algorithms.base import Algorithm
-from raylign.config import ConfigError, StrictModel
+from raylign.config import ConfigError
 from raylign.data.prompt_corpus import PromptCorpus
 from raylign.data.step_prompts import fetch_steps, start_step_server, step_rows_stage
 from raylign.engine.algorithm_state import load_algorithm_state, save_algorithm_state
 from raylign.engine.buffer import RolloutBuffer
-from raylign.engine.policy_trainer import TrainerConfig, policy_train_loop
-from raylign.engine.stages import sample_batch, sample_stage, score_batch, score_stage
+from raylign.engine.config import EngineConfig
+from raylign.engine.policy_trainer import policy_train_loop
+from raylign.engine.stages import SampleSettings, sample_batch, sample_stage, score_batch, score_stage
 from raylign.engine.trainer_checkpoint import read_resume_state
 from raylign.engine.weight_sync import WeightSyncConfig
 from raylign.metrics import (
@@ -45,19 +46,6 @@ from raylign.sampling.base import SamplingConfig
 from raylign.scoring.base import RewardSource
 
 log = logging.getLogger(__name__)
-
-
-class EngineConfig(StrictModel):
-    num_iterations: int = Field(3, ge=1)
-    prompts_per_step: int = Field(4, ge=1)
-    max_staleness: int = Field(0, ge=0)  # 0 = synchronous (on-policy); 1 = sample step i+1 while step i trains
-    pipeline: Literal["streaming", "sequential"] = "streaming"
-    output_dir: str = "runs/rrhf"
-    resume: bool = False
-    # how long a step may wait for the samplers to reach the policy version it needs
-    staleness_timeout_s: float = Field(1800.0, gt=0)
-    trainer: TrainerConfig = TrainerConfig()
-    weight_sync: WeightSyncConfig = WeightSyncConfig()
 
 
 def wire_dtype_for(sampling: SamplingConfig, sync: WeightSyncConfig) -> WeightSyncConfig:
@@ -181,6 +169,30 @@ def _set_aside_previous_run(output_dir: Path) -> None:
         print(f"[raylign] previous run moved to {target}", flush=True)
 
 
+def check_resume(config: EngineConfig) -> dict | None:
+    """The checkpoint a resumed run (`engine.resume=true`) continues from, None for a new run; a
+    ConfigError naming the setting when the checkpoint is missing or does not fit the recipe."""
+    if not config.resume:
+        return None
+    output_dir = Path(config.output_dir).resolve()
+    resume = read_resume_state(output_dir)
+    if resume is None:
+        raise ConfigError(f"engine.resume=true but {output_dir} holds no resumable checkpoint "
+                          "(latest/raylign_state.json; runs save one every engine.trainer.save_every steps): "
+                          "set engine.resume=false to start a new run")
+    saved_per_step = resume.get("data_position", {}).get("prompts_per_step")
+    if saved_per_step and saved_per_step != config.prompts_per_step:
+        raise ConfigError(
+            f"engine.prompts_per_step={config.prompts_per_step} but the checkpoint in {output_dir / 'latest'} "
+            f"was taken at {saved_per_step} prompts a step: steps would no longer be the same prompts; "
+            f"resume with engine.prompts_per_step={saved_per_step}"
+        )
+    if resume["step"] >= config.num_iterations:
+        raise ConfigError(f"engine.num_iterations={config.num_iterations} but {output_dir} already holds step "
+                          f"{resume['step']}: raise engine.num_iterations to train further, or use a new output_dir")
+    return resume
+
+
 def run_engine(
     config: EngineConfig,
     model_path: str,
@@ -202,27 +214,11 @@ def run_engine(
     from ray.train.torch import TorchTrainer
 
     output_dir = Path(config.output_dir).resolve()
+    resume = check_resume(config)
     if not config.resume:
         _set_aside_previous_run(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    resume = read_resume_state(output_dir) if config.resume else None
-    if config.resume and resume is None:
-        raise ConfigError(f"engine.resume=true but {output_dir} holds no resumable checkpoint "
-                          "(latest/raylign_state.json; runs save one every engine.trainer.save_every steps): "
-                          "set engine.resume=false to start a new run")
     first_step = resume["step"] if resume else 0
-    saved_per_step = (resume or {}).get("data_position", {}).get("prompts_per_step")
-    if saved_per_step and saved_per_step != config.prompts_per_step:
-        raise ConfigError(
-            f"engine.prompts_per_step={config.prompts_per_step} but the checkpoint in {output_dir / 'latest'} "
-            f"was taken at {saved_per_step} prompts a step: steps would no longer be the same prompts; "
-            f"resume with engine.prompts_per_step={saved_per_step}"
-        )
-    if first_step >= config.num_iterations:
-        raise ValueError(
-            f"{output_dir} already holds step {first_step} of {config.num_iterations}: "
-            "raise engine.num_iterations to train further, or use a new output_dir"
-        )
     start_weights = str(output_dir / "latest") if resume else model_path
     prompt_server = start_step_server(prompts, config.prompts_per_step)
     try:  # read up to the first step now: an empty split fails before the samplers start
@@ -236,8 +232,9 @@ def run_engine(
         samplers = create_samplers(start_weights, sampling,
                                    initial_version=resume.get("policy_version", first_step) if resume else 0)
     buffer = RolloutBuffer.remote()
-    stream = _stream_factory(config, prompt_server, first_step, samplers, sampling.num_samples, reward, algorithm,
-                             reference, buffer, sampling.max_retries_per_step)
+    settings = SampleSettings(samplers, sampling.num_samples, config.max_staleness, config.staleness_timeout_s, buffer,
+                              sampling.max_retries_per_step)
+    stream = _stream_factory(config, prompt_server, first_step, settings, reward, algorithm, reference)
 
     if resume:  # steps after the checkpoint run again: their old rows must not stay beside the new ones
         drop_metrics_after(output_dir / "metrics.jsonl", first_step)
@@ -341,17 +338,15 @@ def prompt_step_datasets(prompt_server, first_step: int, last_step: int):
                              compute=ray.data.TaskPoolStrategy(size=1))
 
 
-def _stream_factory(config: EngineConfig, prompt_server, first_step: int, samplers, num_samples, reward,
-                    algorithm: Algorithm, reference=None, buffer=None, retries: int = 2):
+def _stream_factory(config: EngineConfig, prompt_server, first_step: int, settings: SampleSettings, reward,
+                    algorithm: Algorithm, reference=None):
     """A function returning an iterator of row lists, one element per finished chunk."""
-    staleness = config.max_staleness
-    dataset_responses = algorithm.dataset_responses
 
     def sequential():
+        one_at_a_time = replace(settings, max_staleness=0)
         for step in range(first_step, config.num_iterations):
             batch = [algorithm.prepare_prompt(row) for row in fetch_steps(prompt_server, step)]
-            yield score_batch(sample_batch(batch, samplers, num_samples, 0, dataset_responses,
-                                           config.staleness_timeout_s, buffer, retries), reward, reference)
+            yield score_batch(sample_batch(batch, one_at_a_time), reward, reference)
 
     def streaming():
         context = ray.data.DataContext.get_current()
@@ -363,22 +358,14 @@ def _stream_factory(config: EngineConfig, prompt_server, first_step: int, sample
 
     def rollouts(ds):
         if type(algorithm).prepare_prompt is not Algorithm.prepare_prompt:
-            # per-row prompt stage (e.g. Quark's control token); a token CPU, like the stages below: a
-            # whole CPU here would not fit beside the roles on a small machine and the stream would stall
+            # per-row prompt stage (Quark's control token, RRHF's dataset answers); a token CPU, like the
+            # stages below: a whole CPU here would not fit beside the roles on a small machine
             ds = ds.map(algorithm.prepare_prompt, num_cpus=0.01)
         ds = ds.map_batches(
             sample_stage,
             batch_format="pyarrow",
             batch_size=None,
-            fn_kwargs={
-                "samplers": samplers,
-                "num_samples": num_samples,
-                "max_staleness": staleness,
-                "dataset_responses": dataset_responses,
-                "wait_timeout_s": config.staleness_timeout_s,
-                "buffer": buffer,
-                "retries": retries,
-            },
+            fn_kwargs={"settings": settings},
             num_cpus=0.01,
             compute=ray.data.TaskPoolStrategy(size=1),
         )

@@ -15,53 +15,17 @@ import time
 from pathlib import Path
 
 import torch
-from pydantic import Field
 
 from raylign.algorithms.base import Algorithm, TrainContext, policy_of
-from raylign.config import StrictModel
+from raylign.engine.config import TrainerConfig
 from raylign.engine.trainer_checkpoint import (
     load_resumable,
     resume_point,
     save_resumable,
 )
+from raylign.models.trainable import make_trainable
+from raylign.training.optim import build_optimizer, build_scheduler
 from raylign.training.step import MicroBatch, chunked, optimizer_step, split_even
-
-
-class TrainerConfig(StrictModel):
-    num_workers: int = Field(1, ge=1)
-    cpus_per_worker: float = Field(1.0, ge=0.0)
-    use_gpu: bool = False
-    learning_rate: float = Field(1e-5, gt=0.0)
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    trainable_layers: int | None = None  # train only the top N decoder layers (+ final norm); None = all
-    max_length: int = Field(768, ge=2)
-    deepspeed_config: str | None = None  # DeepSpeed JSON (GPU clusters), e.g. cluster/deepspeed_zero2.json
-    # restarts of a failed worker group, each resuming from the last resumable checkpoint
-    max_failures: int = Field(2, ge=0)
-    save_every: int = Field(0, ge=0)  # steps between resumable checkpoints; 0 = only the final one
-    keep_checkpoints: int = Field(1, ge=1)  # reported checkpoints Ray Train keeps (output_dir/ray_train), besides latest/
-    seed: int = 0
-    epochs: int | None = None  # passes over each rollout batch; None = the algorithm's default
-    num_minibatches: int | None = None  # optimizer steps per epoch; None = the algorithm's default
-    micro_batch_size: int | None = None  # units per forward/backward; None = the algorithm's default
-    gradient_checkpointing: bool = False  # recompute activations in backward (long sequences, big models)
-    logprob_chunk_size: int | None = None  # rows per forward when computing log-probs (bounds the logits tensor)
-    # torch intra-op threads per worker; None = Ray's (one per reserved CPU). On a small CPU
-    # machine the update can use the cores the samplers leave idle while it runs.
-    torch_threads: int | None = None
-
-
-def freeze_lower_layers(model, trainable_layers: int | None) -> int:
-    """Keep only the top N blocks (plus the final norm) trainable; returns #trainable params.
-
-    The same freezing the reward-model trainer uses, so both stop backward at the same place.
-    """
-    from raylign.models.trainable import freeze_to_top_layers
-
-    if trainable_layers is not None:
-        freeze_to_top_layers(model, trainable_layers)
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def save_hf_checkpoint(model, tokenizer, path: Path) -> None:
@@ -79,21 +43,34 @@ def _build(cfg: dict, start_path: str, algorithm: Algorithm):
     torch.manual_seed(trainer.seed)
     policy = AutoModelForCausalLM.from_pretrained(start_path, dtype=torch.float32)
     policy.config.use_cache = False
-    freeze_lower_layers(policy, trainer.trainable_layers)
+    if trainer.trainable != "all":  # a fresh model trains every weight already
+        make_trainable(policy, trainer.trainable, trainer.top_layers, trainer.lora, "CAUSAL_LM")
     if trainer.gradient_checkpointing:
         policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     module = algorithm.build_module(policy)
     trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
-    groups = algorithm.parameter_groups(module, trainer.learning_rate)
+    groups = algorithm.parameter_groups(module, trainer.optim.lr)
     tokenizer = load_tokenizer(start_path)
     if trainer.deepspeed_config:
         import deepspeed
 
-        engine, optimizer, _, _ = deepspeed.initialize(model=module, model_parameters=groups, config=trainer.deepspeed_config)
+        engine, optimizer, _, _ = deepspeed.initialize(model=module, model_parameters=groups,
+                                                       config=deepspeed_settings(trainer))
         return engine, optimizer, tokenizer, trainable
     module = wrap_data_parallel(module)
-    optimizer = torch.optim.AdamW(groups, lr=trainer.learning_rate, weight_decay=trainer.weight_decay)
-    return module, optimizer, tokenizer, trainable
+    return module, build_optimizer(groups, trainer.optim), tokenizer, trainable
+
+
+def deepspeed_settings(trainer: TrainerConfig) -> dict:
+    """The DeepSpeed JSON with the recipe's optimizer settings laid over it, so `optim` stays
+    their one home on a GPU cluster too (lr, weight decay, gradient clipping)."""
+    import json
+
+    settings = json.loads(Path(trainer.deepspeed_config).read_text())
+    optimizer = settings.setdefault("optimizer", {"type": "AdamW", "params": {"torch_adam": True}})
+    optimizer.setdefault("params", {}).update(lr=trainer.optim.lr, weight_decay=trainer.optim.weight_decay)
+    settings["gradient_clipping"] = trainer.optim.max_grad_norm or 0.0
+    return settings
 
 
 def wrap_data_parallel(module):
@@ -118,7 +95,8 @@ def update_plan(trainer: TrainerConfig, algorithm: Algorithm) -> tuple[int, int,
 
 
 def train_on_units(module, optimizer, algorithm: Algorithm, units: list, filler, context: TrainContext,
-                   plan: tuple[int, int, int], deepspeed: bool, max_grad_norm: float, seed: int) -> dict[str, float]:
+                   plan: tuple[int, int, int], deepspeed: bool, max_grad_norm: float | None, seed: int,
+                   scheduler=None) -> dict[str, float]:
     """One rollout batch: prepare, then epochs x minibatches of optimizer steps. Every rank
     takes the same number of optimizer steps (the minibatch count does not depend on data)."""
     epochs, num_minibatches, micro_size = plan
@@ -140,7 +118,7 @@ def train_on_units(module, optimizer, algorithm: Algorithm, units: list, filler,
             micro = [MicroBatch(chunk, sum(algorithm.unit_weight(u) for u in chunk)) for chunk in chunked(minibatch, micro_size)]
             filler_micro = MicroBatch([filler], 0.0) if filler is not None else None
             steps.append(optimizer_step(module, optimizer, micro, loss_fn, deepspeed=deepspeed,
-                                        max_grad_norm=max_grad_norm, filler=filler_micro))
+                                        max_grad_norm=max_grad_norm, filler=filler_micro, scheduler=scheduler))
     for key in sorted({k for s in steps for k in s}):
         values = [s[key] for s in steps if key in s]
         metrics[key] = sum(values) / len(values)
@@ -177,6 +155,9 @@ def policy_train_loop(cfg: dict) -> None:
     algorithm.load_update_state_dict(state.get("algorithm_update", {}))
     sync = make_weight_sync(cfg["samplers"], cfg["weight_sync"], store=buffer) if rank == 0 else None
     plan = update_plan(trainer, algorithm)
+    # DeepSpeed steps its own optimizer wrapper; the recipe's schedule is a torch scheduler
+    scheduler = None if deepspeed else build_scheduler(optimizer, trainer.optim, cfg["num_iterations"] * plan[0] * plan[1],
+                                                       done_steps=start_step * plan[0] * plan[1])
     previous_end = time.perf_counter()
     if rank == 0 and resume:
         _record_resume(output_dir, resume, context)
@@ -192,9 +173,10 @@ def policy_train_loop(cfg: dict) -> None:
         # queue depth: steps already sampled and scored, waiting for the trainer
         queued = ray.get(buffer.pending.remote()) if rank == 0 else 0
         start = time.perf_counter()
-        ctx = TrainContext(tokenizer.pad_token_id, trainer.max_length, trainer.logprob_chunk_size)
+        ctx = TrainContext(tokenizer.pad_token_id, trainer.max_length, trainer.logprob_chunk_size,
+                           epochs=plan[0], num_minibatches=plan[1])
         metrics = train_on_units(module, optimizer, algorithm, units, filler, ctx, plan, deepspeed,
-                                 trainer.max_grad_norm, trainer.seed + step)
+                                 trainer.optim.max_grad_norm, trainer.seed + step, scheduler)
         algorithm.after_update(metrics)
         train_seconds = time.perf_counter() - start
         version += 1

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
+from typing import Any
 
 import ray
 
@@ -16,6 +18,19 @@ from raylign.runtime import ACTOR_LOST, RoleFailedError, when_alive
 from raylign.scoring.base import RewardSource
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SampleSettings:
+    """Everything the sample stage needs besides the step's prompt rows (one object, handed to
+    the Ray Data stage as it is to the sequential loop)."""
+
+    samplers: list
+    num_samples: int
+    max_staleness: int = 0  # step i is sampled once the samplers serve policy >= i - max_staleness
+    wait_timeout_s: float = 1800.0  # engine.staleness_timeout_s
+    buffer: Any = None  # the run's RolloutBuffer: its latest weights restore a restarted sampler
+    retries: int = 2  # sampling.max_retries_per_step
 
 
 class StaleBatchError(RuntimeError):
@@ -75,25 +90,16 @@ def _restore_restarted(samplers: list, versions: list[int], buffer, timeout_s: f
             restore_sampler(sampler, f"sampler-{i}", buffer, timeout_s)
 
 
-def sample_batch(
-    rows: list[dict],
-    samplers: list,
-    num_samples: int,
-    max_staleness: int,
-    dataset_responses: bool = False,
-    wait_timeout_s: float = 1800.0,
-    buffer=None,
-    retries: int = 2,
-) -> list[dict]:
+def sample_batch(rows: list[dict], settings: SampleSettings) -> list[dict]:
     """Generate k responses per prompt, spreading one step's prompts over all samplers."""
     if not rows:
         return []
+    samplers = settings.samplers
     step = rows[0]["batch_index"]
-    wait_for_version(samplers, step - max_staleness, wait_timeout_s, buffer=buffer)
+    wait_for_version(samplers, step - settings.max_staleness, settings.wait_timeout_s, buffer=settings.buffer)
     start = time.perf_counter()
     chunks = {i: rows[i :: len(samplers)] for i in range(len(samplers))}
-    parts, retried = _generate_surviving_deaths(samplers, {i: c for i, c in chunks.items() if c}, num_samples,
-                                                dataset_responses, step, retries, buffer, wait_timeout_s)
+    parts, retried = _generate_surviving_deaths({i: c for i, c in chunks.items() if c}, step, settings)
     rollouts = [r for i in sorted(parts) for r in parts[i]]
     if not rollouts:
         raise ValueError(
@@ -111,16 +117,16 @@ def sample_batch(
     return rollouts
 
 
-def _generate_surviving_deaths(samplers, chunks: dict, num_samples, dataset_responses, step, retries, buffer,
-                               timeout_s):
+def _generate_surviving_deaths(chunks: dict, step: int, settings: SampleSettings):
     """Each sampler's share of the step; a share whose sampler died is generated again once
     Ray has restarted it and it serves the current weights (so the step stays complete and
     every rollout is stamped with the version that made it)."""
+    samplers, retries = settings.samplers, settings.retries
     parts: dict[int, list[dict]] = {}
     retried = 0
     todo = dict(chunks)
     for attempt in range(retries + 1):
-        calls = {i: samplers[i].generate.remote(chunk, num_samples, dataset_responses) for i, chunk in todo.items()}
+        calls = {i: samplers[i].generate.remote(chunk, settings.num_samples) for i, chunk in todo.items()}
         lost = []
         for i, ref in calls.items():
             try:
@@ -134,7 +140,7 @@ def _generate_surviving_deaths(samplers, chunks: dict, num_samples, dataset_resp
         retried += len(lost)
         for i in lost:
             log.warning("step %d: sampler-%d died; retrying its %d prompts after the restart", step, i, len(todo[i]))
-            restore_sampler(samplers[i], f"sampler-{i}", buffer, timeout_s)
+            restore_sampler(samplers[i], f"sampler-{i}", settings.buffer, settings.wait_timeout_s)
         todo = {i: todo[i] for i in lost}
     raise RoleFailedError(f"step {step}: sampler-{lost[0]} died {retries + 1} times on the same prompts "
                           "(sampling.max_retries_per_step); see its log in the Ray dashboard")
@@ -178,15 +184,13 @@ def group_by_step(rows: list[dict]) -> list[list[dict]]:
     return [steps[k] for k in sorted(steps)]
 
 
-def sample_stage(batch, samplers, num_samples, max_staleness, dataset_responses, wait_timeout_s=1800.0, buffer=None,
-                 retries=2):
+def sample_stage(batch, settings: SampleSettings):
     """Ray Data adapter around `sample_batch` (pyarrow in, pyarrow out)."""
     import pyarrow as pa
 
     out = []
     for rows in group_by_step(batch.to_pylist()):
-        out.extend(sample_batch(rows, samplers, num_samples, max_staleness, dataset_responses, wait_timeout_s, buffer,
-                                retries))
+        out.extend(sample_batch(rows, settings))
     return pa.Table.from_pylist(out)
 
 

@@ -141,11 +141,12 @@ def paired_difference(scores: list[float], baseline: list[float]) -> dict[str, f
 def compare(policies: dict[str, str], config: CompareConfig) -> list[dict]:
     """Rows of the report, the first policy being the baseline every other is judged against.
     Each role (reward model, reference, judge) starts once and serves every policy."""
-    from raylign.algorithms.online_job import DataConfig, load_prompts
+    from raylign.data.config import PromptDataConfig
+    from raylign.data.prompt_corpus import load_prompts
     from raylign.models.registry import resolve_model
 
-    prompts = load_prompts(DataConfig(path=config.data, kind="prompt", split=config.split, limit=config.limit,
-                                      on_error="skip"))
+    prompts = load_prompts(PromptDataConfig(path=config.data, kind="prompt", split=config.split, limit=config.limit,
+                                            on_error="skip"))
     outputs = {name: generate(str(resolve_model(path)), prompts, _sampling(config)) for name, path in policies.items()}
     rewards = _rewards(outputs, config)
     perplexities = _perplexities(outputs, config)

@@ -22,13 +22,14 @@ from pathlib import Path
 
 import torch
 
-from raylign.algorithms.cut import CUTConfig, flag_tokens, response_aligned
+from raylign.algorithms.cut import CUTConfig, flag_tokens
 from raylign.algorithms.cut_data import (
     CUTExample,
     encode_examples,
     is_negative,
     load_judgments,
     pack_examples,
+    response_aligned,
 )
 
 
@@ -155,6 +156,21 @@ def format_report(report: dict, title: str) -> str:
     lines.append(f"  {report['negatives']} judged responses, {report['positives']} acceptable; flags by the start "
                  f"model at ratio > {report['threshold']}")
     return "\n".join(lines)
+
+
+def after_training(recipe, summary: dict) -> dict:
+    """After `raylign train cut`: the held-out judged-bad tokens before and after, when the recipe
+    names held-out judgments (`heldout.path`, else `data.test_path`)."""
+    heldout_path = recipe.heldout.path or recipe.data.test_path
+    if not heldout_path:
+        return summary
+    rows = heldout_rows(heldout_path, recipe.heldout.negatives, recipe.heldout.positives)
+    report = heldout_report(recipe.model, {"after": summary["model_dir"]}, rows, recipe.cut,
+                            recipe.data.max_length, recipe.heldout.batch_size)
+    report["data"] = heldout_path
+    print(format_report(report, f"[cut] held-out judgments ({heldout_path})"), flush=True)
+    (Path(recipe.output_dir) / "heldout_cut.json").write_text(json.dumps(report, indent=2))
+    return {**summary, "heldout": report}
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -225,12 +225,10 @@ def run(config: AlmostConfig) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    from raylign.cli import recipe_parser
-    from raylign.config import dump_config, load_config
+    from raylign.recipes import load_recipe
 
-    args = recipe_parser("synth almost", "ALMoST: synthetic prompts, ranked few-shot responses, rubric comparisons.").parse_args(argv)
-    config = load_config(AlmostConfig, args.config, args.overrides)
-    print(dump_config(config), flush=True)
+    config = load_recipe(argv, "synth almost", "ALMoST: synthetic prompts, ranked few-shot responses, rubric comparisons.",
+                         AlmostConfig)
     summary = run(config)
     print(json.dumps(summary, indent=2))
     return 0 if summary["pairs"] else 1

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 
-from raylign.config import dump_config, load_config
 from raylign.generation.best_of_n import BestOfNConfig, run
 
 _TEXTS = {
@@ -20,14 +19,10 @@ _TEXTS = {
 
 
 def _main(argv: list[str], name: str) -> int:
-    from raylign.cli import recipe_parser
+    from raylign.recipes import load_recipe
 
-    best_of_n = name == "best-of-n"
-    text = _TEXTS[name]
-    args = recipe_parser(f"generate {name}", text).parse_args(argv)
-    config = load_config(BestOfNConfig, args.config, args.overrides)
-    print(dump_config(config), flush=True)
-    summary = run(config, best_of_n=best_of_n, samples=name == "samples")
+    config = load_recipe(argv, f"generate {name}", _TEXTS[name], BestOfNConfig)
+    summary = run(config, best_of_n=name == "best-of-n", samples=name == "samples")
     print(json.dumps(summary, indent=2))
     return 0 if summary["outputs"] else 1
 

@@ -7,6 +7,9 @@ trainable on two CPU cores.
 
 from __future__ import annotations
 
+from typing import Literal
+
+from pydantic import Field
 from torch import nn
 
 from raylign.config import StrictModel
@@ -18,6 +21,16 @@ class LoraSettings(StrictModel):
     dropout: float = 0.05
     target_modules: list[str] | str = "all-linear"
     top_layers: int | None = None  # adapt only the top N blocks (None: all)
+
+
+class TrainableSettings(StrictModel):
+    """What a trainer trains, named the same in both trainers."""
+
+    # every weight, the top `top_layers` blocks (+ final norm, + a head), or LoRA adapters; the
+    # last two fit a 135M+ model on a laptop CPU (backward stops at the first trainable block)
+    trainable: Literal["all", "top_layers", "lora"] = "all"
+    top_layers: int = Field(2, ge=0)
+    lora: LoraSettings = LoraSettings()
 
 
 def block_list(model: nn.Module) -> tuple[str, nn.ModuleList]:

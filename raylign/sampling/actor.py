@@ -39,11 +39,11 @@ class SamplerWorker:
         # starting ones, and the loop must hand it the current version (engine/recovery.py).
         self.awaiting_weights = _was_restarted()
 
-    def generate(self, rows: list[dict], num_samples: int | None = None, dataset_responses: bool = False) -> list[dict]:
+    def generate(self, rows: list[dict], num_samples: int | None = None) -> list[dict]:
         """Rollout rows: one per (prompt, sample), prompt fields carried through.
 
-        With `dataset_responses`, a row's own `chosen`/`rejected` answers (e.g. HH-RLHF)
-        are appended as extra candidates (source="dataset"), as RRHF does on HH.
+        Answers given with a prompt (`candidates`, e.g. HH-RLHF's chosen/rejected that RRHF
+        ranks beside its samples) are encoded and appended as extra rollouts (source="dataset").
         """
         kept, prompt_ids = [], []
         for row in rows:
@@ -75,7 +75,7 @@ class SamplerWorker:
                         "source": "policy",
                     }
                 )
-            if dataset_responses:
+            if row.get("candidates"):
                 rollouts.extend(self._dataset_rollouts(row, ids, len(samples)))
         return rollouts
 
@@ -86,13 +86,13 @@ class SamplerWorker:
 
     def _dataset_rollouts(self, row: dict, prompt_ids: list[int], first_index: int) -> list[dict]:
         extra = []
-        for offset, key in enumerate(k for k in ("chosen", "rejected") if row.get(k)):
+        for offset, text in enumerate(row["candidates"]):
             extra.append(
                 {
                     **row,
                     "prompt_token_ids": prompt_ids,
-                    "response": row[key],
-                    "response_token_ids": encode_response(self.tokenizer, row[key], self.config.max_new_tokens * 4),
+                    "response": text,
+                    "response_token_ids": encode_response(self.tokenizer, text, self.config.max_new_tokens * 4),
                     "logprobs": [],
                     "finish_reason": "dataset",
                     "policy_version": self.sampler.policy_version,

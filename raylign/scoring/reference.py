@@ -10,25 +10,35 @@ from __future__ import annotations
 
 import ray
 import torch
+from pydantic import Field
 
-from raylign.config import StrictModel
+from raylign.config import ModelName, StrictModel
 
 
 class ReferenceConfig(StrictModel):
-    kl_coef: float = 0.0  # 0 = no reference actor, no KL term
-    model: str | None = None  # default: the policy's starting weights
-    num_cpus: float = 0.2
-    num_gpus: float = 0.0
-    batch_size: int = 8
-    max_restarts: int = 3  # Ray restarts a dead reference actor this often (its log-probs are pure)
+    """The frozen reference model (the `reference` section; a method that needs one says so, and
+    its own section holds how strongly it stays near it: `kl_coef`, DPO's `beta`)."""
+
+    model: ModelName | None = None  # default: the policy's starting weights
+    num_cpus: float = Field(0.2, ge=0.0)  # per reference actor
+    num_gpus: float = Field(0.0, ge=0.0)
+    batch_size: int = Field(8, ge=1)  # sequences per forward
+    # torch threads in the actor (default: num_cpus rounded, at least 1). On a small machine,
+    # reserving every CPU for the actor starves the tasks that feed it, so reserve fewer CPUs
+    # and run more threads than that instead.
+    threads: int | None = Field(None, ge=1)
+    concurrency: int = Field(1, ge=1)  # offline: actors in the Ray Data pool
+    max_restarts: int = Field(3, ge=0)  # Ray restarts a dead reference actor this often (its log-probs are pure)
 
 
 class ReferenceWorker:
-    def __init__(self, model_path: str, max_length: int, batch_size: int = 8):
+    def __init__(self, model_path: str, max_length: int, batch_size: int = 8, threads: int | None = None):
         from transformers import AutoModelForCausalLM
 
         from raylign.models.chat import load_tokenizer
 
+        if threads:
+            torch.set_num_threads(threads)
         self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
         self.model.requires_grad_(False)
         self.pad_id = load_tokenizer(model_path).pad_token_id
@@ -55,11 +65,11 @@ ReferenceActor = ray.remote(ReferenceWorker)
 
 
 def create_reference(config: ReferenceConfig, policy_path: str, max_length: int, required: bool = False):
-    """The reference actor, or None when no KL term is asked for and the method needs none."""
-    if config.kl_coef <= 0 and not required:
+    """The reference actor, or None when the method needs none."""
+    if not required:
         return None
     actor = ReferenceActor.options(num_cpus=config.num_cpus, num_gpus=config.num_gpus,
                                    max_restarts=config.max_restarts).remote(
-        config.model or policy_path, max_length, config.batch_size
+        config.model or policy_path, max_length, config.batch_size, config.threads
     )
     return actor

@@ -39,7 +39,7 @@ def _changed(before: dict, after: dict) -> int:
 @pytest.mark.slow
 def test_dpo_two_workers_loss_falls_and_accuracy_rises(ray_cluster, tiny_model_dir, tmp_path):
     from raylign.training.dpo import DPOObjective, DPOTrainConfig
-    from raylign.training.offline_trainer import run_offline
+    from raylign.training.trainer import run_offline
 
     config = DPOTrainConfig.model_validate({
         **COMMON, "model": str(tiny_model_dir), "output_dir": str(tmp_path / "dpo"), "lr": 2e-3, "epochs": 3,
@@ -74,7 +74,7 @@ def _dying_objective(marker: Path, die_at_call: int):
 
 @pytest.mark.slow
 def test_sft_two_workers_learn_and_resume_after_a_killed_worker(ray_cluster, tiny_model_dir, tmp_path):
-    from raylign.training.offline_trainer import run_offline
+    from raylign.training.trainer import run_offline
     from raylign.training.sft import SFTTrainConfig
 
     data = tmp_path / "demos.jsonl"

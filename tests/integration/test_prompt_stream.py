@@ -12,7 +12,8 @@ import pytest
 import ray
 from ray import cloudpickle
 
-from raylign.algorithms.online_job import DataConfig, load_prompts
+from raylign.data.config import PromptDataConfig
+from raylign.data.prompt_corpus import load_prompts
 from raylign.data.adapters import load_rows
 from raylign.data.prompt_corpus import PromptCorpus
 from raylign.data.readers import DataError
@@ -58,7 +59,7 @@ def test_file_corpus_gives_the_steps_of_the_in_memory_list(ray_cluster, corpus_f
 
 def test_split_and_limit_match_the_list_loader_and_an_empty_split_is_named(ray_cluster, corpus_files):
     path = corpus_files["jsonl"]
-    data = DataConfig(path=path, kind="prompt", split="train", limit=20)
+    data = PromptDataConfig(path=path, kind="prompt", split="train", limit=20)
     server = start_step_server(PromptCorpus.from_config(data).check(), 4)
     try:
         listed = load_prompts(data)

@@ -8,7 +8,7 @@ from raylign.data.readers import DataError
 from raylign.data.splits import split_of
 from raylign.training.batching import length_grouped
 from raylign.training.offline_config import OfflineDataConfig, OfflineTrainConfig
-from raylign.training.offline_trainer import total_steps
+from raylign.training.trainer import total_steps
 
 
 def _rows(kind, fmt, records, on_error="raise"):

@@ -1,4 +1,4 @@
-"""Supervised fine-tuning (`raylign train sft`): chat-templated demonstrations, prompt tokens masked.
+"""SFT (`raylign train sft`): chat-templated demonstrations, prompt tokens masked, on the offline trainer.
 
 Data: Alpaca / AlpacaFarm JSON (`instruction`, `input`, `output`), messages JSONL (the
 last assistant turn is the target), HH transcripts (the chosen reply), CUT rows judged
@@ -7,21 +7,18 @@ template (`raylign.models.chat`) into {input_ids, response_mask, position_ids}; 
 `sft.packing` a second stage concatenates rows of a block into sequences of up to
 `max_length` tokens, positions restarting per example (the examples of a pack attend to
 earlier ones: plain causal attention, as TRL's packing without flash-attention).
-Loss: summed response-token NLL divided by the global response-token count.
+Loss: summed response-token NLL divided by the global response-token count (`core.sequence_nll`).
 
     raylign train sft --config jobs/sft_alpaca.yaml [key.sub=value ...]
 """
 
 from __future__ import annotations
 
-import json
-
 import torch
-from torch import Tensor
 
+from raylign.algorithms.core import sequence_nll
+from raylign.algorithms.objective import OfflineObjective
 from raylign.config import StrictModel
-from raylign.training.objective import OfflineObjective
-from raylign.training.offline_config import OfflineDataConfig, OfflineTrainConfig
 
 
 def fit_demonstration(prompt: list[int], response: list[int], max_length: int) -> tuple[list[int], list[int]]:
@@ -33,26 +30,8 @@ def fit_demonstration(prompt: list[int], response: list[int], max_length: int) -
     return prompt, response[: max_length - len(prompt)]
 
 
-class SFTSettings(StrictModel):
+class SFTConfig(StrictModel):
     packing: bool = False  # concatenate examples into max_length sequences (fewer pad tokens)
-
-
-class SFTTrainConfig(OfflineTrainConfig):
-    output_dir: str = "runs/sft"
-    data: OfflineDataConfig = OfflineDataConfig(format="alpaca")
-    sft: SFTSettings = SFTSettings()
-    lr: float = 2e-5
-
-
-def sft_loss(token_logprobs: Tensor, response_mask: Tensor) -> tuple[Tensor, float, dict]:
-    """(sum over response tokens of -log p, number of response tokens, metrics); pure tensors."""
-    if token_logprobs.shape != response_mask.shape:
-        raise ValueError(f"token_logprobs {tuple(token_logprobs.shape)} vs mask {tuple(response_mask.shape)}")
-    mask = response_mask.to(token_logprobs.device).bool()
-    nll = -torch.where(mask, token_logprobs, torch.zeros_like(token_logprobs))
-    tokens = float(mask.sum())
-    loss_sum = nll.sum()
-    return loss_sum, tokens, {"nll": float(loss_sum.detach()) / tokens if tokens else float("nan")}
 
 
 class TokenizeDemonstrations:
@@ -115,6 +94,9 @@ class PackRows:
 
 class SFTObjective(OfflineObjective):
     name = "sft"
+    config_class = SFTConfig
+    section = "sft"
+    recipe_defaults = {"output_dir": "runs/sft", "data": {"format": "alpaca"}, "optim": {"lr": 2e-5}}
     row_kind = "sft"
     unit = "examples"
 
@@ -150,19 +132,4 @@ class SFTObjective(OfflineObjective):
         targets = ids[:, 1:]
         picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
         mask = data["response_mask"][:, 1:].to(device)
-        return sft_loss(picked, mask)
-
-
-def run(config: SFTTrainConfig) -> dict:
-    from raylign.training.offline_trainer import run_offline
-
-    summary = run_offline(config, SFTObjective(config))
-    print(f"[sft] done: {json.dumps(summary)}", flush=True)
-    return summary
-
-
-def main(argv: list[str]) -> int:
-    from raylign.cli import run_recipe
-
-    run_recipe(argv, "train sft", "Supervised fine-tuning on instruction data on Ray Train.", SFTTrainConfig, run)
-    return 0
+        return sequence_nll(picked, mask)

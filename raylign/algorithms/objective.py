@@ -1,4 +1,4 @@
-"""What an offline method plugs into the offline trainer (`raylign/training/offline_trainer.py`).
+"""What an offline method plugs into the offline trainer (`raylign/training/trainer.py`).
 
 The trainer owns Ray: it reads the files with Ray Data, splits them by a seeded hash of
 the prompt, shards them over a Ray Train worker group, batches by length, accumulates,
@@ -20,25 +20,26 @@ Evaluation needs nothing extra: the trainer runs `loss` without gradients over t
 validation / test rows and reports the weighted means of its metrics; `select_metric`
 and `select_mode` name the one that drives early stopping and best-checkpoint keeping.
 
-A new objective is registered by adding it to `OBJECTIVES` (name -> "module:Class"), and
-its recipe config subclasses `OfflineTrainConfig` (`raylign/training/offline_config.py`).
-Everything here runs in Ray workers, so an objective must be picklable (plain attributes).
+A new objective is one module here plus one line in the method registry
+(`raylign/launch/methods.py`); its recipe is the offline trainer's sections
+(`raylign/training/config.py`) plus the ones it declares (`MethodSettings`). Everything here
+runs in Ray workers, so an objective must be picklable (plain attributes).
 """
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from raylign.algorithms.base import MethodSettings
 
-class OfflineObjective:
+
+class OfflineObjective(MethodSettings):
     """Base class: subclasses set `name`, `row_kind`, `unit` and implement the marked hooks."""
 
-    name: ClassVar[str] = ""
     row_kind: ClassVar[str] = "preference"  # canonical rows read: preference | sft | judgment | ...
     unit: ClassVar[str] = "pairs"  # what one row is, for counts in the summary
     lora_task: ClassVar[str] = "CAUSAL_LM"  # peft TaskType when config.trainable == "lora"
@@ -46,7 +47,7 @@ class OfflineObjective:
     select_mode: ClassVar[str] = "min"  # "min" or "max"
 
     def __init__(self, config):
-        self.config = config  # the recipe config (an OfflineTrainConfig subclass)
+        self.config = config  # the whole recipe (the trainer's sections and the method's)
         self.pad_id = 0  # set by the trainer from the tokenizer before the first collate
 
     # --- data (driver side, as Ray Data stages) ----------------------------------------
@@ -77,7 +78,7 @@ class OfflineObjective:
 
     def param_groups(self, model: nn.Module) -> list[dict]:
         """Optimizer parameter groups over the trainable parameters (one group by default)."""
-        return [{"params": [p for p in model.parameters() if p.requires_grad], "lr": self.config.lr}]
+        return [{"params": [p for p in model.parameters() if p.requires_grad], "lr": self.config.optim.lr}]
 
     # --- batches and loss (worker side) ------------------------------------------------
 
@@ -106,18 +107,3 @@ class OfflineObjective:
             model = model.merge_and_unload()
         model.save_pretrained(out_dir, safe_serialization=True)
         tokenizer.save_pretrained(out_dir)
-
-
-OBJECTIVES: dict[str, str] = {
-    "rm": "raylign.training.reward_model_objective:RewardModelObjective",
-    "sft": "raylign.training.sft:SFTObjective",
-    "dpo": "raylign.training.dpo:DPOObjective",
-    "cut": "raylign.training.cut_objective:CUTObjective",
-}
-
-
-def get_objective(name: str) -> type[OfflineObjective]:
-    if name not in OBJECTIVES:
-        raise ValueError(f"unknown offline objective '{name}' (choose from {', '.join(sorted(OBJECTIVES))})")
-    module, cls = OBJECTIVES[name].split(":")
-    return getattr(importlib.import_module(module), cls)

@@ -24,10 +24,12 @@ from pathlib import Path
 
 import torch
 
+from raylign.algorithms.objective import OfflineObjective
 from raylign.collectives import all_reduce
 from raylign.training.batching import length_grouped, plain
-from raylign.training.objective import OfflineObjective
-from raylign.training.offline_state import (
+from raylign.training.optim import build_optimizer, build_scheduler
+from raylign.training.rng_state import gather_rng
+from raylign.training.state import (
     MetricsLog,
     better,
     evaluate,
@@ -35,7 +37,6 @@ from raylign.training.offline_state import (
     save_state,
     trainable_state,
 )
-from raylign.training.rng_state import gather_rng
 from raylign.training.step import MicroBatch, optimizer_step
 
 SPLITS = ("train", "validation", "test")
@@ -67,7 +68,6 @@ def train_loop_per_worker(loop_config: dict) -> None:
     import ray.train
     import ray.train.torch
     from tqdm import tqdm
-    from transformers import get_scheduler
 
     from raylign.models.trainable import count_parameters, make_trainable
 
@@ -88,10 +88,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
     module = ray.train.torch.prepare_model(inner)
     device = ray.train.torch.get_device()
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(objective.param_groups(model), weight_decay=config.weight_decay)
+    optimizer = build_optimizer(objective.param_groups(model), config.optim)
     steps_total = total_steps(config, loop_config["counts"]["train"], world)
-    scheduler = get_scheduler(config.schedule, optimizer, num_warmup_steps=int(config.warmup_ratio * steps_total),
-                              num_training_steps=steps_total)
+    scheduler = build_scheduler(optimizer, config.optim, steps_total)
 
     progress = {"step": 0, "epoch": 0, "batches_in_epoch": 0, "best": None, "best_step": 0, "stale": 0,
                 "resumed_from": None}
@@ -177,7 +176,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
                 exhausted = True
                 break
             filler = micro[-1] if micro else filler
-            metrics = optimizer_step(module, optimizer, micro, loss_fn, max_grad_norm=config.max_grad_norm,
+            metrics = optimizer_step(module, optimizer, micro, loss_fn, max_grad_norm=config.optim.max_grad_norm,
                                      scheduler=scheduler, filler=filler, params=params)
             progress["step"] += 1
             progress["batches_in_epoch"] += len(rows)
@@ -202,7 +201,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     if not (config.eval_every and progress["step"] % config.eval_every == 0):
         validate()
     if config.keep_best and best_state is not None and progress["best_step"] != progress["step"]:
-        from raylign.training.offline_state import load_trainable
+        from raylign.training.state import load_trainable
 
         load_trainable(model, best_state)
         if rank == 0:

@@ -1,21 +1,36 @@
-"""The pairwise (Bradley-Terry) reward model as an objective of the offline trainer.
+"""Reward models (`raylign train rm`): the pairwise Bradley-Terry objective of the offline trainer.
 
 Rows: {chosen_ids, rejected_ids, length}, each the chat-templated (prompt, response)
 text of `raylign.scoring.text.encode_scored_pair`, so training scores exactly the tokens
 evaluation, Serve and the reward actor score. Loss: -log sigma(r_chosen - r_rejected)
 summed over pairs (the trainer divides by the global pair count); accuracy counts ties
-as half. See ALGORITHMS.md, Reward model.
+as half. See ALGORITHMS.md, Reward model. With `rm.export_delta` the trained model is also
+written as a compact weight delta against its base (`raylign.models.shipped`), the form the
+shipped reward models take.
+
+    raylign train rm --config jobs/rm_hh.yaml [key.sub=value ...]
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
+from raylign.algorithms.objective import OfflineObjective
+from raylign.config import StrictModel
+from raylign.data.adapters import human_probability
+from raylign.data.bundled import BUNDLED_HH
+from raylign.models.trainable import head_names
 from raylign.scoring.losses import pairwise_correct
-from raylign.training.objective import OfflineObjective
+
+
+class RewardModelConfig(StrictModel):
+    head_lr: float | None = Field(None, gt=0.0)  # the fresh scalar head often wants a larger rate than optim.lr
+    export_delta: str | None = None  # also write a compact weight delta file here (raylign/models/shipped.py)
 
 
 class TokenizePairs:
@@ -27,7 +42,6 @@ class TokenizePairs:
     def __call__(self, table):
         import pyarrow as pa
 
-        from raylign.data.adapters import human_probability
         from raylign.models.chat import load_tokenizer
         from raylign.scoring.text import PairTooLongError, encode_scored_pair
 
@@ -60,6 +74,10 @@ def bradley_terry_sum(chosen: torch.Tensor, rejected: torch.Tensor) -> tuple[tor
 
 class RewardModelObjective(OfflineObjective):
     name = "rm"
+    config_class = RewardModelConfig
+    section = "rm"
+    recipe_defaults = {"output_dir": "runs/rm", "data": {"path": str(BUNDLED_HH)}}
+    renamed_keys = {"head_lr": "rm.head_lr", "export_delta": "rm.export_delta"}
     row_kind = "preference"
     unit = "pairs"
     lora_task = "SEQ_CLS"
@@ -83,9 +101,7 @@ class RewardModelObjective(OfflineObjective):
         return PairScorer(model)
 
     def param_groups(self, model) -> list[dict]:
-        """The scalar head gets `head_lr` (a fresh head wants a larger rate than the body)."""
-        from raylign.models.trainable import head_names
-
+        """The scalar head gets `rm.head_lr` (a fresh head wants a larger rate than the body)."""
         inner = model.get_base_model() if hasattr(model, "get_base_model") else model
         heads = tuple(head_names(inner))
         head, body = [], []
@@ -93,9 +109,10 @@ class RewardModelObjective(OfflineObjective):
             if param.requires_grad:
                 parts = name.split(".")
                 (head if any(h in parts for h in heads) else body).append(param)
-        groups = [{"params": body, "lr": self.config.lr}]
+        lr = self.config.optim.lr
+        groups = [{"params": body, "lr": lr}]
         if head:
-            groups.append({"params": head, "lr": self.config.head_lr or self.config.lr})
+            groups.append({"params": head, "lr": self.config.rm.head_lr or lr})
         return [g for g in groups if g["params"]]
 
     def collate(self, rows: list[dict]):
@@ -111,6 +128,25 @@ class RewardModelObjective(OfflineObjective):
         return bradley_terry_sum(scores[:n], scores[n:])
 
     def save(self, model, tokenizer, out_dir: Path) -> None:
-        from raylign.training.reward_model_trainer import save_reward_model
+        """An HF directory plain transformers loads; LoRA runs also keep their adapter in adapter/."""
+        if hasattr(model, "merge_and_unload"):
+            model.save_pretrained(out_dir / "adapter")
+            model = model.merge_and_unload()
+        model.config.pad_token_id = tokenizer.pad_token_id
+        model.save_pretrained(out_dir, safe_serialization=True)
+        tokenizer.save_pretrained(out_dir)
+        info = {"base_model": self.config.model, "max_length": self.config.data.max_length,
+                "trainable": self.config.trainable}
+        (out_dir / "raylign_rm.json").write_text(json.dumps(info))
 
-        save_reward_model(model, tokenizer, out_dir, self.config)
+
+def export_after_training(recipe, summary: dict) -> dict:
+    """`rm.export_delta`: the trained model as a weight delta against its base (what ships)."""
+    if not recipe.rm.export_delta:
+        return summary
+    from raylign.models.registry import resolve_model
+    from raylign.models.shipped import export_delta
+
+    export_delta(Path(recipe.output_dir), resolve_model(recipe.model), Path(recipe.rm.export_delta),
+                 recipe.data.max_length, recipe.model)
+    return {**summary, "delta": recipe.rm.export_delta}

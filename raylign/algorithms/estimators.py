@@ -1,0 +1,107 @@
+"""Advantage estimators for critic-free methods, by name: a new estimator is one registered function.
+
+An estimator maps each response's reward and its group (the k responses to one prompt) to one
+advantage per response, broadcast over its tokens by the loss (verl's `register_adv_est` shape):
+
+- grpo    (Shao et al., 2024, DeepSeekMath): A = (r - mean_group) / (std_group + eps)
+- dr_grpo (Liu et al., 2025, "Understanding R1-Zero-like training"): A = r - mean_group
+  (no std scaling, which over-weights near-uniform groups)
+- rloo    (Ahmadian et al., 2024): A = r - mean of the other k-1 rewards of the group
+
+`group_advantages` validates the inputs and gives a group of one advantage 0 (it has no
+baseline to compare with); estimators see float64 rewards and a dense group index.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Callable, Hashable, Sequence
+
+import torch
+from pydantic import AfterValidator
+from torch import Tensor
+
+from raylign.algorithms.core import group_index
+
+# (rewards [N] float64, dense group index [N], eps) -> advantages [N]
+Estimator = Callable[[Tensor, Tensor, float], Tensor]
+ESTIMATORS: dict[str, Estimator] = {}
+
+
+def register_adv_est(name: str) -> Callable[[Estimator], Estimator]:
+    """Register an advantage estimator under `name` (what `grpo.estimator` selects)."""
+
+    def add(function: Estimator) -> Estimator:
+        if name in ESTIMATORS:
+            raise ValueError(f"advantage estimator '{name}' is registered twice")
+        ESTIMATORS[name] = function
+        return function
+
+    return add
+
+
+def get_adv_est(name: str) -> Estimator:
+    if name not in ESTIMATORS:
+        raise ValueError(f"unknown estimator '{name}' (choose from {', '.join(ESTIMATORS)})")
+    return ESTIMATORS[name]
+
+
+def _known(name: str) -> str:
+    get_adv_est(name)
+    return name
+
+
+# a config field naming a registered estimator (validated when the recipe loads)
+EstimatorName = Annotated[str, AfterValidator(_known)]
+
+
+def group_moments(rewards: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
+    """(group size k, group mean) of each row's group, per row."""
+    groups = int(index.max()) + 1
+    counts = torch.zeros(groups, dtype=rewards.dtype).index_add(0, index, torch.ones_like(rewards))
+    sums = torch.zeros(groups, dtype=rewards.dtype).index_add(0, index, rewards)
+    return counts[index], sums[index] / counts[index]
+
+
+@register_adv_est("grpo")
+def grpo_advantage(rewards: Tensor, index: Tensor, eps: float) -> Tensor:
+    """(r - mean) / (std + eps) with the unbiased (k-1) sample std, as in TRL; equal rewards give 0."""
+    k, mean = group_moments(rewards, index)
+    centered = rewards - mean
+    squares = torch.zeros(int(index.max()) + 1, dtype=rewards.dtype).index_add(0, index, centered * centered)
+    std = (squares[index] / (k - 1).clamp(min=1.0)).sqrt()
+    return centered / (std + eps)
+
+
+@register_adv_est("dr_grpo")
+def dr_grpo_advantage(rewards: Tensor, index: Tensor, eps: float) -> Tensor:
+    _, mean = group_moments(rewards, index)
+    return rewards - mean
+
+
+@register_adv_est("rloo")
+def rloo_advantage(rewards: Tensor, index: Tensor, eps: float) -> Tensor:
+    """r - (sum - r) / (k - 1), which is k / (k - 1) * (r - mean)."""
+    k, mean = group_moments(rewards, index)
+    return (rewards - mean) * k / (k - 1).clamp(min=1.0)
+
+
+def group_advantages(rewards: Tensor | Sequence[float], group_ids: Sequence[Hashable] | Tensor,
+                     estimator: str = "grpo", eps: float = 1e-6) -> Tensor:
+    """One advantage per sequence [N] from its reward and its group's rewards.
+
+    Groups may have any size and need not be contiguous; a group of one gets advantage 0.
+    """
+    r = torch.as_tensor(rewards, dtype=torch.float64).detach().cpu()
+    if r.dim() != 1:
+        raise ValueError(f"rewards must be [N], got shape {tuple(r.shape)}")
+    if not torch.isfinite(r).all():
+        raise ValueError("rewards must be finite")
+    function = get_adv_est(estimator)
+    if len(group_ids) != r.shape[0]:
+        raise ValueError(f"group_ids has {len(group_ids)} entries for {r.shape[0]} rewards")
+    index = group_index(group_ids, r.shape[0])
+    if r.shape[0] == 0:
+        return r.float()
+    k, _ = group_moments(r, index)
+    advantages = function(r, index, eps)
+    return torch.where(k > 1, advantages, torch.zeros_like(advantages)).float()

@@ -1,0 +1,75 @@
+"""Policy-gradient losses by name: a new surrogate is one registered function (verl's
+`register_policy_loss` shape). A loss gets the per-token log-probs under the current policy and
+under the rollout policy, per-token advantages, the response mask and the method's config, and
+returns the per-token loss; the method aggregates it (`core.aggregate`) and adds its own terms.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Callable, NamedTuple
+
+import torch
+from pydantic import AfterValidator
+from torch import Tensor
+
+from raylign.algorithms.core import clipped_surrogate, masked_fill_zero, safe_mean
+
+
+class PolicyLossOutput(NamedTuple):
+    per_token: Tensor  # [N, T], 0 on padding
+    clipped: Tensor  # [N, T] bool: tokens whose gradient the clipping removed
+    log_ratio: Tensor  # [N, T] log(pi / pi_rollout), 0 on padding
+
+
+# (logprobs, old_logprobs, advantages [N, T], mask, config) -> PolicyLossOutput
+PolicyLoss = Callable[[Tensor, Tensor, Tensor, Tensor, Any], PolicyLossOutput]
+POLICY_LOSSES: dict[str, PolicyLoss] = {}
+
+
+def register_policy_loss(name: str) -> Callable[[PolicyLoss], PolicyLoss]:
+    """Register a policy loss under `name` (what `grpo.policy_loss` / `ppo.policy_loss` select)."""
+
+    def add(function: PolicyLoss) -> PolicyLoss:
+        if name in POLICY_LOSSES:
+            raise ValueError(f"policy loss '{name}' is registered twice")
+        POLICY_LOSSES[name] = function
+        return function
+
+    return add
+
+
+def get_policy_loss(name: str) -> PolicyLoss:
+    if name not in POLICY_LOSSES:
+        raise ValueError(f"unknown policy loss '{name}' (choose from {', '.join(POLICY_LOSSES)})")
+    return POLICY_LOSSES[name]
+
+
+def _known(name: str) -> str:
+    get_policy_loss(name)
+    return name
+
+
+# a config field naming a registered policy loss (validated when the recipe loads)
+PolicyLossName = Annotated[str, AfterValidator(_known)]
+
+
+@register_policy_loss("ppo_clip")
+def ppo_clip(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor, config) -> PolicyLossOutput:
+    """The PPO clipped surrogate per token (Schulman et al., 2017), symmetric unless the config
+    sets `cliprange_high`."""
+    return PolicyLossOutput(*clipped_surrogate(logprobs, old_logprobs, advantages, mask, config.cliprange,
+                                               getattr(config, "cliprange_high", None)))
+
+
+def policy_loss_metrics(out: PolicyLossOutput, mask: Tensor) -> dict[str, float]:
+    """Per-call means over response tokens: policy_loss, clipfrac (share of tokens clipped),
+    approx_kl = mean 0.5 * (log pi - log pi_rollout)^2, ratio_mean."""
+    m = mask.to(out.per_token.device).bool()
+    count = float(m.sum())
+    with torch.no_grad():
+        return {
+            "policy_loss": safe_mean(out.per_token.sum(), count),
+            "clipfrac": safe_mean(out.clipped.sum(), count),
+            "approx_kl": safe_mean((0.5 * out.log_ratio * out.log_ratio).sum(), count),
+            "ratio_mean": safe_mean(masked_fill_zero(out.log_ratio.exp(), m).sum(), count),
+        }

@@ -1,0 +1,107 @@
+"""Online methods: the recipe every one of them shares, its preflight, and one way to run them.
+
+`raylign train <online method>` composes the method's recipe class from `OnlineRecipe`
+(`launch.recipes`), checks everything it names before Ray starts (`check_online`), then
+`run_online` starts Ray and the roles (reward source, reference actor) and hands them to the
+engine, which reads the prompts with Ray Data as the run goes.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import ClassVar
+
+from raylign.algorithms.base import Algorithm
+from raylign.config import ModelName, StrictModel
+from raylign.data.bundled import BUNDLED_HH
+from raylign.data.config import PromptDataConfig
+from raylign.engine.config import EngineConfig
+from raylign.models.local import DEFAULT_MODEL
+from raylign.preflight import STREAM_CPUS, check_cpus, check_data, check_reward
+from raylign.sampling.base import SamplingConfig
+from raylign.scoring.base import RewardConfig
+from raylign.scoring.reference import ReferenceConfig
+
+
+def _trainable_layers(value) -> dict:
+    """The old `engine.trainer.trainable_layers: N` (None: every layer)."""
+    if value is None:
+        return {"engine.trainer.trainable": "all"}
+    return {"engine.trainer.trainable": "top_layers", "engine.trainer.top_layers": value}
+
+
+class OnlineRecipe(StrictModel):
+    """What every online recipe has; a method adds its own section (`launch.recipes`)."""
+
+    renamed_keys: ClassVar[dict] = {
+        "engine.trainer.learning_rate": "engine.trainer.optim.lr",
+        "engine.trainer.weight_decay": "engine.trainer.optim.weight_decay",
+        "engine.trainer.max_grad_norm": "engine.trainer.optim.max_grad_norm",
+        "engine.trainer.trainable_layers": _trainable_layers,
+    }
+
+    model: ModelName = DEFAULT_MODEL
+    ray_address: str | None = None
+    data: PromptDataConfig = PromptDataConfig(path=str(BUNDLED_HH))
+    sampling: SamplingConfig = SamplingConfig()
+    reward: RewardConfig = RewardConfig(kind="actor", model="hh-rm-smollm2")
+    reference: ReferenceConfig = ReferenceConfig()
+    engine: EngineConfig = EngineConfig()
+
+
+def check_online(recipe: OnlineRecipe, algorithm: Algorithm) -> None:
+    """Everything a run needs that can be checked before Ray starts (the recipe's marked fields
+    were checked when it loaded): prompts, reward source, a resumable checkpoint, CPUs."""
+    from raylign.engine.loop import check_resume
+
+    recipe.data.format = check_data(recipe.data, recipe.data.kind)
+    check_reward(recipe.reward)
+    check_resume(recipe.engine)
+    trainer, sampling = recipe.engine.trainer, recipe.sampling
+    check_cpus({
+        "engine.trainer": trainer.num_workers * trainer.cpus_per_worker,
+        "sampling": sampling.num_samplers * sampling.num_cpus_per_sampler,
+        "reward": recipe.reward.num_cpus if recipe.reward.kind == "actor" else 0.0,
+        "reference": recipe.reference.num_cpus if algorithm.needs_reference else 0.0,
+        "rollout stream": STREAM_CPUS,
+    }, recipe.ray_address)
+
+
+def run_online(recipe: OnlineRecipe, algorithm: Algorithm, run_name: str) -> dict:
+    import ray
+
+    from raylign.data.prompt_corpus import PromptCorpus
+    from raylign.engine.loop import run_engine
+    from raylign.models.registry import resolve_model
+    from raylign.runtime import init_ray
+    from raylign.scoring.reference import create_reference
+    from raylign.scoring.sources import make_reward_source
+
+    model_path = str(resolve_model(recipe.model))
+    prompts = PromptCorpus.from_config(recipe.data).check()
+    init_ray(recipe.ray_address)
+    model_path = algorithm.prepare_model(model_path, recipe.engine.output_dir)
+    reward = make_reward_source(recipe.reward)
+    reference = create_reference(recipe.reference, model_path, recipe.engine.trainer.max_length,
+                                 algorithm.needs_reference)
+    try:
+        return run_engine(recipe.engine, model_path, prompts, recipe.sampling, reward, algorithm,
+                          run_name=run_name, reference=reference)
+    finally:
+        reward.close()
+        if reference is not None:
+            ray.kill(reference)
+
+
+def report(result: dict) -> None:
+    """What a finished run prints: its best samples, its summary and its reward curve."""
+    from raylign.metrics import read_metrics, trend_summary
+
+    for example in result["examples"]:
+        print(f"\n--- best sample of the last step (policy v{example['policy_version']}, {example['sampler']}, "
+              f"reward {example['reward']:.3f})\nPROMPT: {example['prompt'][-300:]}\nRESPONSE: {example['response']}")
+    print(json.dumps({k: v for k, v in result.items() if k not in ("last", "examples")}, indent=2))
+    trend = trend_summary(read_metrics(result["metrics"]))
+    if trend:
+        print(f"reward curve: {trend} (plot: {result['plot']})")
+    print(f"final policy (HF format): {result['checkpoint']}")

@@ -1,0 +1,143 @@
+"""Everything that can be wrong with a command's inputs, found before Ray or a model starts.
+
+Every command calls these on its validated recipe or its arguments: `check_config` walks a
+recipe and checks each field marked in `raylign.config` (`ModelName`, `InputPath`, `OutputDir`,
+`OutputFile`); the data, reward and CPU checks take the sections a run reads. A problem is one
+line that names the setting (`engine.output_dir`, `--model`) and what to do; the CLI prints it
+and exits with 2, and nothing has started yet, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import typing
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from raylign.config import Check, ConfigError
+from raylign.data.readers import DataError
+
+
+def check_model(name: str | None, setting: str) -> Path:
+    """A model name or path that resolves to a local HF directory (a shipped reward model is
+    built into the cache now, not minutes into the run)."""
+    from raylign.models.local import ModelNotFoundError
+    from raylign.models.registry import resolve_model
+
+    try:
+        return resolve_model(name)
+    except ModelNotFoundError as err:
+        raise ConfigError(f"{setting}: {err}") from None
+
+
+def check_input(path: str, setting: str) -> Path:
+    """A file or folder that exists and can be read."""
+    if not path:
+        raise ConfigError(f"{setting}: required (a file path)")
+    found = Path(path).expanduser()
+    if not found.exists():
+        raise ConfigError(f"{setting}: {found} does not exist")
+    if not os.access(found, os.R_OK):
+        raise ConfigError(f"{setting}: {found} cannot be read (permissions)")
+    return found
+
+
+def check_output_dir(path: str, setting: str) -> Path:
+    """A folder that exists or can be made, and can be written (made now, empty if new)."""
+    folder = Path(path).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{setting}: {folder} is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise ConfigError(f"{setting}: cannot create or write the folder {folder} ({err.strerror or err})") from None
+    return folder
+
+
+def check_output_file(path: str, setting: str) -> Path:
+    """A file that can be written: not a folder, in a folder that can be made and written."""
+    target = Path(path).expanduser()
+    if target.is_dir():
+        raise ConfigError(f"{setting}: {target} is a folder; give a file name")
+    check_output_dir(str(target.parent), setting)
+    return target
+
+
+CHECKS = {"model": check_model, "input": check_input, "output_dir": check_output_dir,
+          "output_file": check_output_file}
+
+
+def _marks(annotation) -> list[str]:
+    """The `Check` kinds on a field's type, looking inside `X | None`."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        return [m.kind for m in annotation.__metadata__ if isinstance(m, Check)]
+    return [kind for arg in typing.get_args(annotation) for kind in _marks(arg)]
+
+
+def check_config(config: BaseModel, prefix: str = "") -> None:
+    """Run the check of every marked field of a recipe (and of its sections), naming it."""
+    for name, field in type(config).model_fields.items():
+        value = getattr(config, name)
+        setting = f"{prefix}{name}"
+        if isinstance(value, BaseModel):
+            check_config(value, f"{setting}.")
+            continue
+        for kind in [m.kind for m in field.metadata if isinstance(m, Check)] or _marks(field.annotation):
+            if value not in (None, ""):
+                CHECKS[kind](value, setting)
+
+
+def check_data(data, kind: str, setting: str = "data") -> str:
+    """The data file exists, its format is known and its first records give `kind` rows; returns
+    the format (resolved from `auto`), so every reader uses the adapter the file starts with."""
+    from raylign.data.adapters import check_source
+
+    if not data.path:
+        raise ConfigError(f"{setting}.path: required (a .jsonl[.gz], .json, .parquet file or a datasets folder)")
+    try:
+        return check_source(data.path, kind, data.format, data.on_error)
+    except DataError as err:
+        raise DataError(f"{setting}: {err}") from None
+
+
+def check_reward(reward, setting: str = "reward") -> None:
+    """The reward source exists: a model is resolvable, a URL given, a function importable."""
+    if reward.kind == "actor":
+        if not reward.model:
+            raise ConfigError(f"{setting}.model: required for {setting}.kind 'actor' (a path or a shipped name "
+                              "like hh-rm-smollm2)")
+        check_model(reward.model, f"{setting}.model")
+    elif reward.kind == "http" and not reward.url:
+        raise ConfigError(f"{setting}.url: required for {setting}.kind 'http' (e.g. http://127.0.0.1:8000)")
+    elif reward.kind == "function":
+        from raylign.scoring.sources import load_callable
+
+        try:  # the same import the reward source does, so a typo fails here, not in a worker
+            load_callable(reward.function or "")
+        except ValueError as err:
+            raise ConfigError(f"{setting}.function: {err}") from None
+
+
+STREAM_CPUS = 0.05  # the Ray Data stages of a rollout stream (fetch, sample, score: token CPUs)
+
+
+def check_cpus(demand: dict[str, float], ray_address: str | None) -> None:
+    """The roles' CPU requests fit the local Ray cluster (otherwise Ray waits for CPUs forever).
+    A cluster given by address (or RAY_ADDRESS) is not known before joining it: not checked."""
+    if ray_address or os.environ.get("RAY_ADDRESS"):
+        return
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        total = float(ray.cluster_resources().get("CPU", 0.0))
+    else:
+        total = float(os.cpu_count() or 1)
+    asked = sum(demand.values())
+    if asked > total + 1e-9:
+        parts = ", ".join(f"{k} {v:g}" for k, v in demand.items() if v)
+        raise ConfigError(f"the run asks for {asked:g} CPUs ({parts}) but the local Ray cluster has {total:g}: "
+                          "lower those settings (fractions such as 0.25 work)")
