@@ -56,7 +56,7 @@ class Algorithm(MethodSettings):
     needs_reference: bool = False  # the score stage attaches the reference actor's log-probs
     update: ClassVar[UpdateConfig] = UpdateConfig()
 
-    def __init__(self, config: StrictModel, max_length: int = 768):
+    def __init__(self, config: StrictModel | None = None, max_length: int = 768):
         self.config = config
         self.max_length = max_length
 

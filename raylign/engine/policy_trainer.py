@@ -100,6 +100,8 @@ def train_on_units(module, optimizer, algorithm: Algorithm, units: list, filler,
     """One rollout batch: prepare, then epochs x minibatches of optimizer steps. Every rank
     takes the same number of optimizer steps (the minibatch count does not depend on data)."""
     epochs, num_minibatches, micro_size = plan
+    # the plan the method sees is the one run here (a method must not guess it from its own defaults)
+    context.epochs, context.num_minibatches = epochs, num_minibatches
     module.eval()
     context.num_real_units = len(units)  # batch statistics count these; a filler rides along at weight 0
     with torch.no_grad():
@@ -173,8 +175,7 @@ def policy_train_loop(cfg: dict) -> None:
         # queue depth: steps already sampled and scored, waiting for the trainer
         queued = ray.get(buffer.pending.remote()) if rank == 0 else 0
         start = time.perf_counter()
-        ctx = TrainContext(tokenizer.pad_token_id, trainer.max_length, trainer.logprob_chunk_size,
-                           epochs=plan[0], num_minibatches=plan[1])
+        ctx = TrainContext(tokenizer.pad_token_id, trainer.max_length, trainer.logprob_chunk_size)
         metrics = train_on_units(module, optimizer, algorithm, units, filler, ctx, plan, deepspeed,
                                  trainer.optim.max_grad_norm, trainer.seed + step, scheduler)
         algorithm.after_update(metrics)

@@ -24,6 +24,7 @@ from raylign.launch.methods import ONLINE, get_method, method_for_recipe
 OTHER_RECIPES = {
     "smoke": "raylign.smoke:SmokeConfig",
     "best_of_n": "raylign.generation.best_of_n:BestOfNConfig",
+    "generate": "raylign.generation.best_of_n:BestOfNConfig",
     "almost": "raylign.feedback.almost:AlmostConfig",
     "annotate": "raylign.feedback.config:AnnotateConfig",
 }

@@ -101,9 +101,9 @@ def make_rows(vocab: int, prompts: int = 3, samples: int = 4, seed: int = 0) -> 
 
 def methods():
     from online_method_configs import METHODS
+    from raylign.algorithms.rrhf_job import RRHFAlgorithm
 
     from raylign.algorithms.rrhf import RRHFConfig
-    from raylign.algorithms.rrhf_job import RRHFAlgorithm
 
     return {"rrhf": lambda: RRHFAlgorithm(RRHFConfig()), **METHODS}
 
@@ -128,10 +128,10 @@ def step(module, optimizer, algorithm, units, cfg, pad_id: int, seed=0) -> dict:
 def test_deepspeed_step_equals_the_torch_step_over_uneven_micro_batches(tiny_model_dir, tmp_path):
     """SGD lr 1 in fp32: the parameter change is minus the gradient, so the two paths must
     agree on the gradient summed over 3 micro-batches (weights 2, 2, 1) / the global weight."""
+    from raylign.algorithms.rrhf_job import RRHFAlgorithm
     from transformers import AutoModelForCausalLM
 
     from raylign.algorithms.rrhf import RRHFConfig
-    from raylign.algorithms.rrhf_job import RRHFAlgorithm
     from raylign.models.chat import load_tokenizer
 
     pad_id = load_tokenizer(str(tiny_model_dir)).pad_token_id
@@ -185,10 +185,10 @@ def test_deepspeed_checkpoint_resumes_the_optimizer(tiny_model_dir, tmp_path):
     """PPO (policy + value head under one engine): step 1, checkpoint, step 2; a new engine
     loaded from the checkpoint takes the same step 2. A new engine that does not load the
     optimizer state (fresh Adam moments) lands elsewhere, so the comparison has teeth."""
+    from raylign.algorithms.ppo_job import PPOAlgorithm
     from transformers import AutoModelForCausalLM
 
     from raylign.algorithms.ppo import PPOConfig
-    from raylign.algorithms.ppo_job import PPOAlgorithm
 
     def fresh(path):
         algorithm = PPOAlgorithm(PPOConfig(ppo_epochs=1, kl_coef=0.05), MAX_LENGTH)

@@ -24,9 +24,9 @@ pytest.importorskip("deepspeed")
 
 import ray  # noqa: E402
 from ray import cloudpickle  # noqa: E402
+from raylign.algorithms.rrhf_job import RRHFAlgorithm  # noqa: E402
 
 from raylign.algorithms.rrhf import RRHFConfig  # noqa: E402
-from raylign.algorithms.rrhf_job import RRHFAlgorithm  # noqa: E402
 from raylign.engine.loop import EngineConfig, run_engine  # noqa: E402
 from raylign.engine.policy_trainer import TrainerConfig  # noqa: E402
 from raylign.sampling.actor import create_samplers  # noqa: E402

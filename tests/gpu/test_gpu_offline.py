@@ -25,6 +25,7 @@ BUNDLED = Path(__file__).resolve().parents[2] / "raylign" / "assets" / "hh_rlhf_
 
 def test_offline_dpo_trains_on_the_gpu(ray_cluster, tiny_model_dir, tmp_path):
     from raylign.training.dpo import DPOObjective, DPOTrainConfig
+
     from raylign.training.trainer import run_offline
 
     config = DPOTrainConfig.model_validate({

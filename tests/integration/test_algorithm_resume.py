@@ -6,9 +6,9 @@ import sys
 import pytest
 import ray
 from ray import cloudpickle
+from raylign.algorithms.quark_job import QuarkAlgorithm
 
 from raylign.algorithms.quark import QuarkConfig
-from raylign.algorithms.quark_job import QuarkAlgorithm
 from raylign.engine.loop import EngineConfig, run_engine
 from raylign.engine.policy_trainer import TrainerConfig
 from raylign.sampling.base import SamplingConfig

@@ -36,9 +36,10 @@ def _write_judgments(path, copies: int = 4):
 
 
 def test_cut_trains_with_two_workers_and_lowers_judged_bad_tokens(ray_cluster, tiny_model_dir, tmp_path):
+    from raylign.training.cut_objective import CUTTrainConfig, run
+
     from raylign.config import load_config
     from raylign.evaluation.cut_eval import heldout_rows
-    from raylign.training.cut_objective import CUTTrainConfig, run
 
     data = _write_judgments(tmp_path / "judgments.jsonl.gz")
     start_dir = tiny_model_dir

@@ -11,9 +11,9 @@ import time
 import pytest
 import ray
 from ray import cloudpickle
+from raylign.algorithms.rrhf_job import RRHFAlgorithm
 
 from raylign.algorithms.rrhf import RRHFConfig
-from raylign.algorithms.rrhf_job import RRHFAlgorithm
 from raylign.engine.loop import EngineConfig, run_engine
 from raylign.engine.policy_trainer import TrainerConfig
 from raylign.sampling.actor import create_samplers

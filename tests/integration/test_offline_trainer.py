@@ -39,6 +39,7 @@ def _changed(before: dict, after: dict) -> int:
 @pytest.mark.slow
 def test_dpo_two_workers_loss_falls_and_accuracy_rises(ray_cluster, tiny_model_dir, tmp_path):
     from raylign.training.dpo import DPOObjective, DPOTrainConfig
+
     from raylign.training.trainer import run_offline
 
     config = DPOTrainConfig.model_validate({
@@ -74,8 +75,9 @@ def _dying_objective(marker: Path, die_at_call: int):
 
 @pytest.mark.slow
 def test_sft_two_workers_learn_and_resume_after_a_killed_worker(ray_cluster, tiny_model_dir, tmp_path):
-    from raylign.training.trainer import run_offline
     from raylign.training.sft import SFTTrainConfig
+
+    from raylign.training.trainer import run_offline
 
     data = tmp_path / "demos.jsonl"
     demos = [{"instruction": f"Say the number {i}.", "input": "", "output": f"The number is {i}."} for i in range(24)]

@@ -12,10 +12,9 @@ import pytest
 import ray
 from ray import cloudpickle
 
-from raylign.data.config import PromptDataConfig
-from raylign.data.prompt_corpus import load_prompts
 from raylign.data.adapters import load_rows
-from raylign.data.prompt_corpus import PromptCorpus
+from raylign.data.config import PromptDataConfig
+from raylign.data.prompt_corpus import PromptCorpus, load_prompts
 from raylign.data.readers import DataError
 from raylign.data.step_prompts import assign_steps, fetch_steps, start_step_server
 from raylign.engine.loop import StepAssembler, prompt_step_datasets
