@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Iterable, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 T = TypeVar("T", bound="StrictModel")
 
@@ -25,6 +25,19 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
     # old dotted key -> its new home, read for one release (see `apply_renames`)
     renamed_keys: ClassVar[dict] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sections_over_their_defaults(cls, data):
+        """A section given as a dict is laid over the section's default here, as a recipe file's
+        is (`load_config`), so `TrainerConfig(optim={"lr": 1e-4})` keeps the trainer's schedule."""
+        if not isinstance(data, dict):
+            return data
+        merged = dict(data)
+        for name, field in cls.model_fields.items():
+            if isinstance(merged.get(name), dict) and isinstance(field.default, BaseModel):
+                merged[name] = deep_merge(field.default.model_dump(), merged[name])
+        return merged
 
 
 class Check:

@@ -141,3 +141,14 @@ def check_cpus(demand: dict[str, float], ray_address: str | None) -> None:
         parts = ", ".join(f"{k} {v:g}" for k, v in demand.items() if v)
         raise ConfigError(f"the run asks for {asked:g} CPUs ({parts}) but the local Ray cluster has {total:g}: "
                           "lower those settings (fractions such as 0.25 work)")
+
+
+def check_args(args, models: tuple[str, ...] = (), inputs: tuple[str, ...] = (),
+               outputs: tuple[str, ...] = ()) -> None:
+    """The same checks for a command's arguments (argparse dests; a list checks each item)."""
+    for kind, dests in (("model", models), ("input", inputs), ("output_file", outputs)):
+        for dest in dests:
+            value = getattr(args, dest, None)
+            for item in value if isinstance(value, list) else [value]:
+                if item not in (None, ""):
+                    CHECKS[kind](item, f"--{dest.replace('_', '-')}")

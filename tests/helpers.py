@@ -95,3 +95,12 @@ def method_recipe(name: str, tree: dict | None = None):
     from raylign.launch.recipes import recipe_class
 
     return config_from_tree(recipe_class(name), tree or {}, f"test recipe {name}")
+
+
+def train_offline(name: str, recipe) -> dict:
+    """`raylign train <offline method>` on an already built recipe: train, then the method's after-step."""
+    from raylign.launch.methods import get_method
+    from raylign.launch.offline import run_method
+
+    method = get_method(name)
+    return run_method(recipe, method.load()(recipe), method)

@@ -15,7 +15,7 @@ from raylign.config import InputPath, StrictModel
 
 
 class DataConfig(StrictModel):
-    path: str = ""  # .jsonl[.gz], .json, .parquet or an HF `save_to_disk` folder
+    path: InputPath = ""  # .jsonl[.gz], .json, .parquet or an HF `save_to_disk` folder
     format: str = "auto"  # any format raylign.data.adapters reads (hh, alpaca, alpaca_eval, cut, rrhf, generic)
     # raise: a malformed row stops the run naming file, line and field; skip: it is dropped (logged)
     on_error: Literal["raise", "skip"] = "raise"

@@ -15,24 +15,26 @@ import math
 import statistics
 from pathlib import Path
 
-from raylign.config import StrictModel
+from raylign.config import InputPath, ModelName, StrictModel
 from raylign.data.bundled import BUNDLED_HH
 from raylign.evaluation.policy_eval import generate, logprob_actor, reference_perplexity
+from raylign.feedback.config import check_annotators
+from raylign.preflight import check_args, check_config, check_model
 from raylign.scoring.repetition import repeated_ngram_fraction
 
 
 class CompareConfig(StrictModel):
-    data: str = str(BUNDLED_HH)
+    data: InputPath = str(BUNDLED_HH)
     split: str = "test"
     limit: int = 64
     max_new_tokens: int = 48
     max_prompt_tokens: int = 256
     temperature: float = 0.0  # greedy: the comparison does not depend on sampling luck
     backend: str = "vllm"
-    reward_model: str = "hh-rm-smollm2"
+    reward_model: ModelName = "hh-rm-smollm2"
     # the second judge, as an annotator spec of `raylign annotate` (rm:NAME, judge:MODEL, http:URL#MODEL)
     judge: str = "judge:SmolLM2-135M-Instruct"
-    reference: str = "SmolLM2-135M-Instruct"
+    reference: ModelName = "SmolLM2-135M-Instruct"
     max_length: int = 320
 
 
@@ -246,6 +248,8 @@ def rejudge_main(argv: list[str]) -> int:
     from raylign.config import build_config
     from raylign.runtime import init_ray
 
+    check_args(args, inputs=("report",), outputs=("output",))
+    check_annotators([args.judge], "--judge")
     saved = read_saved_report(args.report)
     config = build_config(CompareConfig, {**saved["config"], "judge": args.judge}, args.report)
     init_ray(None)
@@ -275,6 +279,11 @@ def main(argv: list[str]) -> int:
             parser.error(f"'{item}' must look like NAME=PATH")
         policies[name] = path
     config = build_config(CompareConfig, {f: getattr(args, f) for f in CompareConfig.model_fields}, "arguments")
+    for name, path in policies.items():
+        check_model(path, f"policy '{name}'")
+    check_config(config)
+    check_annotators([config.judge], "--judge")
+    check_args(args, outputs=("output",))
     init_ray(None)
     report = compare(policies, config)
     out = Path(args.output)

@@ -31,6 +31,7 @@ from raylign.algorithms.cut_data import (
     pack_examples,
     response_aligned,
 )
+from raylign.preflight import check_args
 
 
 def heldout_rows(paths, negatives: int, positives: int) -> list[dict]:
@@ -190,6 +191,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
+    check_args(args, models=("model", "start"), inputs=("data",), outputs=("output",))
     cut = CUTConfig(threshold=args.threshold, max_response_tokens=args.max_response_tokens)
     rows = heldout_rows(args.data, args.negatives, args.positives)
     report = heldout_report(args.start, {"after": args.model}, rows, cut, args.max_length, args.batch_size)

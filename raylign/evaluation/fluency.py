@@ -14,6 +14,7 @@ from pathlib import Path
 
 from raylign.data.readers import DataError, iter_records
 from raylign.feedback.annotators import pair_messages
+from raylign.preflight import check_args
 from raylign.scoring.repetition import repeated_ngram_fraction
 
 
@@ -37,6 +38,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--output", help="write the figures as JSON")
     args = parser.parse_args(argv)
+    check_args(args, models=("reference",), inputs=("outputs",), outputs=("output",))
 
     from transformers import AutoTokenizer
 

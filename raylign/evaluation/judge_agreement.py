@@ -33,7 +33,9 @@ from pathlib import Path
 
 from raylign.data.adapters import alpaca_prompt, prompt_id
 from raylign.data.readers import DataError, iter_records
+from raylign.feedback.config import check_annotators
 from raylign.feedback.pool import hard_label
+from raylign.preflight import check_args
 
 DEFAULT_DATA = "../shared/data/alpaca_eval_gpt4_pairs.jsonl.gz"
 
@@ -230,6 +232,8 @@ def main(argv: list[str]) -> int:
     from raylign.runtime import init_ray
 
     args = _parser().parse_args(argv)
+    check_args(args, inputs=("data",), outputs=("output",))
+    check_annotators(args.annotator)
     pairs = read_reference_pairs(args.data, args.split, args.test_fraction, args.validation_fraction,
                                  args.split_seed, args.limit, args.on_error)
     cache = None if args.no_cache else AnnotationCache(args.cache_dir)

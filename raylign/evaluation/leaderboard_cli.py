@@ -25,6 +25,8 @@ from raylign.evaluation.leaderboard import (
     leaderboard,
     read_annotations,
 )
+from raylign.feedback.config import check_annotators
+from raylign.preflight import check_args
 
 
 def read_outputs(path) -> list[dict]:
@@ -167,5 +169,8 @@ def run(args: argparse.Namespace) -> list[dict]:
 
 
 def main(argv: list[str]) -> int:
-    run(_parser().parse_args(argv))
+    args = _parser().parse_args(argv)
+    check_args(args, inputs=("annotations", "model_outputs", "reference_outputs"), outputs=("output",))
+    check_annotators(args.annotator or [])
+    run(args)
     return 0

@@ -25,6 +25,8 @@ from pathlib import Path
 from raylign.data.adapters import FORMATS, load_rows
 from raylign.data.readers import DataError
 from raylign.data.splits import SPLITS, select_split
+from raylign.preflight import check_args, check_reward
+from raylign.scoring.base import RewardConfig
 from raylign.scoring.repetition import repeated_ngram_fraction
 
 
@@ -214,6 +216,11 @@ def format_report(report: dict) -> str:
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
+    check_args(args, models=("model", "reference"), inputs=("data",), outputs=("output",))
+    if args.reward_function:
+        check_reward(RewardConfig(kind="function", function=args.reward_function), "--reward-function")
+    else:
+        check_args(args, models=("reward_model",))
     report = evaluate(args)
     print(format_report(report))
     if args.output:

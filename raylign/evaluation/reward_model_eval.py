@@ -15,6 +15,7 @@ from pathlib import Path
 from raylign.data.adapters import FORMATS, human_probability, load_rows
 from raylign.data.readers import DataError
 from raylign.data.splits import SPLITS, select_split
+from raylign.preflight import check_args
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -65,6 +66,7 @@ def main(argv: list[str]) -> int:
     from raylign.evaluation.reward_model_metrics import format_report
 
     args = _parser().parse_args(argv)
+    check_args(args, models=("model",), inputs=("data",), outputs=("output",))
     report = evaluate(args)
     print(format_report(report, f"reward model {args.model} on {args.data} (split: {args.split})"))
     if args.output:

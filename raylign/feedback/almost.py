@@ -20,7 +20,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from raylign.config import StrictModel
+from raylign.config import InputPath, ModelName, OutputFile, StrictModel
 from raylign.data.readers import DataError
 from raylign.feedback.almost_filters import (
     ConfigRank,
@@ -67,9 +67,9 @@ def _default_demos() -> dict[str, DemonstrationSet]:
 
 
 class AlmostConfig(StrictModel):
-    model: str = "SmolLM2-135M-Instruct"  # generates the prompts; the default for every configuration
+    model: ModelName = "SmolLM2-135M-Instruct"  # generates the prompts; the default for every configuration
     ray_address: str | None = None
-    seeds: str = str(ASSETS / "seed_prompts.txt")
+    seeds: InputPath = str(ASSETS / "seed_prompts.txt")
     demonstrations: dict[str, DemonstrationSet] = Field(default_factory=_default_demos)
     prompts: PromptGenConfig = PromptGenConfig()
     responses: list[ResponseConfig] = [
@@ -85,7 +85,7 @@ class AlmostConfig(StrictModel):
     min_response_words: int = 5
     length_heuristic: bool = True
     seed: int = 0
-    output: str = "runs/almost/comparisons.jsonl"
+    output: OutputFile = "runs/almost/comparisons.jsonl"
 
 
 def read_seeds(path: str) -> tuple[str, list[str]]:

@@ -17,7 +17,7 @@ import time
 from collections import Counter
 
 from raylign.config import ConfigError, build_config, load_config
-from raylign.feedback.config import AnnotateConfig, build_annotator, parse_spec
+from raylign.feedback.config import AnnotateConfig, build_annotator, check_annotators, parse_spec
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -90,9 +90,12 @@ def main(argv: list[str]) -> int:
         read_pairs,
         write_jsonl,
     )
+    from raylign.preflight import check_config
     from raylign.runtime import init_ray
 
     config = config_from_args(_parser().parse_args(argv))
+    check_config(config)
+    check_annotators(config.annotators, "annotators")
     rows = read_pairs(config.data, config.limit)
     started = time.time()
     init_ray(config.ray_address, quiet=True)

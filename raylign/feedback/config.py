@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from raylign.config import ConfigError, StrictModel
+from raylign.config import ConfigError, InputPath, OutputFile, StrictModel
 from raylign.feedback.annotators import Annotator, RewardAnnotator
 from raylign.feedback.pool import PoolConfig
 from raylign.sampling.base import SamplingConfig
@@ -37,8 +37,8 @@ class AnnotatorConfig(StrictModel):
 
 
 class AnnotateConfig(StrictModel):
-    data: str  # pairs {instruction, input, output_1, output_2} or candidates {instruction, input, output: [...]}
-    output: str = "annotations.jsonl"
+    data: InputPath  # pairs {instruction, input, output_1, output_2} or candidates {instruction, input, output: [...]}
+    output: OutputFile = "annotations.jsonl"
     annotators: list[AnnotatorConfig]
     pool: PoolConfig = PoolConfig()
     cache: bool = True
@@ -72,6 +72,20 @@ def parse_spec(spec: str) -> AnnotatorConfig:
         model, _, template = model_template.partition("@")
         return AnnotatorConfig(kind="http", name=spec, url=url, model=model, template=template or "pairwise")
     raise ConfigError(f"annotator '{spec}': unknown kind '{kind}' (rm, rm-http, fn, judge, judge-hf, http)")
+
+
+def check_annotators(annotators: list[AnnotatorConfig | str], setting: str = "--annotator") -> None:
+    """Preflight for annotator specs or configs: each parses, and the model or function it names
+    exists (an `http:` endpoint is only reachable once asked)."""
+    from raylign.preflight import check_model, check_reward
+
+    for item in annotators:
+        config = parse_spec(item) if isinstance(item, str) else item
+        label = f"{setting} {config.name or config.kind}"
+        if config.kind == "reward":
+            check_reward(config.reward, label)
+        elif config.kind == "judge":
+            check_model(config.model, label)
 
 
 def build_annotator(config: AnnotatorConfig) -> Annotator:

@@ -18,9 +18,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from raylign.config import StrictModel
+from raylign.config import ModelName, OutputFile, StrictModel
 from raylign.data.adapters import ADAPTERS, FORMATS, detect_format
 from raylign.data.bundled import BUNDLED_HH
+from raylign.data.config import DataConfig
 from raylign.data.readers import DataError, iter_records
 from raylign.sampling.base import SamplingConfig
 from raylign.scoring.base import RewardConfig, RewardSource
@@ -29,27 +30,23 @@ from raylign.scoring.base import RewardConfig, RewardSource
 _CANDIDATE_FIELDS = ("prompt_id", "prompt", "messages", "instruction", "input", "dataset", "response", "sample_index", "finish_reason")
 
 
-class GenerateDataConfig(StrictModel):
-    path: str = str(BUNDLED_HH)  # HH-RLHF prompts shipped in raylign/assets; recipes point at AlpacaEval's
-    format: str = "auto"
-    limit: int | None = None
+class GenerateDataConfig(DataConfig):
     # keep only prompts whose seeded hash falls in this split (the same split as `raylign train rm`), so a
     # study collects preferences on train instructions and evaluates on instructions its models never saw
     split: Literal["all", "train", "validation", "test"] = "all"
-    test_fraction: float = Field(0.2, ge=0, lt=1)
-    validation_fraction: float = Field(0.0, ge=0, lt=1)
-    split_seed: int = 0
+    validation_fraction: float = Field(0.0, ge=0.0, lt=1.0)  # generation has no validation pass: none by default
 
 
 class BestOfNConfig(StrictModel):
-    model: str = "SmolLM2-135M-Instruct"
+    model: ModelName = "SmolLM2-135M-Instruct"
     generator: str | None = None  # the `generator` written with each output; default: the model's name + "_best_of_<n>"
     ray_address: str | None = None
-    data: GenerateDataConfig = GenerateDataConfig()
+    # HH-RLHF prompts shipped in raylign/assets by default; recipes point at AlpacaEval's
+    data: GenerateDataConfig = GenerateDataConfig(path=str(BUNDLED_HH))
     sampling: SamplingConfig = SamplingConfig(num_samples=16, temperature=1.0, top_p=0.9, max_new_tokens=256)
     reward: RewardConfig = RewardConfig(kind="actor", model="hh-rm-smollm2")
     prompts_per_batch: int = 8  # prompts per Ray Data batch (one sampling call spread over the samplers)
-    output: str = "runs/best_of_n/outputs.json"
+    output: OutputFile = "runs/best_of_n/outputs.json"
     save_candidates: bool = True  # also every scored candidate, as JSONL beside the outputs
 
 

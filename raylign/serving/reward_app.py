@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse
 from pydantic import Field
 from ray import serve
 
-from raylign.config import StrictModel, build_config
+from raylign.config import ModelName, StrictModel, build_config
 from raylign.serving.reward_request import (
     AdmissionGate,
     RequestError,
@@ -42,7 +42,7 @@ class AutoscalingSettings(StrictModel):
 
 
 class RewardServeConfig(StrictModel):
-    model: str = "hh-rm-smollm2"  # HF reward-model dir or shipped name
+    model: ModelName = "hh-rm-smollm2"  # HF reward-model dir or shipped name
     app_name: str = "reward"
     route_prefix: str = "/"
     num_replicas: int = 1
@@ -202,6 +202,7 @@ def is_loopback(host: str) -> bool:
 
 def main(argv: list[str]) -> int:
     from raylign.config import load_config
+    from raylign.preflight import check_config
     from raylign.runtime import init_ray
 
     parser = argparse.ArgumentParser(prog="raylign serve rm", description="Serve a reward model over HTTP with Ray Serve.")
@@ -230,6 +231,7 @@ def main(argv: list[str]) -> int:
                      "(or set RAYLIGN_RM_TOKEN), or --insecure to serve it open anyway")
     if not is_loopback(args.host) and not token:
         print(f"[raylign] WARNING: serving on {args.host} with no token (--insecure)", file=sys.stderr, flush=True)
+    check_config(config)  # a missing model ends here in one line, not inside Serve
     init_ray(args.ray_address)
     url = start(config, args.host, args.port)
     print(f"[raylign] reward model '{config.model}' serving at {url}/score (health: {url}/health); Ctrl-C stops", flush=True)

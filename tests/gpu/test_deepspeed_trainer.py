@@ -18,7 +18,6 @@ import copy
 import json
 import math
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -30,11 +29,9 @@ if not torch.cuda.is_available():
     pytest.skip("needs a CUDA GPU", allow_module_level=True)
 deepspeed = pytest.importorskip("deepspeed")
 
-from online_method_configs import MAX_LENGTH  # noqa: E402
-
 from raylign.algorithms.base import TrainContext, policy_of  # noqa: E402
+from raylign.engine.config import TrainerConfig  # noqa: E402
 from raylign.engine.policy_trainer import (  # noqa: E402
-    TrainerConfig,
     _build,
     train_on_units,
     update_plan,
@@ -47,21 +44,16 @@ from raylign.engine.trainer_checkpoint import (  # noqa: E402
     write_all_ranks,
 )
 from raylign.training.rng_state import gather_rng  # noqa: E402
+from tests.helpers import MAX_LENGTH, ONLINE_CASES, free_port, online_case  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED_CONFIG = str(REPO / "cluster" / "deepspeed_zero2.json")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module", autouse=True)
 def nccl_world():
     """A one-rank NCCL process group, as Ray Train sets up for a `use_gpu` worker."""
-    port = _free_port()
+    port = free_port()
     env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0", "LOCAL_RANK": "0",
            "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1"}
     saved = {k: os.environ.get(k) for k in env}
@@ -100,16 +92,14 @@ def make_rows(vocab: int, prompts: int = 3, samples: int = 4, seed: int = 0) -> 
 
 
 def methods():
-    from online_method_configs import METHODS
-    from raylign.algorithms.rrhf_job import RRHFAlgorithm
+    from raylign.algorithms.rrhf import RRHFAlgorithm, RRHFConfig
 
-    from raylign.algorithms.rrhf import RRHFConfig
-
-    return {"rrhf": lambda: RRHFAlgorithm(RRHFConfig()), **METHODS}
+    cases = {case: (lambda case=case: online_case(case)[0]) for case in ONLINE_CASES}
+    return {"rrhf": lambda: RRHFAlgorithm(RRHFConfig()), **cases}
 
 
 def trainer_config(**overrides) -> dict:
-    settings = {"use_gpu": True, "learning_rate": 1e-3, "max_length": MAX_LENGTH, "micro_batch_size": 2,
+    settings = {"use_gpu": True, "optim": {"lr": 1e-3}, "max_length": MAX_LENGTH, "micro_batch_size": 2,
                 "deepspeed_config": SHIPPED_CONFIG, **overrides}
     return {"trainer": TrainerConfig(**settings)}
 
@@ -128,10 +118,9 @@ def step(module, optimizer, algorithm, units, cfg, pad_id: int, seed=0) -> dict:
 def test_deepspeed_step_equals_the_torch_step_over_uneven_micro_batches(tiny_model_dir, tmp_path):
     """SGD lr 1 in fp32: the parameter change is minus the gradient, so the two paths must
     agree on the gradient summed over 3 micro-batches (weights 2, 2, 1) / the global weight."""
-    from raylign.algorithms.rrhf_job import RRHFAlgorithm
     from transformers import AutoModelForCausalLM
 
-    from raylign.algorithms.rrhf import RRHFConfig
+    from raylign.algorithms.rrhf import RRHFAlgorithm, RRHFConfig
     from raylign.models.chat import load_tokenizer
 
     pad_id = load_tokenizer(str(tiny_model_dir)).pad_token_id
@@ -185,17 +174,16 @@ def test_deepspeed_checkpoint_resumes_the_optimizer(tiny_model_dir, tmp_path):
     """PPO (policy + value head under one engine): step 1, checkpoint, step 2; a new engine
     loaded from the checkpoint takes the same step 2. A new engine that does not load the
     optimizer state (fresh Adam moments) lands elsewhere, so the comparison has teeth."""
-    from raylign.algorithms.ppo_job import PPOAlgorithm
     from transformers import AutoModelForCausalLM
 
-    from raylign.algorithms.ppo import PPOConfig
+    from raylign.algorithms.ppo import PPOAlgorithm, PPOConfig
 
     def fresh(path):
-        algorithm = PPOAlgorithm(PPOConfig(ppo_epochs=1, kl_coef=0.05), MAX_LENGTH)
+        algorithm = PPOAlgorithm(PPOConfig(kl_coef=0.05), MAX_LENGTH)
         module, optimizer, tokenizer, _ = _build(cfg, str(path), algorithm)
         return algorithm, module, optimizer, tokenizer
 
-    cfg = trainer_config()
+    cfg = trainer_config(epochs=1)
     algorithm, module, optimizer, tokenizer = fresh(tiny_model_dir)
     first, _ = algorithm.select(make_rows(vocab=len(tokenizer), seed=1), 1)
     second, _ = algorithm.select(make_rows(vocab=len(tokenizer), seed=2), 2)

@@ -24,26 +24,19 @@ pytest.importorskip("deepspeed")
 
 import ray  # noqa: E402
 from ray import cloudpickle  # noqa: E402
-from raylign.algorithms.rrhf_job import RRHFAlgorithm  # noqa: E402
 
-from raylign.algorithms.rrhf import RRHFConfig  # noqa: E402
-from raylign.engine.loop import EngineConfig, run_engine  # noqa: E402
-from raylign.engine.policy_trainer import TrainerConfig  # noqa: E402
+from raylign.algorithms.rrhf import RRHFAlgorithm, RRHFConfig  # noqa: E402
+from raylign.engine.config import EngineConfig, TrainerConfig  # noqa: E402
+from raylign.engine.loop import run_engine  # noqa: E402
 from raylign.sampling.actor import create_samplers  # noqa: E402
 from raylign.sampling.base import SamplingConfig  # noqa: E402
-from raylign.scoring.base import RewardSource  # noqa: E402
+from raylign.scoring.base import RewardSource  # noqa: E402, F401
+from tests.helpers import PROMPTS, PreferShort  # noqa: E402
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 SHIPPED_CONFIG = str(Path(__file__).resolve().parents[2] / "cluster" / "deepspeed_zero2.json")
-PROMPTS = [{"prompt_id": f"p{i}", "prompt": t, "messages": [{"role": "user", "content": t}]}
-           for i, t in enumerate(["capital of France?", "write a poem", "hello", "tell me a joke"])]
 STEPS, PER_STEP, SAMPLES = 4, 4, 2
-
-
-class PreferShort(RewardSource):
-    def score(self, rows):
-        return [-float(len(r["response_token_ids"])) for r in rows]
 
 
 def _kill_train_worker_at(samplers, version: int) -> threading.Event:
@@ -72,7 +65,7 @@ def test_deepspeed_trainer_on_gpu_survives_a_killed_worker(ray_cluster, tiny_mod
     samplers = create_samplers(str(tiny_model_dir), sampling)
     killed = _kill_train_worker_at(samplers, 2)
     output_dir = tmp_path / "run"
-    trainer = TrainerConfig(num_workers=1, cpus_per_worker=1, use_gpu=True, learning_rate=1e-3, max_length=64,
+    trainer = TrainerConfig(num_workers=1, cpus_per_worker=1, use_gpu=True, optim={"lr": 1e-3}, max_length=64,
                             deepspeed_config=SHIPPED_CONFIG, save_every=2, max_failures=1)
     engine = EngineConfig(num_iterations=STEPS, prompts_per_step=PER_STEP, max_staleness=1,
                           output_dir=str(output_dir), trainer=trainer)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -20,19 +19,19 @@ from ray import cloudpickle  # noqa: E402
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
-BUNDLED = Path(__file__).resolve().parents[2] / "raylign" / "assets" / "hh_rlhf_harmless_sample.jsonl.gz"
 
 
 def test_offline_dpo_trains_on_the_gpu(ray_cluster, tiny_model_dir, tmp_path):
-    from raylign.training.dpo import DPOObjective, DPOTrainConfig
-
+    from raylign.algorithms.dpo import DPOObjective
+    from raylign.data.bundled import BUNDLED_HH
     from raylign.training.trainer import run_offline
+    from tests.helpers import method_recipe
 
-    config = DPOTrainConfig.model_validate({
+    config = method_recipe("dpo", {
         "model": str(tiny_model_dir), "output_dir": str(tmp_path / "dpo"), "trainable": "all", "num_workers": 1,
-        "cpus_per_worker": 1, "use_gpu": True, "bf16": True, "batch_size": 4, "log_every": 1, "lr": 2e-3,
-        "epochs": 3, "warmup_ratio": 0.0, "schedule": "constant", "eval_every": 0, "keep_best": False,
-        "data": {"path": str(BUNDLED), "limit": 24, "max_length": 64, "test_fraction": 0.0, "validation_fraction": 0.0},
+        "cpus_per_worker": 1, "use_gpu": True, "bf16": True, "batch_size": 4, "log_every": 1,
+        "optim": {"lr": 2e-3, "warmup_ratio": 0.0, "schedule": "constant"}, "epochs": 3, "eval_every": 0,
+        "keep_best": False, "data": {"path": str(BUNDLED_HH), "limit": 24, "max_length": 64, "test_fraction": 0.0, "validation_fraction": 0.0},
         "dpo": {"beta": 0.5},
     })
     summary = run_offline(config, DPOObjective(config))

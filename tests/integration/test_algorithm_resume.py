@@ -1,32 +1,22 @@
 """A resumed Quark run gets its reward pool back as it was at the checkpoint's step."""
 
 import json
-import sys
 
 import pytest
 import ray
-from ray import cloudpickle
-from raylign.algorithms.quark_job import QuarkAlgorithm
 
-from raylign.algorithms.quark import QuarkConfig
-from raylign.engine.loop import EngineConfig, run_engine
-from raylign.engine.policy_trainer import TrainerConfig
+from raylign.algorithms.quark import QuarkAlgorithm, QuarkConfig
+from raylign.engine.config import EngineConfig, TrainerConfig
+from raylign.engine.loop import run_engine
 from raylign.sampling.base import SamplingConfig
-from raylign.scoring.base import RewardSource
 from raylign.scoring.reference import ReferenceConfig, create_reference
+from tests.helpers import PreferShort, prompt_rows
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 MAX_LENGTH = 64
-PROMPTS = [{"prompt_id": f"p{i}", "prompt": t, "messages": [{"role": "user", "content": t}]}
-           for i, t in enumerate(["capital of France?", "write a poem", "hello"])]
+PROMPTS = prompt_rows(["capital of France?", "write a poem", "hello"])
 ROWS_PER_STEP = 2 * 2  # prompts_per_step x num_samples
-
-
-class PreferShort(RewardSource):
-    def score(self, rows):
-        return [-float(len(r["response_token_ids"])) for r in rows]
 
 
 def _run(tiny_model_dir, output_dir, steps: int, resume: bool):
@@ -35,7 +25,7 @@ def _run(tiny_model_dir, output_dir, steps: int, resume: bool):
     sampling = SamplingConfig(backend="hf", num_samples=2, max_new_tokens=6, num_samplers=1, num_cpus_per_sampler=0.25)
     reference = create_reference(ReferenceConfig(num_cpus=0.1), model_path, MAX_LENGTH, True)
     engine = EngineConfig(num_iterations=steps, prompts_per_step=2, pipeline="sequential", output_dir=str(output_dir),
-                          resume=resume, trainer=TrainerConfig(num_workers=1, cpus_per_worker=0.5, learning_rate=5e-3,
+                          resume=resume, trainer=TrainerConfig(num_workers=1, cpus_per_worker=0.5, optim={"lr": 5e-3},
                                                                max_length=MAX_LENGTH, save_every=2))
     try:
         run_engine(engine, model_path, PROMPTS, sampling, PreferShort(), algorithm, run_name="quark-resume",

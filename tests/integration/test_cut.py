@@ -9,6 +9,9 @@ import json
 import pytest
 import torch
 
+from raylign.launch.recipes import recipe_class
+from tests.helpers import train_offline
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 JUDGED = [
@@ -36,22 +39,21 @@ def _write_judgments(path, copies: int = 4):
 
 
 def test_cut_trains_with_two_workers_and_lowers_judged_bad_tokens(ray_cluster, tiny_model_dir, tmp_path):
-    from raylign.training.cut_objective import CUTTrainConfig, run
-
     from raylign.config import load_config
     from raylign.evaluation.cut_eval import heldout_rows
 
     data = _write_judgments(tmp_path / "judgments.jsonl.gz")
     start_dir = tiny_model_dir
-    config = load_config(CUTTrainConfig, None, [
+    config = load_config(recipe_class("cut"), None, [
         f"model={start_dir}", f"output_dir={tmp_path / 'run'}", f"data.path={data}", f"data.test_path={data}",
         "data.validation_fraction=0.2", "data.max_length=96", "cut.max_response_tokens=32", "cut.downsample=0.5",
-        "lora.r=8", "lora.alpha=16", "lora.dropout=0", "lr=1e-2", "schedule=constant", "warmup_ratio=0",
+        "lora.r=8", "lora.alpha=16", "lora.dropout=0", "optim.lr=1e-2", "optim.schedule=constant",
+        "optim.warmup_ratio=0",
         "epochs=6", "batch_size=2", "grad_accum=1", "eval_every=0", "log_every=1", "num_workers=2",
         "cpus_per_worker=1", "keep_best=false", "eval_at_start=true", "heldout.negatives=16", "heldout.positives=8",
         "heldout.batch_size=8",
     ])
-    summary = run(config)
+    summary = train_offline("cut", config)
 
     # the Ray Data downsampling keeps exactly what the in-memory one keeps on the train split
     from raylign.algorithms.cut_data import downsample_positives, load_judgments

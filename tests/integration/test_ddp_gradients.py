@@ -7,9 +7,8 @@ import sys
 import pytest
 import torch
 from ray import cloudpickle
-from raylign.algorithms.rrhf_job import RRHFAlgorithm
 
-from raylign.algorithms.rrhf import RRHFConfig
+from raylign.algorithms.rrhf import RRHFAlgorithm, RRHFConfig
 
 pytestmark = pytest.mark.integration
 cloudpickle.register_pickle_by_value(sys.modules[__name__])

@@ -1,48 +1,23 @@
 """The RLHF engine end to end on a real local Ray cluster: RRHF with the tiny model."""
 
 import json
-import sys
 
 import pytest
 import ray
 import torch
-from ray import cloudpickle
-from raylign.algorithms.rrhf_job import RRHFAlgorithm
 
-from raylign.algorithms.rrhf import RRHFConfig
-from raylign.engine.loop import EngineConfig, run_engine
-from raylign.engine.policy_trainer import TrainerConfig
+from raylign.algorithms.rrhf import RRHFAlgorithm, RRHFConfig
+from raylign.engine.config import EngineConfig, TrainerConfig
+from raylign.engine.loop import run_engine
 from raylign.sampling.actor import create_samplers
 from raylign.sampling.base import SamplingConfig
-from raylign.scoring.base import RewardSource
 from raylign.scoring.reference import ReferenceConfig, create_reference
+from tests.helpers import PreferLength, greedy_logprobs, prompt_rows
 
 pytestmark = pytest.mark.integration
-cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import test modules
 
 
-class PreferLength(RewardSource):
-    """A plain Python reward: responses close to `target` tokens score best."""
-
-    def __init__(self, target: int = 6):
-        self.target = target
-
-    def score(self, rows):
-        return [-abs(len(r["response_token_ids"]) - self.target) for r in rows]
-
-
-PROMPTS = [
-    {"prompt_id": f"p{i}", "prompt": text, "messages": [{"role": "user", "content": text}],
-     "chosen": "Paris is the capital.", "rejected": "I cannot help."}
-    for i, text in enumerate(["capital of France?", "write a poem", "hello", "tell me a joke"])
-]
-
-
-def greedy_logprobs(model, prompt_ids, response_ids):
-    ids = torch.tensor([prompt_ids + response_ids])
-    with torch.no_grad():
-        logits = model(ids).logits.float().log_softmax(-1)[0]
-    return [logits[len(prompt_ids) - 1 + i, t].item() for i, t in enumerate(response_ids)]
+PROMPTS = prompt_rows(answers=True)
 
 
 @pytest.mark.parametrize("pipeline, staleness, backend", [("streaming", 1, "vllm"), ("sequential", 0, "hf")])
@@ -53,18 +28,18 @@ def test_rrhf_iterations_update_samplers(ray_cluster, tiny_model_dir, tmp_path, 
     samplers = create_samplers(str(tiny_model_dir), sampling)
     # The streaming run also has the reference-model role and a KL term.
     kl_coef = 0.05 if pipeline == "streaming" else 0.0
-    reference = create_reference(ReferenceConfig(kl_coef=kl_coef, num_cpus=0.1), str(tiny_model_dir), 64)
+    reference = create_reference(ReferenceConfig(num_cpus=0.1), str(tiny_model_dir), 64, required=kl_coef > 0)
     engine = EngineConfig(
         num_iterations=3,
         prompts_per_step=2,
         max_staleness=staleness,
         pipeline=pipeline,
         output_dir=str(tmp_path / "run"),
-        trainer=TrainerConfig(num_workers=2, cpus_per_worker=0.5, learning_rate=5e-3, max_length=64),
+        trainer=TrainerConfig(num_workers=2, cpus_per_worker=0.5, optim={"lr": 5e-3}, max_length=64),
     )
     result = run_engine(
         engine, str(tiny_model_dir), PROMPTS, sampling, PreferLength(),
-        RRHFAlgorithm(RRHFConfig(), kl_coef=kl_coef, dataset_responses=True), run_name="test-rrhf",
+        RRHFAlgorithm(RRHFConfig(kl_coef=kl_coef), dataset_responses=True), run_name="test-rrhf",
         samplers=samplers, reference=reference,
     )
     # Every sampler advanced to the last policy version.
@@ -102,7 +77,7 @@ def test_rrhf_iterations_update_samplers(ray_cluster, tiny_model_dir, tmp_path, 
 def test_interrupted_run_resumes(ray_cluster, tiny_model_dir, tmp_path):
     """A run stopped after step 2 of 3 (resumable checkpoint at step 1) continues from there."""
     sampling = SamplingConfig(backend="hf", num_samples=2, max_new_tokens=8, num_samplers=1)
-    trainer = TrainerConfig(num_workers=1, cpus_per_worker=0.5, learning_rate=5e-3, max_length=64, save_every=1)
+    trainer = TrainerConfig(num_workers=1, cpus_per_worker=0.5, optim={"lr": 5e-3}, max_length=64, save_every=1)
     common = dict(prompts_per_step=2, output_dir=str(tmp_path / "run"), trainer=trainer, pipeline="sequential")
     first = run_engine(EngineConfig(num_iterations=2, **common), str(tiny_model_dir), PROMPTS, sampling,
                        PreferLength(), RRHFAlgorithm(RRHFConfig()), run_name="resume-a")

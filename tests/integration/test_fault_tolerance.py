@@ -11,27 +11,20 @@ import time
 import pytest
 import ray
 from ray import cloudpickle
-from raylign.algorithms.rrhf_job import RRHFAlgorithm
 
-from raylign.algorithms.rrhf import RRHFConfig
-from raylign.engine.loop import EngineConfig, run_engine
-from raylign.engine.policy_trainer import TrainerConfig
+from raylign.algorithms.rrhf import RRHFAlgorithm, RRHFConfig
+from raylign.engine.config import EngineConfig, TrainerConfig
+from raylign.engine.loop import run_engine
 from raylign.sampling.actor import create_samplers
 from raylign.sampling.base import SamplingConfig
-from raylign.scoring.base import RewardConfig, RewardSource
+from raylign.scoring.base import RewardConfig
 from raylign.scoring.sources import make_reward_source
+from tests.helpers import PROMPTS, PreferShort
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
-PROMPTS = [{"prompt_id": f"p{i}", "prompt": t, "messages": [{"role": "user", "content": t}]}
-           for i, t in enumerate(["capital of France?", "write a poem", "hello", "tell me a joke"])]
 STEPS, PER_STEP, SAMPLES = 6, 4, 2
-
-
-class PreferShort(RewardSource):
-    def score(self, rows):
-        return [-float(len(r["response_token_ids"])) for r in rows]
 
 
 def _kill_after_version(samplers, kill, version: int = 1) -> threading.Event:
@@ -60,7 +53,7 @@ def _run_killing(tmp_path, model_dir, sampling, reward, kill, name: str, kill_af
     try:
         engine = EngineConfig(num_iterations=STEPS, prompts_per_step=PER_STEP, max_staleness=1,
                               output_dir=str(tmp_path / "run"),
-                              trainer=TrainerConfig(num_workers=1, cpus_per_worker=0.5, learning_rate=5e-3,
+                              trainer=TrainerConfig(num_workers=1, cpus_per_worker=0.5, optim={"lr": 5e-3},
                                                     max_length=64, **trainer))
         result = run_engine(engine, str(model_dir), PROMPTS, sampling, reward, RRHFAlgorithm(RRHFConfig()),
                             run_name=name, samplers=samplers)

@@ -3,7 +3,6 @@ of the default model. Its label probabilities must match the same judge run on a
 actor, which reads them by teacher forcing."""
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ import httpx
 import pytest
 
 from raylign.feedback.judges import HttpJudge, SamplerJudge, judge_sampling
+from tests.helpers import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -24,18 +24,12 @@ PAIRS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def vllm_server(tmp_path_factory):
     from raylign.models.registry import resolve_model
 
     model = resolve_model("SmolLM2-135M-Instruct")
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("vllm") / "serve.log"
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
     with log.open("w") as out:

@@ -12,13 +12,14 @@ import pytest
 import torch
 from ray import cloudpickle
 
+from raylign.data.bundled import BUNDLED_HH
+from tests.helpers import method_recipe
+
 pytestmark = pytest.mark.integration
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import test modules
 
-BUNDLED = Path(__file__).resolve().parents[2] / "raylign" / "assets" / "hh_rlhf_harmless_sample.jsonl.gz"
-
 COMMON = {"trainable": "all", "num_workers": 2, "cpus_per_worker": 1, "batch_size": 4, "log_every": 1,
-          "warmup_ratio": 0.0, "schedule": "constant", "eval_every": 0, "keep_best": False}
+          "eval_every": 0, "keep_best": False}
 
 
 def _weights(path) -> dict:
@@ -38,13 +39,13 @@ def _changed(before: dict, after: dict) -> int:
 
 @pytest.mark.slow
 def test_dpo_two_workers_loss_falls_and_accuracy_rises(ray_cluster, tiny_model_dir, tmp_path):
-    from raylign.training.dpo import DPOObjective, DPOTrainConfig
-
+    from raylign.algorithms.dpo import DPOObjective
     from raylign.training.trainer import run_offline
 
-    config = DPOTrainConfig.model_validate({
-        **COMMON, "model": str(tiny_model_dir), "output_dir": str(tmp_path / "dpo"), "lr": 2e-3, "epochs": 3,
-        "data": {"path": str(BUNDLED), "limit": 24, "max_length": 64, "test_fraction": 0.0,
+    config = method_recipe("dpo", {
+        **COMMON, "model": str(tiny_model_dir), "output_dir": str(tmp_path / "dpo"), "epochs": 3,
+        "optim": {"lr": 2e-3, "warmup_ratio": 0.0, "schedule": "constant"},
+        "data": {"path": str(BUNDLED_HH), "limit": 24, "max_length": 64, "test_fraction": 0.0,
                  "validation_fraction": 0.0},
         "dpo": {"beta": 0.5},
     })
@@ -57,7 +58,7 @@ def test_dpo_two_workers_loss_falls_and_accuracy_rises(ray_cluster, tiny_model_d
 
 
 def _dying_objective(marker: Path, die_at_call: int):
-    from raylign.training.sft import SFTObjective
+    from raylign.algorithms.sft import SFTObjective
 
     class DyingSFT(SFTObjective):
         calls = 0
@@ -75,15 +76,14 @@ def _dying_objective(marker: Path, die_at_call: int):
 
 @pytest.mark.slow
 def test_sft_two_workers_learn_and_resume_after_a_killed_worker(ray_cluster, tiny_model_dir, tmp_path):
-    from raylign.training.sft import SFTTrainConfig
-
     from raylign.training.trainer import run_offline
 
     data = tmp_path / "demos.jsonl"
     demos = [{"instruction": f"Say the number {i}.", "input": "", "output": f"The number is {i}."} for i in range(24)]
     data.write_text("".join(json.dumps(d) + "\n" for d in demos))
-    config = SFTTrainConfig.model_validate({
-        **COMMON, "model": str(tiny_model_dir), "output_dir": str(tmp_path / "sft"), "lr": 3e-3, "epochs": 3,
+    config = method_recipe("sft", {
+        **COMMON, "model": str(tiny_model_dir), "output_dir": str(tmp_path / "sft"), "epochs": 3,
+        "optim": {"lr": 3e-3, "warmup_ratio": 0.0, "schedule": "constant"},
         "save_every": 2, "max_failures": 1,
         "data": {"path": str(data), "format": "alpaca", "max_length": 64, "test_fraction": 0.0,
                  "validation_fraction": 0.0},

@@ -1,35 +1,22 @@
-"""Every online method runs real iterations on the engine (tiny model, local Ray cluster)
-and its samplers end up serving the trained weights."""
+"""Online methods on the engine with 2 Ray Train workers (tiny model, local Ray cluster): PPO
+(policy + critic in one module, old log-probs vs the samplers') and GRPO (a plan that reuses each
+batch: 2 epochs) train, and the samplers end up serving exactly the trained weights. Every
+method's single-worker run through `raylign train` is pinned by tests/invariant."""
 
 import json
-import sys
 
 import pytest
 import ray
 import torch
-from online_method_configs import MAX_LENGTH, METHODS
-from ray import cloudpickle
 
-from raylign.engine.loop import EngineConfig, run_engine
-from raylign.engine.policy_trainer import TrainerConfig
+from raylign.engine.config import EngineConfig
+from raylign.engine.loop import run_engine
 from raylign.sampling.actor import create_samplers
 from raylign.sampling.base import SamplingConfig
-from raylign.scoring.base import RewardSource
 from raylign.scoring.reference import ReferenceConfig, create_reference
+from tests.helpers import MAX_LENGTH, PROMPTS, PreferLength, greedy_logprobs, online_case
 
 pytestmark = pytest.mark.integration
-cloudpickle.register_pickle_by_value(sys.modules[__name__])
-
-
-class PreferLength(RewardSource):
-    """Responses close to 6 tokens score best (a reward the tiny model can move)."""
-
-    def score(self, rows):
-        return [-abs(len(r["response_token_ids"]) - 6) + 0.01 * len(r["response"]) for r in rows]
-
-
-PROMPTS = [{"prompt_id": f"p{i}", "prompt": t, "messages": [{"role": "user", "content": t}]}
-           for i, t in enumerate(["capital of France?", "write a poem", "hello", "tell me a joke"])]
 
 
 def dashboard_metric_names() -> set[str]:
@@ -45,29 +32,22 @@ def dashboard_metric_names() -> set[str]:
     return names
 
 
-def served_logprobs(model, prompt_ids, response_ids):
-    ids = torch.tensor([prompt_ids + response_ids])
-    with torch.no_grad():
-        logits = model(ids).logits.float().log_softmax(-1)[0]
-    return [logits[len(prompt_ids) - 1 + i, t].item() for i, t in enumerate(response_ids)]
-
-
-@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize("method", ["ppo", "grpo"])
 def test_online_method_trains_and_syncs(ray_cluster, tiny_model_dir, tmp_path, method):
     from transformers import AutoModelForCausalLM
 
-    algorithm = METHODS[method]()
-    workers = 2 if method in ("ppo", "grpo") else 1
+    workers = 2
+    algorithm, recipe = online_case(method, {"num_workers": workers, "cpus_per_worker": 0.5, "optim": {"lr": 5e-3},
+                                             "micro_batch_size": 2})
     output_dir = tmp_path / "run"
     model_path = algorithm.prepare_model(str(tiny_model_dir), str(output_dir))
     sampling = SamplingConfig(backend="hf", num_samples=4, max_new_tokens=10, num_samplers=1, temperature=1.0)
     samplers = create_samplers(model_path, sampling)
     reference = create_reference(ReferenceConfig(num_cpus=0.1), model_path, MAX_LENGTH, algorithm.needs_reference)
     engine = EngineConfig(num_iterations=2, prompts_per_step=3, pipeline="sequential", output_dir=str(output_dir),
-                          trainer=TrainerConfig(num_workers=workers, cpus_per_worker=0.5, learning_rate=5e-3,
-                                                max_length=MAX_LENGTH, micro_batch_size=2))
+                          trainer=recipe.engine.trainer)
     try:
-        result = run_engine(engine, model_path, PROMPTS, sampling, PreferLength(), algorithm, run_name=f"t-{method}",
+        result = run_engine(engine, model_path, PROMPTS, sampling, PreferLength(per_char=0.01), algorithm, run_name=f"t-{method}",
                             samplers=samplers, reference=reference)
         assert result["sampler_versions"] == [2]
         metrics = [json.loads(line) for line in open(result["metrics"])]
@@ -85,8 +65,8 @@ def test_online_method_trains_and_syncs(ray_cluster, tiny_model_dir, tmp_path, m
         row = ray.get(samplers[0].generate.remote(PROMPTS[:1], 1))[0]
         assert row["policy_version"] == 2
         served = row["logprobs"]
-        assert served == pytest.approx(served_logprobs(trained, row["prompt_token_ids"], row["response_token_ids"]), abs=2e-3)
-        assert served != pytest.approx(served_logprobs(initial, row["prompt_token_ids"], row["response_token_ids"]), abs=2e-3)
+        assert served == pytest.approx(greedy_logprobs(trained, row["prompt_token_ids"], row["response_token_ids"]), abs=2e-3)
+        assert served != pytest.approx(greedy_logprobs(initial, row["prompt_token_ids"], row["response_token_ids"]), abs=2e-3)
     finally:
         samplers.shutdown()
         if reference is not None:

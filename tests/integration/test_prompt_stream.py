@@ -16,9 +16,10 @@ from raylign.data.adapters import load_rows
 from raylign.data.config import PromptDataConfig
 from raylign.data.prompt_corpus import PromptCorpus, load_prompts
 from raylign.data.readers import DataError
+from raylign.data.rollout import written_by
 from raylign.data.step_prompts import assign_steps, fetch_steps, start_step_server
 from raylign.engine.loop import StepAssembler, prompt_step_datasets
-from raylign.engine.stages import sample_stage
+from raylign.engine.stages import SampleSettings, sample_stage
 
 pytestmark = pytest.mark.integration
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import test modules
@@ -90,7 +91,7 @@ class EchoSampler:
     def policy_version(self):
         return 0
 
-    def generate(self, rows, num_samples, dataset_responses=False):
+    def generate(self, rows, num_samples):
         return [{**r, "response": "ok", "response_token_ids": [1], "sample_index": k}
                 for r in rows if r["prompt"] != "too long" for k in range(num_samples)]
 
@@ -101,9 +102,10 @@ def test_a_step_split_over_blocks_is_whole_only_when_all_its_rows_arrived(ray_cl
     ds = ray.data.from_items(rows, override_num_blocks=4)  # blocks of 3, 3, 2, 2 rows: each step in two
     ds = ds.map_batches(sample_stage, batch_format="pyarrow", batch_size=None, num_cpus=0.01,
                         compute=ray.data.TaskPoolStrategy(size=1),
-                        fn_kwargs={"samplers": [EchoSampler.remote()], "num_samples": 2, "max_staleness": 5,
-                                   "dataset_responses": False})
+                        fn_kwargs={"settings": SampleSettings([EchoSampler.remote()], 2, max_staleness=5)})
     steps, seen = StepAssembler(), []
     for block in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-        seen.append([(step, len(batch)) for step, batch in steps.add(block.to_pylist())])
+        rows = block.to_pylist()
+        assert all(written_by("sample_stage") <= set(row) for row in rows)  # the declared stamps (data/rollout.py)
+        seen.append([(step, len(batch)) for step, batch in steps.add(rows)])
     assert seen == [[], [(0, 10)], [], [(1, 8)]]  # step 0: 5 prompts sampled (one rejected) x 2

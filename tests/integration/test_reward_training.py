@@ -6,21 +6,20 @@ from pathlib import Path
 import pytest
 import torch
 
+from raylign.data.bundled import BUNDLED_HH
+from tests.helpers import method_recipe, train_offline
+
 pytestmark = pytest.mark.integration
 
-BUNDLED = Path(__file__).resolve().parents[2] / "raylign" / "assets" / "hh_rlhf_harmless_sample.jsonl.gz"
 
 
 def _train(tiny_model_dir, out_dir, **overrides):
-    from raylign.training.reward_model_config import RewardTrainConfig
-    from raylign.training.reward_model_job import run
-
-    config = RewardTrainConfig.model_validate({
+    config = method_recipe("rm", {
         "model": str(tiny_model_dir),
         "output_dir": str(out_dir),
-        "data": {"path": str(BUNDLED), "limit": 48, "max_length": 96, "test_fraction": 0.25, "validation_fraction": 0.2},
+        "data": {"path": str(BUNDLED_HH), "limit": 48, "max_length": 96, "test_fraction": 0.25, "validation_fraction": 0.2},
         "batch_size": 4,
-        "lr": 1e-3,
+        "optim": {"lr": 1e-3},
         "eval_every": 2,
         "max_steps": 4,
         "log_every": 1,
@@ -28,7 +27,7 @@ def _train(tiny_model_dir, out_dir, **overrides):
         "cpus_per_worker": 1,
         **overrides,
     })
-    return run(config)
+    return train_offline("rm", config)
 
 
 def _plain_transformers_scores(model_dir, texts):
@@ -60,7 +59,8 @@ def _check_reload(model_dir, summary):
 
 def test_train_top_layers_on_ray_train_and_reload(ray_cluster, tiny_model_dir, tmp_path):
     out = tmp_path / "rm"
-    summary = _train(tiny_model_dir, out, trainable="top_layers", top_layers=1, export_delta=str(tmp_path / "d.safetensors"))
+    summary = _train(tiny_model_dir, out, trainable="top_layers", top_layers=1,
+                     rm={"export_delta": str(tmp_path / "d.safetensors")})
     _check_reload(out, summary)
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert any('"split": "validation"' in line for line in lines) and any('"split": "test"' in line for line in lines)

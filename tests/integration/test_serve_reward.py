@@ -1,19 +1,14 @@
 """The Serve reward endpoint over real HTTP on loopback: scores, 4xx answers, still serving."""
 
-import socket
 
 import httpx
 import pytest
 
+from tests.helpers import free_port
+
 pytestmark = pytest.mark.integration
 
 TOKEN = "test-token"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +24,7 @@ def service(ray_cluster, rm_dir):
 
     config = RewardServeConfig(model=str(rm_dir), app_name="reward-test", num_cpus=0.25, max_items=8,
                                max_chars=2000, max_length=128, token=TOKEN, torch_threads=1, max_body_bytes=100_000)
-    url = start(config, host="127.0.0.1", port=_free_port())
+    url = start(config, host="127.0.0.1", port=free_port())
     yield url, config
     serve.shutdown()
 

@@ -55,8 +55,6 @@ ONLINE = {
     "ppo_separate_critic": (["train", "ppo"], {"ppo": {"ppo_epochs": 1, "value_model": "separate",
                                                        "adaptive_kl": True, "kl_horizon": 100}}),
     "grpo": (["train", "grpo"], {"grpo": {"kl_coef": 0.05, "epochs": 2}}),
-    "rloo": (["train", "grpo"], {"grpo": {"estimator": "rloo"}}),
-    "dr_grpo_sequence": (["train", "grpo"], {"grpo": {"estimator": "dr_grpo", "loss_agg": "sequence"}}),
     "raft": (["train", "raft"], {"raft": {"mode": "top", "top_fraction": 0.5, "min_response_tokens": 1,
                                           "reject_markers": []}}),
     "online_dpo": (["train", "online-dpo"], {"dpo": {"beta": 0.5}}),

@@ -8,7 +8,9 @@ import math
 import os
 
 import pytest
-from method_runs import (
+
+from raylign.launch.methods import METHODS
+from tests.invariant.method_runs import (
     GOLDEN,
     ONLINE,
     offline_recipes,
@@ -40,6 +42,14 @@ def check_or_record(name: str, steps: list[dict[str, float]]) -> None:
                 f"{name} step {step}: {key} = {got[key]!r}, golden {value!r}"
 
 
+OFFLINE = ["rm", "sft", "dpo", "cut"]
+
+
+def test_every_registered_method_has_a_golden_run():
+    covered = {words[1] for words, _ in ONLINE.values()} | set(OFFLINE)
+    assert {m.name for m in METHODS} <= covered
+
+
 @pytest.mark.parametrize("name", list(ONLINE))
 def test_online_method_matches_golden(ray_cluster, tiny_model_dir, tmp_path, name):
     words, method = ONLINE[name]
@@ -48,7 +58,7 @@ def test_online_method_matches_golden(ray_cluster, tiny_model_dir, tmp_path, nam
     check_or_record(name, read_steps(out / "metrics.jsonl", offline=False))
 
 
-@pytest.mark.parametrize("name", ["rm", "sft", "dpo", "cut"])
+@pytest.mark.parametrize("name", OFFLINE)
 def test_offline_method_matches_golden(ray_cluster, tiny_model_dir, tmp_path, name):
     words, recipe = offline_recipes(str(tiny_model_dir), tmp_path)[name]
     assert run_recipe_file(words, recipe, tmp_path / "recipe") == 0
