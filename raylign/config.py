@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Iterable, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, model_validator
 
 T = TypeVar("T", bound="StrictModel")
 
@@ -48,6 +48,35 @@ class Check:
 
     def __repr__(self) -> str:
         return f"Check({self.kind!r})"
+
+
+class Registry(dict):
+    """Name -> function, for a setting that picks one by name (an advantage estimator, a policy
+    loss): `@registry.register("name")` adds one; `registry.setting` is the config field type that
+    accepts only registered names, so a typo fails when the recipe loads, naming the choices."""
+
+    def __init__(self, what: str):
+        super().__init__()
+        self.what = what
+        self.setting = Annotated[str, AfterValidator(self._known)]
+
+    def register(self, name: str):
+        def add(function):
+            if name in self:
+                raise ValueError(f"{self.what} '{name}' is registered twice")
+            self[name] = function
+            return function
+
+        return add
+
+    def pick(self, name: str):
+        if name not in self:
+            raise ValueError(f"unknown {self.what} '{name}' (choose from {', '.join(self)})")
+        return self[name]
+
+    def _known(self, name: str) -> str:
+        self.pick(name)
+        return name
 
 
 ModelName = Annotated[str, Check("model")]  # a local HF directory or a name this install resolves

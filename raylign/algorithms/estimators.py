@@ -14,44 +14,20 @@ baseline to compare with); estimators see float64 rewards and a dense group inde
 
 from __future__ import annotations
 
-from typing import Annotated, Callable, Hashable, Sequence
+from typing import Callable, Hashable, Sequence
 
 import torch
-from pydantic import AfterValidator
 from torch import Tensor
 
 from raylign.algorithms.core import group_index
+from raylign.config import Registry
 
 # (rewards [N] float64, dense group index [N], eps) -> advantages [N]
 Estimator = Callable[[Tensor, Tensor, float], Tensor]
-ESTIMATORS: dict[str, Estimator] = {}
-
-
-def register_adv_est(name: str) -> Callable[[Estimator], Estimator]:
-    """Register an advantage estimator under `name` (what `grpo.estimator` selects)."""
-
-    def add(function: Estimator) -> Estimator:
-        if name in ESTIMATORS:
-            raise ValueError(f"advantage estimator '{name}' is registered twice")
-        ESTIMATORS[name] = function
-        return function
-
-    return add
-
-
-def get_adv_est(name: str) -> Estimator:
-    if name not in ESTIMATORS:
-        raise ValueError(f"unknown estimator '{name}' (choose from {', '.join(ESTIMATORS)})")
-    return ESTIMATORS[name]
-
-
-def _known(name: str) -> str:
-    get_adv_est(name)
-    return name
-
-
-# a config field naming a registered estimator (validated when the recipe loads)
-EstimatorName = Annotated[str, AfterValidator(_known)]
+ESTIMATORS = Registry("estimator")
+register_adv_est = ESTIMATORS.register  # @register_adv_est("name") adds what `grpo.estimator` selects
+get_adv_est = ESTIMATORS.pick
+EstimatorName = ESTIMATORS.setting  # a config field naming a registered estimator
 
 
 def group_moments(rewards: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:

@@ -6,13 +6,13 @@ returns the per-token loss; the method aggregates it (`core.aggregate`) and adds
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import torch
-from pydantic import AfterValidator
 from torch import Tensor
 
 from raylign.algorithms.core import clipped_surrogate, masked_fill_zero, safe_mean
+from raylign.config import Registry
 
 
 class PolicyLossOutput(NamedTuple):
@@ -23,34 +23,10 @@ class PolicyLossOutput(NamedTuple):
 
 # (logprobs, old_logprobs, advantages [N, T], mask, config) -> PolicyLossOutput
 PolicyLoss = Callable[[Tensor, Tensor, Tensor, Tensor, Any], PolicyLossOutput]
-POLICY_LOSSES: dict[str, PolicyLoss] = {}
-
-
-def register_policy_loss(name: str) -> Callable[[PolicyLoss], PolicyLoss]:
-    """Register a policy loss under `name` (what `grpo.policy_loss` / `ppo.policy_loss` select)."""
-
-    def add(function: PolicyLoss) -> PolicyLoss:
-        if name in POLICY_LOSSES:
-            raise ValueError(f"policy loss '{name}' is registered twice")
-        POLICY_LOSSES[name] = function
-        return function
-
-    return add
-
-
-def get_policy_loss(name: str) -> PolicyLoss:
-    if name not in POLICY_LOSSES:
-        raise ValueError(f"unknown policy loss '{name}' (choose from {', '.join(POLICY_LOSSES)})")
-    return POLICY_LOSSES[name]
-
-
-def _known(name: str) -> str:
-    get_policy_loss(name)
-    return name
-
-
-# a config field naming a registered policy loss (validated when the recipe loads)
-PolicyLossName = Annotated[str, AfterValidator(_known)]
+POLICY_LOSSES = Registry("policy loss")
+register_policy_loss = POLICY_LOSSES.register  # @register_policy_loss("name") adds what `*.policy_loss` selects
+get_policy_loss = POLICY_LOSSES.pick
+PolicyLossName = POLICY_LOSSES.setting  # a config field naming a registered policy loss
 
 
 @register_policy_loss("ppo_clip")
