@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 import torch
 
 from raylign.config import StrictModel
+from raylign.data.rollout import Rollout
 from raylign.models.sequences import fit_pair, pack_prompt_responses, token_logprobs
 
 
@@ -79,7 +80,7 @@ class Algorithm(MethodSettings):
         checkpoint, so `eval` and `generate` condition it as training did)."""
         return []
 
-    def select(self, rows: list[dict], step: int) -> tuple[list[list[dict]], dict[str, float]]:
+    def select(self, rows: list[Rollout], step: int) -> tuple[list, dict[str, float]]:
         """Batch-level work before sharding; returns the units to train on and metrics.
 
         Default: one unit per prompt group (keyed by `prompt_uid`, the row's identity in

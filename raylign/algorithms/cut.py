@@ -25,6 +25,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
+from raylign.algorithms.core import aggregate
 from raylign.algorithms.cut_data import (
     CUTExample,
     EncodeJudgments,
@@ -113,15 +114,8 @@ def cut_token_loss(logprobs_plain: Tensor, logprobs_judged: Tensor, mask: Tensor
     every example weighs the same); "token": the sum of token losses over token count.
     """
     token_loss, flagged = cut_token_terms(logprobs_plain, logprobs_judged, mask, kind, threshold, weight_unlike)
+    loss_sum, weight = aggregate(token_loss, mask, normalize)
     lengths = mask.bool().sum(-1)
-    if normalize == "sequence":
-        rows = lengths > 0
-        per_row = token_loss.sum(-1) / lengths.clamp(min=1).to(token_loss.dtype)
-        loss_sum, weight = per_row[rows].sum(), float(rows.sum())
-    elif normalize == "token":
-        loss_sum, weight = token_loss.sum(), float(lengths.sum())
-    else:
-        raise ValueError(f"normalize must be 'sequence' or 'token', not '{normalize}'")
     tokens = float(lengths.sum())
     metrics = {f"{kind}_loss": float(loss_sum.detach()) / weight if weight else float("nan")}
     if kind == "misalign":
@@ -180,7 +174,7 @@ class CUTObjective(OfflineObjective):
     section = "cut"
     extra_sections = {"heldout": HeldoutConfig}
     # the paper: LoRA r 16, alpha 16, dropout 0.05 on the MLP projections, lr 4e-4, cosine
-    recipe_defaults = {"output_dir": "runs/cut", "data": {"format": "cut", "max_length": 384},
+    recipe_defaults = {"data": {"format": "cut", "max_length": 384},
                        "trainable": "lora", "optim": {"lr": 4e-4, "schedule": "cosine"},
                        "lora": {"r": 16, "alpha": 16, "dropout": 0.05,
                                 "target_modules": ["gate_proj", "up_proj", "down_proj"]}}

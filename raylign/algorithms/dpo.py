@@ -181,7 +181,7 @@ class DPOObjective(OfflineObjective):
     config_class = DPOConfig
     section = "dpo"
     extra_sections = {"reference": ReferenceConfig}
-    recipe_defaults = {"output_dir": "runs/dpo", "data": {"format": "hh"}, "optim": {"lr": 5e-6},
+    recipe_defaults = {"data": {"format": "hh"}, "optim": {"lr": 5e-6},
                        "reference": {"num_cpus": 1.0}}
     renamed_keys = {"select_by": "dpo.select_by"}
     row_kind = "preference"

@@ -76,7 +76,7 @@ class RewardModelObjective(OfflineObjective):
     name = "rm"
     config_class = RewardModelConfig
     section = "rm"
-    recipe_defaults = {"output_dir": "runs/rm", "data": {"path": str(BUNDLED_HH)}}
+    recipe_defaults = {"data": {"path": str(BUNDLED_HH)}}
     renamed_keys = {"head_lr": "rm.head_lr", "export_delta": "rm.export_delta"}
     row_kind = "preference"
     unit = "pairs"

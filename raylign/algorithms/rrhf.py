@@ -18,7 +18,7 @@ from pydantic import Field
 from torch import Tensor
 
 from raylign.algorithms.base import Algorithm, TrainContext, UpdateConfig, rows_logprobs, scatter_response_values
-from raylign.algorithms.core import aggregate, k3
+from raylign.algorithms.core import aggregate, k3, masked_sum
 from raylign.config import StrictModel
 
 
@@ -46,9 +46,8 @@ def _masked_sums(token_logprobs: Tensor, response_mask: Tensor) -> tuple[Tensor,
         raise ValueError(f"token_logprobs {tuple(token_logprobs.shape)} and response_mask "
                          f"{tuple(response_mask.shape)} must have the same shape")
     mask = response_mask.to(token_logprobs.device).bool()
-    total = torch.where(mask, token_logprobs, torch.zeros_like(token_logprobs)).sum(-1)
     lengths = mask.sum(-1).to(token_logprobs.dtype).clamp(min=1.0)
-    return total, lengths
+    return masked_sum(token_logprobs, mask, dim=-1), lengths
 
 
 def length_normalized_logprob(token_logprobs: Tensor, response_mask: Tensor,

@@ -96,7 +96,7 @@ class SFTObjective(OfflineObjective):
     name = "sft"
     config_class = SFTConfig
     section = "sft"
-    recipe_defaults = {"output_dir": "runs/sft", "data": {"format": "alpaca"}, "optim": {"lr": 2e-5}}
+    recipe_defaults = {"data": {"format": "alpaca"}, "optim": {"lr": 2e-5}}
     row_kind = "sft"
     unit = "examples"
 
