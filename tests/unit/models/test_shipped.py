@@ -80,3 +80,22 @@ def test_lora_delta_ships_factors_and_rebuilds_the_merged_model(tiny_model_dir, 
     with torch.no_grad():
         got = sequence_scores(rebuilt.eval(), *pad_batch(seqs, tokenizer.pad_token_id))
     assert got.tolist() == pytest.approx(want.tolist(), abs=1e-4)
+
+
+def test_every_command_takes_a_shipped_name_model_prepare_included(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    """A shipped reward-model name resolves in the one resolver, so `raylign model prepare NAME`
+    builds it like any command that names it (before: 'not a local directory')."""
+    from raylign.cli import main
+    from raylign.models import registry
+
+    monkeypatch.setenv("RAYLIGN_CACHE", str(tmp_path / "cache"))
+    model, tokenizer, _ = load_reward_model(tiny_model_dir)
+    model.save_pretrained(tmp_path / "trained")
+    tokenizer.save_pretrained(tmp_path / "trained")
+    export_delta(tmp_path / "trained", tiny_model_dir, tmp_path / "tiny-rm.safetensors", 64, str(tiny_model_dir))
+    monkeypatch.setitem(registry.SHIPPED, "tiny-rm-test", tmp_path / "tiny-rm.safetensors")
+    assert main(["model", "prepare", "tiny-rm-test"]) == 0
+    built = capsys.readouterr().out.strip().splitlines()[-1]
+    assert built == str(tmp_path / "cache" / "models" / "tiny-rm-test")
+    assert load_reward_model(built)[2]  # a reward model with its scalar head
+    assert "tiny-rm-test" in registry.shipped_names()
