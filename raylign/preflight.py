@@ -126,21 +126,51 @@ def check_reward(reward, setting: str = "reward") -> None:
 STREAM_CPUS = 0.05  # the Ray Data stages of a rollout stream (fetch, sample, score: token CPUs)
 
 
-def check_cpus(demand: dict[str, float], ray_address: str | None) -> None:
-    """The roles' CPU requests fit the local Ray cluster (otherwise Ray waits for CPUs forever).
-    A cluster given by address (or RAY_ADDRESS) is not known before joining it: not checked."""
+def _local_resources(ray_address: str | None) -> dict[str, float] | None:
+    """CPUs and GPUs of the cluster a run will use, when that is the local one (None for a
+    cluster given by address or RAY_ADDRESS: not known before joining it)."""
     if ray_address or os.environ.get("RAY_ADDRESS"):
-        return
+        return None
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():
-        total = float(ray.cluster_resources().get("CPU", 0.0))
-    else:
-        total = float(os.cpu_count() or 1)
-    asked = sum(demand.values())
-    if asked > total + 1e-9:
-        parts = ", ".join(f"{k} {v:g}" for k, v in demand.items() if v)
-        raise ConfigError(f"the run asks for {asked:g} CPUs ({parts}) but the local Ray cluster has {total:g}: "
-                          "lower those settings (fractions such as 0.25 work)")
+        resources = ray.cluster_resources()
+        return {"CPU": float(resources.get("CPU", 0.0)), "GPU": float(resources.get("GPU", 0.0))}
+    torch = sys.modules.get("torch")
+    gpus = torch.cuda.device_count() if torch is not None and torch.cuda.is_available() else 0
+    return {"CPU": float(os.cpu_count() or 1), "GPU": float(gpus)}
+
+
+def check_resources(cpus: dict[str, float], gpus: dict[str, float], ray_address: str | None) -> None:
+    """The roles' CPU and GPU requests fit the local Ray cluster (otherwise Ray waits for them
+    forever, with no error)."""
+    have = _local_resources(ray_address)
+    if have is None:
+        return
+    for kind, demand in (("CPU", cpus), ("GPU", gpus)):
+        asked = sum(demand.values())
+        if asked > have[kind] + 1e-9:
+            parts = ", ".join(f"{k} {v:g}" for k, v in demand.items() if v)
+            raise ConfigError(f"the run asks for {asked:g} {kind}s ({parts}) but the local Ray cluster has "
+                              f"{have[kind]:g}: lower those settings" + (" (fractions such as 0.25 work)"
+                                                                          if kind == "CPU" else ""))
+
+
+def check_installed(module: str, setting: str, how: str) -> None:
+    """A package a setting needs is importable here (vLLM for `sampling.backend: vllm`, ...)."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise ConfigError(f"{setting} needs the '{module}' package, which is not installed: {how}")
+
+
+def check_top_layers(model: str, top_layers: int, setting: str) -> None:
+    """`top_layers` is at most the model's number of blocks (read from its config.json)."""
+    import json
+
+    config_file = check_model(model, "model") / "config.json"
+    blocks = json.loads(config_file.read_text()).get("num_hidden_layers")
+    if isinstance(blocks, int) and top_layers > blocks:
+        raise ConfigError(f"{setting}={top_layers} but {model} has {blocks} blocks")
 
 
 def check_args(args, models: tuple[str, ...] = (), inputs: tuple[str, ...] = (),

@@ -36,7 +36,8 @@ class DPOConfig(StrictModel):
     loss_type: DPOLossType = "sigmoid"
     # conservative DPO (Mitchell 2023): the label is flipped with this probability
     label_smoothing: float = Field(0.0, ge=0.0, lt=0.5)
-    select_by: str = "reward_accuracy"  # validation metric kept as best (max); "loss" selects by min
+    # validation metric kept as best (max; "loss" and "dpo_loss" by min)
+    select_by: Literal["reward_accuracy", "reward_margin", "logprob_accuracy", "loss", "dpo_loss"] = "reward_accuracy"
 
 
 def dpo_loss(
@@ -191,7 +192,7 @@ class DPOObjective(OfflineObjective):
     def __init__(self, config):
         super().__init__(config)
         self.select_metric = config.dpo.select_by
-        self.select_mode = "min" if config.dpo.select_by == "loss" else "max"
+        self.select_mode = "min" if config.dpo.select_by in ("loss", "dpo_loss") else "max"
 
     def prepare_dataset(self, ds, model_path: str):
         from raylign.models.registry import resolve_model

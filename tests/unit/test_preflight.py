@@ -161,3 +161,31 @@ def test_annotator_with_a_missing_judge_model(capsys, pairs):
 
 def test_lora_online_is_refused_at_load(capsys):
     fails(capsys, ["train", "grpo", "engine.trainer.trainable=lora"], "engine.trainer.trainable", "LoRA")
+
+
+def test_a_gpu_trainer_on_a_machine_without_one(capsys, tiny_model_dir, monkeypatch):
+    import raylign.preflight
+
+    monkeypatch.setattr(raylign.preflight, "_local_resources", lambda address: {"CPU": 4.0, "GPU": 0.0})
+    fails(capsys, ["train", "grpo", f"model={tiny_model_dir}", *FUNCTION_REWARD, "engine.trainer.use_gpu=true"],
+          "asks for 1 GPUs", "engine.trainer 1")
+
+
+def test_a_sampler_backend_that_is_not_installed(capsys, tiny_model_dir, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real(name, *a))
+    fails(capsys, ["train", "rrhf", f"model={tiny_model_dir}", *FUNCTION_REWARD, "sampling.backend=vllm"],
+          "sampling.backend: vllm needs the 'vllm' package", "sampling.backend=hf")
+
+
+def test_more_top_layers_than_the_model_has(capsys, tiny_model_dir, pairs):
+    fails(capsys, ["train", "rm", f"model={tiny_model_dir}", f"data.path={pairs}", "trainable=top_layers",
+                   "top_layers=8"], "top_layers=8 but", "has 2 blocks")
+    fails(capsys, ["train", "raft", f"model={tiny_model_dir}", *FUNCTION_REWARD, "engine.trainer.trainable=top_layers",
+                   "engine.trainer.top_layers=5"], "engine.trainer.top_layers=5 but")
+
+
+def test_an_unknown_selection_metric_fails_at_load(capsys):
+    fails(capsys, ["train", "dpo", "dpo.select_by=accuracy"], "key 'dpo.select_by'")
