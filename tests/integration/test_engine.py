@@ -20,7 +20,8 @@ pytestmark = pytest.mark.integration
 PROMPTS = prompt_rows(answers=True)
 
 
-@pytest.mark.parametrize("pipeline, staleness, backend", [("streaming", 1, "vllm"), ("sequential", 0, "hf")])
+# the transformers backend and the sequential pipeline run in every tests/invariant online run
+@pytest.mark.parametrize("pipeline, staleness, backend", [("streaming", 1, "vllm")])
 def test_rrhf_iterations_update_samplers(ray_cluster, tiny_model_dir, tmp_path, pipeline, staleness, backend):
     from transformers import AutoModelForCausalLM
 

@@ -1,7 +1,7 @@
-"""Online methods on the engine with 2 Ray Train workers (tiny model, local Ray cluster): PPO
-(policy + critic in one module, old log-probs vs the samplers') and GRPO (a plan that reuses each
-batch: 2 epochs) train, and the samplers end up serving exactly the trained weights. Every
-method's single-worker run through `raylign train` is pinned by tests/invariant."""
+"""An online method on the engine with 2 Ray Train workers (tiny model, local Ray cluster): PPO with
+a separate critic (policy + critic in one module; its old log-probs agree with the samplers')
+trains, and the samplers end up serving exactly the trained weights. Every method's
+single-worker run through `raylign train` is pinned by tests/invariant."""
 
 import json
 
@@ -19,20 +19,7 @@ from tests.helpers import MAX_LENGTH, PROMPTS, PreferLength, greedy_logprobs, on
 pytestmark = pytest.mark.integration
 
 
-def dashboard_metric_names() -> set[str]:
-    """Metric keys the Grafana dashboard queries (as `ray_raylign_<key>`)."""
-    import re
-    from pathlib import Path
-
-    dashboard = json.loads((Path(__file__).parents[2] / "cluster" / "grafana_raylign.json").read_text())
-    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
-    exprs += [v["query"] for v in dashboard["templating"]["list"] if v["type"] == "query"]
-    names = {m for e in exprs for m in re.findall(r"ray_raylign_([a-zA-Z0-9_]+)", e)}
-    assert names and all(p["type"] == "timeseries" for p in dashboard["panels"])
-    return names
-
-
-@pytest.mark.parametrize("method", ["ppo", "grpo"])
+@pytest.mark.parametrize("method", ["ppo_separate_critic"])
 def test_online_method_trains_and_syncs(ray_cluster, tiny_model_dir, tmp_path, method):
     from transformers import AutoModelForCausalLM
 
@@ -53,8 +40,6 @@ def test_online_method_trains_and_syncs(ray_cluster, tiny_model_dir, tmp_path, m
         metrics = [json.loads(line) for line in open(result["metrics"])]
         assert [m["step"] for m in metrics] == [1, 2]
         assert all(m["loss"] == m["loss"] and m["optimizer_steps"] >= 1 for m in metrics)  # not NaN
-        if method == "grpo":  # the shipped Grafana dashboard plots only what a run exports
-            assert dashboard_metric_names() <= {k for m in metrics for k in m}
         if method.startswith("ppo"):
             assert {"kl", "value_loss", "clipfrac", "sampler_logprob_abs_diff"} <= set(metrics[0])
             # The trainer's old log-probs agree with what the samplers reported (fp32, same weights).

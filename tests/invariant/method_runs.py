@@ -52,8 +52,6 @@ def online_recipe(model: str, out: Path, method: dict) -> dict:
 ONLINE = {
     "rrhf": (["train", "rrhf"], {"reference": {"num_cpus": 0.1, "kl_coef": 0.05}}),
     "ppo": (["train", "ppo"], {"ppo": {"ppo_epochs": 2, "kl_coef": 0.05}}),
-    "ppo_separate_critic": (["train", "ppo"], {"ppo": {"ppo_epochs": 1, "value_model": "separate",
-                                                       "adaptive_kl": True, "kl_horizon": 100}}),
     "grpo": (["train", "grpo"], {"grpo": {"kl_coef": 0.05, "epochs": 2}}),
     "raft": (["train", "raft"], {"raft": {"mode": "top", "top_fraction": 0.5, "min_response_tokens": 1,
                                           "reject_markers": []}}),

@@ -56,6 +56,24 @@ def test_online_method_matches_golden(ray_cluster, tiny_model_dir, tmp_path, nam
     out = tmp_path / "run"
     assert run_recipe_file(words, online_recipe(str(tiny_model_dir), out, method), tmp_path) == 0
     check_or_record(name, read_steps(out / "metrics.jsonl", offline=False))
+    assert (out / "final" / "config.json").exists() and (out / "reward_curve.png").exists()
+    if name == "grpo":  # the shipped Grafana dashboard plots only what a run exports
+        rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        assert dashboard_metric_names() <= {k for row in rows for k in row}
+
+
+def dashboard_metric_names() -> set[str]:
+    """Metric keys the Grafana dashboard queries (as `ray_raylign_<key>`)."""
+    import re
+    from pathlib import Path
+
+    dashboard = json.loads((Path(__file__).parents[2] / "cluster" / "grafana_raylign.json").read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    exprs += [v["query"] for v in dashboard["templating"]["list"] if v["type"] == "query"]
+    names = {m for e in exprs for m in re.findall(r"ray_raylign_([a-zA-Z0-9_]+)", e)}
+    assert names and all(p["type"] == "timeseries" for p in dashboard["panels"])
+    return names
+
 
 
 @pytest.mark.parametrize("name", OFFLINE)
