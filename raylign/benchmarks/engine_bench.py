@@ -28,8 +28,7 @@ def bench_sampling(model_path: str, prompts: list[dict], sampling, repeats: int)
 
     from raylign.engine.stages import SampleSettings, sample_batch
     from raylign.models.chat import as_messages, encode_prompt
-    from raylign.sampling.actor import create_samplers
-    from raylign.sampling.base import make_sampler
+    from raylign.sampling.actor import create_samplers, make_sampler
 
     rows = [{**p, "batch_index": 0} for p in prompts]
     results = []

@@ -20,9 +20,21 @@ from raylign.models.chat import (
     encode_response,
     prompt_prefix_ids,
 )
-from raylign.sampling.base import SamplingConfig, make_sampler
+from raylign.sampling.base import Sampler, SamplingConfig
 
 log = logging.getLogger(__name__)
+
+
+def make_sampler(model_path: str, config: SamplingConfig) -> Sampler:
+    """The engine `sampling.backend` names (imported only when used: vLLM is heavy, and absent
+    on a machine that samples with transformers)."""
+    if config.backend == "vllm":
+        from raylign.sampling.vllm_sampler import VLLMSampler
+
+        return VLLMSampler(model_path, config)
+    from raylign.sampling.hf_sampler import HFSampler
+
+    return HFSampler(model_path, config)
 
 
 class SamplerWorker:

@@ -77,13 +77,3 @@ class Sampler(ABC):
             for sample in samples:
                 sample.policy_version = self.policy_version
         return batches
-
-
-def make_sampler(model_path: str, config: SamplingConfig) -> Sampler:
-    if config.backend == "vllm":
-        from raylign.sampling.vllm_sampler import VLLMSampler
-
-        return VLLMSampler(model_path, config)
-    from raylign.sampling.hf_sampler import HFSampler
-
-    return HFSampler(model_path, config)
