@@ -83,6 +83,7 @@ ModelName = Annotated[str, Check("model")]  # a local HF directory or a name thi
 InputPath = Annotated[str, Check("input")]  # a file (or datasets folder) that must exist and be readable
 OutputDir = Annotated[str, Check("output_dir")]  # a folder that can be created and written
 OutputFile = Annotated[str, Check("output_file")]  # a file whose folder can be created and written
+RayAddress = Annotated[str, Check("ray_address")]  # a Ray cluster to join: it must answer
 
 
 def _set_dotted(tree: dict, dotted: str, value: Any) -> None:

@@ -68,8 +68,24 @@ def check_output_file(path: str, setting: str) -> Path:
     return target
 
 
+def check_ray_address(address: str, setting: str) -> None:
+    """A cluster to join answers on its port (`auto`, `local` and a missing port are Ray's to resolve)."""
+    import socket
+
+    host_port = address.split("://", 1)[-1]
+    host, _, port = host_port.rpartition(":")
+    if address in ("auto", "local") or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+    except OSError as err:
+        raise ConfigError(f"{setting}: no Ray cluster answers at {host_port} ({err.strerror or err}); "
+                          "start one (`ray start --head`) or leave it unset for a local one") from None
+
+
 CHECKS = {"model": check_model, "input": check_input, "output_dir": check_output_dir,
-          "output_file": check_output_file}
+          "output_file": check_output_file, "ray_address": check_ray_address}
+REQUIRED = ("output_dir", "output_file")  # kinds an empty value cannot satisfy
 
 
 def _marks(annotation) -> list[str]:
@@ -88,6 +104,8 @@ def check_config(config: BaseModel, prefix: str = "") -> None:
             check_config(value, f"{setting}.")
             continue
         for kind in [m.kind for m in field.metadata if isinstance(m, Check)] or _marks(field.annotation):
+            if value == "" and kind in REQUIRED:
+                raise ConfigError(f"{setting}: required (an empty path would write into the current folder)")
             if value not in (None, ""):
                 CHECKS[kind](value, setting)
 
@@ -153,6 +171,17 @@ def check_resources(cpus: dict[str, float], gpus: dict[str, float], ray_address:
             raise ConfigError(f"the run asks for {asked:g} {kind}s ({parts}) but the local Ray cluster has "
                               f"{have[kind]:g}: lower those settings" + (" (fractions such as 0.25 work)"
                                                                           if kind == "CPU" else ""))
+
+
+def check_stage_cpus(demand: dict[str, float], ray_address: str | None) -> None:
+    """Actors a method's Ray Data stages hold (DPO's reference pool) leave a CPU for the tasks that
+    read and tokenise their input; otherwise Ray Data waits forever."""
+    have = _local_resources(ray_address)
+    held = sum(demand.values())
+    if have is not None and have["CPU"] - held < 1:
+        parts = ", ".join(f"{k} {v:g}" for k, v in demand.items() if v)
+        raise ConfigError(f"{parts} CPUs leave none of the local cluster's {have['CPU']:g} for the tasks that feed "
+                          "them (Ray Data would wait forever): reserve fewer CPUs and set reference.threads instead")
 
 
 def check_installed(module: str, setting: str, how: str) -> None:

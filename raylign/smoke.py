@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from raylign.config import InputPath, ModelName, StrictModel
+from raylign.config import InputPath, ModelName, RayAddress, StrictModel
 from raylign.data.adapters import load_rows
 from raylign.data.bundled import BUNDLED_HH
 from raylign.sampling.base import SamplingConfig
@@ -13,7 +13,7 @@ class SmokeConfig(StrictModel):
     prompts: InputPath = str(BUNDLED_HH)
     prompt_format: str = "auto"
     num_prompts: int = 2
-    ray_address: str | None = None
+    ray_address: RayAddress | None = None
     sampling: SamplingConfig = SamplingConfig(num_samples=2, max_new_tokens=48, num_samplers=1, temperature=0.7)
 
 

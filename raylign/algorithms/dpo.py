@@ -163,20 +163,6 @@ class ReferenceLogprobs:
             "ref_rejected", pa.array(rejected, pa.float64()))
 
 
-def check_reference_cpus(ref: ReferenceConfig) -> None:
-    """Fail at once (not after an endless wait) when the reference actors would hold every
-    CPU of the cluster and leave none for the tasks that read and tokenise their input."""
-    import ray
-
-    total = ray.cluster_resources().get("CPU", 0.0)
-    if total - ref.num_cpus * ref.concurrency < 1:
-        from raylign.config import ConfigError
-
-        raise ConfigError(f"reference.num_cpus={ref.num_cpus:g} x reference.concurrency={ref.concurrency} leaves "
-                          f"no CPU of the cluster's {total:g} for the tokenising tasks that feed the reference "
-                          f"(Ray Data would wait forever); lower it and set reference.threads instead")
-
-
 class DPOObjective(OfflineObjective):
     name = "dpo"
     config_class = DPOConfig
@@ -198,7 +184,6 @@ class DPOObjective(OfflineObjective):
         from raylign.models.registry import resolve_model
 
         cfg, ref = self.config, self.config.reference
-        check_reference_cpus(ref)
         ref_path = str(resolve_model(ref.model)) if ref.model else model_path
         tokens = ds.map_batches(TokenizePreferences(model_path, cfg.data.max_length), batch_format="pyarrow",
                                 batch_size=64)
@@ -207,6 +192,11 @@ class DPOObjective(OfflineObjective):
                                                     ref.threads or round(ref.num_cpus)),
             batch_format="pyarrow", batch_size=64, concurrency=ref.concurrency, num_cpus=ref.num_cpus,
             num_gpus=ref.num_gpus or None)
+
+    def stage_cpus(self) -> dict[str, float]:
+        ref = self.config.reference
+        return {f"reference.num_cpus={ref.num_cpus:g} x reference.concurrency={ref.concurrency}":
+                ref.num_cpus * ref.concurrency}
 
     def collate(self, rows: list[dict]) -> dict:
         batch = pair_batch(rows, self.pad_id, self.config.data.max_length)

@@ -60,6 +60,11 @@ class OfflineObjective(MethodSettings):
         """
         raise NotImplementedError
 
+    def stage_cpus(self) -> dict[str, float]:
+        """CPUs the method's own Ray Data actors hold while the data is prepared (DPO's reference
+        pool): the preflight checks they leave a CPU for the tasks that feed them."""
+        return {}
+
     # --- model (worker side) -----------------------------------------------------------
 
     def build_model(self, model_path: str) -> tuple[nn.Module, Any]:

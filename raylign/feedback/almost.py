@@ -20,7 +20,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from raylign.config import InputPath, ModelName, OutputFile, StrictModel
+from raylign.config import InputPath, ModelName, OutputFile, RayAddress, StrictModel
 from raylign.data.readers import DataError
 from raylign.feedback.almost_filters import (
     ConfigRank,
@@ -68,7 +68,7 @@ def _default_demos() -> dict[str, DemonstrationSet]:
 
 class AlmostConfig(StrictModel):
     model: ModelName = "SmolLM2-135M-Instruct"  # generates the prompts; the default for every configuration
-    ray_address: str | None = None
+    ray_address: RayAddress | None = None
     seeds: InputPath = str(ASSETS / "seed_prompts.txt")
     demonstrations: dict[str, DemonstrationSet] = Field(default_factory=_default_demos)
     prompts: PromptGenConfig = PromptGenConfig()

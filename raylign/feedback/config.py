@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from raylign.config import ConfigError, InputPath, OutputFile, StrictModel
+from raylign.config import ConfigError, InputPath, OutputFile, RayAddress, StrictModel
 from raylign.feedback.annotators import Annotator, RewardAnnotator
 from raylign.feedback.pool import PoolConfig
 from raylign.sampling.base import SamplingConfig
@@ -48,7 +48,7 @@ class AnnotateConfig(StrictModel):
     concurrency: int = 1  # Ray Data annotation actors
     num_cpus: float = 0.25  # per annotation actor (the judges' own actors hold the model)
     use_ray_data: bool = True
-    ray_address: str | None = None
+    ray_address: RayAddress | None = None
 
 
 def parse_spec(spec: str) -> AnnotatorConfig:

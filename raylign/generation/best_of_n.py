@@ -18,7 +18,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from raylign.config import ModelName, OutputFile, StrictModel
+from raylign.config import ModelName, OutputFile, RayAddress, StrictModel
 from raylign.data.adapters import ADAPTERS, FORMATS, detect_format
 from raylign.data.bundled import BUNDLED_HH
 from raylign.data.config import DataConfig
@@ -40,7 +40,7 @@ class GenerateDataConfig(DataConfig):
 class BestOfNConfig(StrictModel):
     model: ModelName = "SmolLM2-135M-Instruct"
     generator: str | None = None  # the `generator` written with each output; default: the model's name + "_best_of_<n>"
-    ray_address: str | None = None
+    ray_address: RayAddress | None = None
     # HH-RLHF prompts shipped in raylign/assets by default; recipes point at AlpacaEval's
     data: GenerateDataConfig = GenerateDataConfig(path=str(BUNDLED_HH))
     sampling: SamplingConfig = SamplingConfig(num_samples=16, temperature=1.0, top_p=0.9, max_new_tokens=256)

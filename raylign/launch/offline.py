@@ -15,7 +15,7 @@ from pathlib import Path
 
 from raylign.algorithms.objective import OfflineObjective
 from raylign.launch.methods import Method
-from raylign.preflight import check_data, check_resources, check_top_layers
+from raylign.preflight import check_data, check_resources, check_stage_cpus, check_top_layers
 
 
 def check_offline(recipe, objective: OfflineObjective) -> None:
@@ -26,6 +26,7 @@ def check_offline(recipe, objective: OfflineObjective) -> None:
         check_top_layers(recipe.model, recipe.top_layers, "top_layers")
     if recipe.trainable == "lora" and recipe.lora.top_layers is not None:
         check_top_layers(recipe.model, recipe.lora.top_layers, "lora.top_layers")
+    check_stage_cpus(objective.stage_cpus(), recipe.ray_address)
     check_resources({"trainer workers": recipe.num_workers * recipe.cpus_per_worker},
                     {"trainer workers": recipe.num_workers if recipe.use_gpu else 0.0}, recipe.ray_address)
 

@@ -12,7 +12,7 @@ import json
 from typing import ClassVar
 
 from raylign.algorithms.base import Algorithm
-from raylign.config import ModelName, StrictModel
+from raylign.config import ConfigError, ModelName, RayAddress, StrictModel
 from raylign.data.bundled import BUNDLED_HH
 from raylign.data.config import PromptDataConfig
 from raylign.engine.config import EngineConfig
@@ -48,7 +48,7 @@ class OnlineRecipe(StrictModel):
     }
 
     model: ModelName = DEFAULT_MODEL
-    ray_address: str | None = None
+    ray_address: RayAddress | None = None
     data: PromptDataConfig = PromptDataConfig(path=str(BUNDLED_HH))
     sampling: SamplingConfig = SamplingConfig()
     reward: RewardConfig = RewardConfig(kind="actor", model="hh-rm-smollm2")
@@ -62,6 +62,9 @@ def check_online(recipe: OnlineRecipe, algorithm: Algorithm) -> None:
     from raylign.engine.loop import check_resume
 
     recipe.data.format = check_data(recipe.data, recipe.data.kind)
+    data = recipe.data
+    if (data.split, data.test_fraction) == ("test", 0) or (data.split, data.validation_fraction) == ("validation", 0):
+        raise ConfigError(f"data.split={data.split} but data.{data.split}_fraction=0: the split holds no prompt")
     check_reward(recipe.reward)
     check_resume(recipe.engine)
     trainer, sampling = recipe.engine.trainer, recipe.sampling

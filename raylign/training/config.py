@@ -13,7 +13,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from raylign.config import ModelName, OutputDir, StrictModel
+from raylign.config import ModelName, OutputDir, RayAddress, StrictModel
 from raylign.data.config import TrainDataConfig
 from raylign.models.local import DEFAULT_MODEL
 from raylign.models.trainable import TrainableSettings
@@ -44,7 +44,7 @@ class OfflineTrainConfig(TrainableSettings, WorkerGroupSettings):
 
     model: ModelName = DEFAULT_MODEL
     output_dir: OutputDir = "runs/offline"
-    ray_address: str | None = None
+    ray_address: RayAddress | None = None
     data: TrainDataConfig = TrainDataConfig()
     optim: OptimConfig = OptimConfig()
     merge_lora: bool = True  # save LoRA merged into a plain HF checkpoint (adapter/ is kept too)

@@ -189,3 +189,20 @@ def test_more_top_layers_than_the_model_has(capsys, tiny_model_dir, pairs):
 
 def test_an_unknown_selection_metric_fails_at_load(capsys):
     fails(capsys, ["train", "dpo", "dpo.select_by=accuracy"], "key 'dpo.select_by'")
+
+
+def test_an_empty_output_path(capsys, tiny_model_dir):
+    fails(capsys, ["train", "grpo", f"model={tiny_model_dir}", *FUNCTION_REWARD, "engine.output_dir="],
+          "engine.output_dir: required")
+
+
+def test_a_ray_cluster_that_does_not_answer(capsys, tiny_model_dir):
+    from tests.helpers import free_port
+
+    fails(capsys, ["train", "sft", f"model={tiny_model_dir}", f"ray_address=127.0.0.1:{free_port()}"],
+          "ray_address: no Ray cluster answers at 127.0.0.1:")
+
+
+def test_a_split_that_holds_no_prompt(capsys, tiny_model_dir):
+    fails(capsys, ["train", "grpo", f"model={tiny_model_dir}", *FUNCTION_REWARD, "data.split=test",
+                   "data.test_fraction=0"], "data.split=test but data.test_fraction=0")

@@ -1,23 +1,34 @@
-"""The reference actor's CPU reservation is checked before Ray Data could wait on it forever."""
+"""DPO's reference pool must leave a CPU for the tasks that feed it: found before Ray starts."""
 
 import pytest
-import ray
 
-from raylign.algorithms.dpo import check_reference_cpus
+import raylign.preflight
+from raylign.algorithms.dpo import DPOObjective
 from raylign.config import ConfigError
-from raylign.scoring.reference import ReferenceConfig
+from raylign.launch.offline import check_offline
+from tests.helpers import method_recipe
 
 
-def test_reference_holding_every_cpu_is_refused(monkeypatch):
-    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
+def _checked(monkeypatch, cpus: float, pairs_file, **reference):
+    monkeypatch.setattr(raylign.preflight, "_local_resources", lambda address: {"CPU": cpus, "GPU": 0.0})
+    recipe = method_recipe("dpo", {"data": {"path": str(pairs_file), "format": "generic"}, "reference": reference})
+    check_offline(recipe, DPOObjective(recipe))
+
+
+@pytest.fixture
+def pairs_file(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text('{"prompt": "Hi", "chosen": "Hello.", "rejected": "No."}\n')
+    return path
+
+
+def test_reference_holding_every_cpu_is_refused(monkeypatch, pairs_file):
     with pytest.raises(ConfigError, match="reference.threads"):
-        check_reference_cpus(ReferenceConfig(num_cpus=2))
+        _checked(monkeypatch, 2.0, pairs_file, num_cpus=2)
     with pytest.raises(ConfigError, match="concurrency=2"):
-        check_reference_cpus(ReferenceConfig(num_cpus=1, concurrency=2))
+        _checked(monkeypatch, 2.0, pairs_file, num_cpus=1, concurrency=2)
 
 
-def test_reference_leaving_a_cpu_passes(monkeypatch):
-    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
-    check_reference_cpus(ReferenceConfig(num_cpus=1, threads=2))
-    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 16.0, "GPU": 1.0})
-    check_reference_cpus(ReferenceConfig(num_cpus=4, num_gpus=1, concurrency=2))
+def test_reference_leaving_a_cpu_passes(monkeypatch, pairs_file):
+    _checked(monkeypatch, 2.0, pairs_file, num_cpus=1, threads=2)
+    _checked(monkeypatch, 16.0, pairs_file, num_cpus=4, num_gpus=1, concurrency=2)
