@@ -99,19 +99,12 @@ class TokenizePreferences:
     def __call__(self, table):
         import pyarrow as pa
 
-        from raylign.models.chat import (
-            as_messages,
-            encode_prompt,
-            encode_response,
-            load_tokenizer,
-        )
+        from raylign.models.chat import encode_row, load_tokenizer
 
         tokenizer = load_tokenizer(self.model_path)
         cols = {"prompt_ids": [], "chosen_ids": [], "rejected_ids": [], "length": []}
         for row in table.to_pylist():
-            prompt = encode_prompt(tokenizer, as_messages(row), self.max_length)
-            chosen = encode_response(tokenizer, row["chosen"], self.max_length)
-            rejected = encode_response(tokenizer, row["rejected"], self.max_length)
+            prompt, (chosen, rejected) = encode_row(tokenizer, row, ("chosen", "rejected"), self.max_length)
             cols["prompt_ids"].append(prompt)
             cols["chosen_ids"].append(chosen)
             cols["rejected_ids"].append(rejected)

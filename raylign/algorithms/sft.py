@@ -43,18 +43,12 @@ class TokenizeDemonstrations:
     def __call__(self, table):
         import pyarrow as pa
 
-        from raylign.models.chat import (
-            as_messages,
-            encode_prompt,
-            encode_response,
-            load_tokenizer,
-        )
+        from raylign.models.chat import encode_row, load_tokenizer
 
         tokenizer = load_tokenizer(self.model_path)
         cols = {"input_ids": [], "response_mask": [], "position_ids": [], "length": []}
         for row in table.to_pylist():
-            prompt = encode_prompt(tokenizer, as_messages(row), self.max_length)
-            response = encode_response(tokenizer, row["response"], self.max_length)
+            prompt, (response,) = encode_row(tokenizer, row, ("response",), self.max_length)
             if len(prompt) + len(response) > self.max_length and self.over_long == "drop":
                 continue
             prompt, response = fit_demonstration(prompt, response, self.max_length)

@@ -126,3 +126,10 @@ def encode_response(tokenizer, text: str, max_tokens: int) -> list[int]:
     """Token ids of a response as the model would emit it, ending with EOS."""
     ids = tokenizer(escape_special_tokens(tokenizer, text), add_special_tokens=False)["input_ids"][: max_tokens - 1]
     return list(ids) + [tokenizer.eos_token_id]
+
+
+def encode_row(tokenizer, row: dict, response_keys: Sequence[str], max_length: int) -> tuple[list[int], list[list[int]]]:
+    """A training row's chat prompt and the responses under `response_keys`, each cut to
+    `max_length`: how every offline objective encodes its rows (SFT's demonstration, DPO's pair)."""
+    prompt = encode_prompt(tokenizer, as_messages(row), max_length)
+    return prompt, [encode_response(tokenizer, row[key], max_length) for key in response_keys]
