@@ -37,6 +37,7 @@ OTHER_COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("eval", "judges"), "raylign.evaluation.judge_agreement:main", "agreement of pairwise annotators with reference judgments"),
     (("eval", "leaderboard"), "raylign.evaluation.leaderboard_cli:main", "AlpacaEval win rates (LC too) from annotations or outputs"),
     (("eval", "fluency"), "raylign.evaluation.fluency:main", "reference perplexity of AlpacaEval outputs files (fluency beside a win rate)"),
+    (("eval", "verifiable"), "raylign.evaluation.verifiable:main", "held-out accuracy on problems with checkable answers (pass@1, pass@k)"),
     (("serve", "rm"), "raylign.serving.reward_app:main", "serve a reward model over HTTP with Ray Serve"),
     (("bench",), "raylign.benchmarks.suite:main", "the whole benchmark suite (every part, machine, runs/bench/)"),
     (("bench", "all"), "raylign.benchmarks.suite:main", "same as `raylign bench`"),
@@ -50,6 +51,7 @@ OTHER_COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("bench", "project"), "raylign.benchmarks.projection:main", "projected iteration time of a 7B policy on 8 and 32 GPUs"),
     (("model", "prepare"), "raylign.models.cli:prepare", "convert the default model, build a shipped reward model, or check a local one"),
     (("data", "check"), "raylign.data.cli:check", "read a data file through an adapter and report"),
+    (("data", "arithmetic"), "raylign.data.cli:arithmetic", "integer-arithmetic problems with answers (train / test)"),
 ]
 
 # `raylign --help` order: the groups, each with its commands in table order

@@ -7,9 +7,10 @@ an error that names the key instead of being silently ignored.
 from __future__ import annotations
 
 import copy
+import importlib
 import sys
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Iterable, TypeVar
+from typing import Annotated, Any, Callable, ClassVar, Iterable, TypeVar
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, model_validator
@@ -268,3 +269,21 @@ def redact_secrets(tree):
 def dump_config(config: BaseModel) -> str:
     """The config as YAML for printing and for the run folder; secrets redacted."""
     return yaml.safe_dump(redact_secrets(config.model_dump(mode="json")), sort_keys=False)
+
+
+def load_callable(spec: str) -> Callable:
+    """The function a setting names as "module:callable" (a reward function, a verifier check)."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"expected 'module:callable', got '{spec}'")
+    try:
+        target = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ValueError(f"'{spec}': cannot import module '{module_name}': {err}") from None
+    for part in attr.split("."):
+        if not hasattr(target, part):
+            raise ValueError(f"'{spec}': '{module_name}' has no attribute '{attr}'")
+        target = getattr(target, part)
+    if not callable(target):
+        raise ValueError(f"'{spec}' is not callable")
+    return target

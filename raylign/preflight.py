@@ -133,12 +133,25 @@ def check_reward(reward, setting: str = "reward") -> None:
     elif reward.kind == "http" and not reward.url:
         raise ConfigError(f"{setting}.url: required for {setting}.kind 'http' (e.g. http://127.0.0.1:8000)")
     elif reward.kind == "function":
-        from raylign.scoring.sources import load_callable
+        from raylign.config import load_callable
 
         try:  # the same import the reward source does, so a typo fails here, not in a worker
             load_callable(reward.function or "")
         except ValueError as err:
             raise ConfigError(f"{setting}.function: {err}") from None
+    elif reward.kind == "verifier":
+        from raylign.scoring.verifiers import check_function
+
+        for name in reward.verifier.checks:
+            try:
+                check_function(name)
+            except ValueError as err:
+                raise ConfigError(f"{setting}.verifier.checks: {err}") from None
+    elif reward.kind == "mix":
+        if not reward.mix:
+            raise ConfigError(f"{setting}.mix: required for {setting}.kind 'mix' (a list of {{weight, source}})")
+        for index, part in enumerate(reward.mix):
+            check_reward(part.source, f"{setting}.mix[{index}].source")
 
 
 STREAM_CPUS = 0.05  # the Ray Data stages of a rollout stream (fetch, sample, score: token CPUs)

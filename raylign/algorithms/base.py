@@ -97,6 +97,10 @@ class Algorithm(MethodSettings):
     def load_state_dict(self, state: dict) -> None:
         """Restore `state_dict()` (called on the driver of a resumed run)."""
 
+    def has_driver_state(self) -> bool:
+        """Whether `state_dict` carries anything this run (the driver then saves it per step)."""
+        return type(self).state_dict is not Algorithm.state_dict
+
     # ---- trainer side (runs on every Ray Train worker) ----------------------------------
     def build_module(self, policy: torch.nn.Module) -> torch.nn.Module:
         """The trainable module wrapped for data parallelism; must expose the policy as
@@ -115,6 +119,12 @@ class Algorithm(MethodSettings):
     def unit_weight(self, unit: Any) -> float:
         """What the loss sum of this unit is divided by, summed over all ranks."""
         return 1.0
+
+    def inert(self, unit: Any) -> bool:
+        """True when this unit's loss and gradient are exactly zero (a GRPO response whose
+        advantage is 0 with no KL term): the trainer counts its weight and skips its
+        forward and backward, the same update for less compute."""
+        return False
 
     def loss(self, module: torch.nn.Module, units: list, context: "TrainContext") -> tuple[torch.Tensor, float, dict]:
         raise NotImplementedError

@@ -7,9 +7,14 @@ advantage per response, broadcast over its tokens by the loss (verl's `register_
 - dr_grpo (Liu et al., 2025, "Understanding R1-Zero-like training"): A = r - mean_group
   (no std scaling, which over-weights near-uniform groups)
 - rloo    (Ahmadian et al., 2024): A = r - mean of the other k-1 rewards of the group
+- reinforce_pp (Hu et al., 2025, REINFORCE++): the global-batch baseline, A = (r - mean_batch)
+  / (std_batch + eps) over every response of the step, groups ignored (k = 1 works)
+- reinforce_pp_baseline (REINFORCE++-baseline): r - mean_group, then normalised by the
+  global batch's mean and std
 
 `group_advantages` validates the inputs and gives a group of one advantage 0 (it has no
-baseline to compare with); estimators see float64 rewards and a dense group index.
+baseline to compare with) unless the estimator is marked `whole_batch` (its baseline is the
+batch); estimators see float64 rewards and a dense group index.
 """
 
 from __future__ import annotations
@@ -61,6 +66,31 @@ def rloo_advantage(rewards: Tensor, index: Tensor, eps: float) -> Tensor:
     return (rewards - mean) * k / (k - 1).clamp(min=1.0)
 
 
+def whiten(values: Tensor, eps: float) -> Tensor:
+    """(x - mean) / (std + eps) over the whole batch, unbiased std (0 for a batch of one)."""
+    if values.numel() < 2:
+        return values - values.mean()
+    return (values - values.mean()) / (values.std() + eps)
+
+
+@register_adv_est("reinforce_pp")
+def reinforce_pp_advantage(rewards: Tensor, index: Tensor, eps: float) -> Tensor:
+    return whiten(rewards, eps)
+
+
+reinforce_pp_advantage.whole_batch = True  # a response alone in its group still has the batch as baseline
+
+
+@register_adv_est("reinforce_pp_baseline")
+def reinforce_pp_baseline_advantage(rewards: Tensor, index: Tensor, eps: float) -> Tensor:
+    k, mean = group_moments(rewards, index)
+    centered = torch.where(k > 1, rewards - mean, torch.zeros_like(rewards))
+    return whiten(centered, eps)
+
+
+reinforce_pp_baseline_advantage.whole_batch = True  # groups of one enter the batch moments at 0
+
+
 def group_advantages(rewards: Tensor | Sequence[float], group_ids: Sequence[Hashable] | Tensor,
                      estimator: str = "grpo", eps: float = 1e-6) -> Tensor:
     """One advantage per sequence [N] from its reward and its group's rewards.
@@ -78,6 +108,8 @@ def group_advantages(rewards: Tensor | Sequence[float], group_ids: Sequence[Hash
     index = group_index(group_ids, r.shape[0])
     if r.shape[0] == 0:
         return r.float()
-    k, _ = group_moments(r, index)
     advantages = function(r, index, eps)
+    if getattr(function, "whole_batch", False):
+        return advantages.float()
+    k, _ = group_moments(r, index)
     return torch.where(k > 1, advantages, torch.zeros_like(advantages)).float()

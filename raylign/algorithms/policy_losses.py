@@ -37,6 +37,21 @@ def ppo_clip(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: T
                                                getattr(config, "cliprange_high", None)))
 
 
+@register_policy_loss("gspo")
+def gspo(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor, config) -> PolicyLossOutput:
+    """GSPO (Zheng et al., 2025): one importance ratio per sequence, the geometric mean of its
+    tokens' ratios s = exp(mean_t log(pi / pi_rollout)), clipped per sequence. Written per token
+    as s.detach() * pi_t / pi_t.detach() (GSPO-token): every token carries the value s and the
+    gradient s * grad log pi_t, so with `loss_agg: sequence` the update is the paper's. Its clip
+    ranges are far smaller than PPO's (the paper: 3e-4 low, 4e-4 high)."""
+    m = mask.to(logprobs.device).bool()
+    token_log_ratio = masked_fill_zero(logprobs - old_logprobs.to(logprobs), m)
+    sequence_log_ratio = token_log_ratio.sum(-1) / m.sum(-1).clamp(min=1)
+    per_token_log_ratio = sequence_log_ratio.detach().unsqueeze(1) + logprobs - logprobs.detach()
+    return PolicyLossOutput(*clipped_surrogate(per_token_log_ratio, torch.zeros_like(logprobs), advantages, m,
+                                               config.cliprange, getattr(config, "cliprange_high", None)))
+
+
 def policy_loss_metrics(out: PolicyLossOutput, mask: Tensor) -> dict[str, float]:
     """Per-call means over response tokens: policy_loss, clipfrac (share of tokens clipped),
     approx_kl = mean 0.5 * (log pi - log pi_rollout)^2, ratio_mean."""

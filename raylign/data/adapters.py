@@ -1,7 +1,7 @@
 """Map the public dataset formats onto raylign's canonical rows.
 
 Canonical rows (plain dicts, pyarrow-friendly):
-  prompt      {prompt_id, prompt, messages}
+  prompt      {prompt_id, prompt, messages, answer?}   (answer: a verifiable task's known answer)
   preference  {prompt_id, prompt, messages, chosen, rejected, preference}
   judgment    {prompt_id, prompt, instruction, input, output, judgment}
   ranklist    {prompt_id, prompt, messages, responses, scores}
@@ -24,7 +24,9 @@ from raylign.data.readers import DataError, Record, iter_records
 log = logging.getLogger(__name__)
 
 KINDS = ("prompt", "preference", "judgment", "ranklist", "sft")
-FORMATS = ("auto", "hh", "alpaca", "alpaca_eval", "cut", "rrhf", "generic")
+FORMATS = ("auto", "hh", "alpaca", "alpaca_eval", "cut", "rrhf", "gsm8k", "generic")
+# what a GSM8K question is asked with: the answer line its solutions end with
+GSM8K_INSTRUCTION = "\nSolve it step by step, then give the final answer on its own line as '#### <number>'."
 
 _TURN = re.compile(r"\n\n(Human|Assistant):")
 
@@ -134,10 +136,39 @@ def _cut_judgment(rec: Record) -> dict:
     }
 
 
+def _verifiable(rec: Record) -> dict:
+    """A prompt's known answer and task, kept when the record has them (verifiable rewards)."""
+    extra = {}
+    if rec.data.get("answer") is not None:
+        extra["answer"] = str(rec.data["answer"])
+    if rec.data.get("task") is not None:
+        extra["task"] = str(rec.data["task"])
+    return extra
+
+
 def _generic_prompt(rec: Record) -> dict:
     if "messages" in rec.data:
-        return _with_prompt(_checked_messages(rec))
-    return _with_prompt(user_messages(rec.field("prompt")))
+        return _with_prompt(_checked_messages(rec), **_verifiable(rec))
+    return _with_prompt(user_messages(rec.field("prompt")), **_verifiable(rec))
+
+
+def _gsm8k_answer(rec: Record) -> str:
+    solution = rec.field("answer")
+    if "####" not in solution:
+        raise DataError(f"{rec.source}: field 'answer' has no '#### <number>' line")
+    return solution.rsplit("####", 1)[1].strip().replace(",", "")
+
+
+def _gsm8k_prompt(rec: Record) -> dict:
+    return _with_prompt(user_messages(rec.field("question") + GSM8K_INSTRUCTION), answer=_gsm8k_answer(rec),
+                        task="gsm8k")
+
+
+def _gsm8k_sft(rec: Record) -> dict:
+    """The worked solution as the demonstration, its `<<...>>` calculator notes removed."""
+    solution = re.sub(r"<<[^>]*>>", "", rec.field("answer"))
+    _gsm8k_answer(rec)
+    return _with_prompt(user_messages(rec.field("question") + GSM8K_INSTRUCTION), response=solution)
 
 
 def _checked_messages(rec: Record) -> list[dict]:
@@ -216,6 +247,8 @@ ADAPTERS: dict[tuple[str, str], Callable[[Record], dict | None]] = {
     ("rrhf", "ranklist"): _rrhf_ranklist,
     ("rrhf", "prompt"): _rrhf_prompt,
     ("generic", "prompt"): _generic_prompt,
+    ("gsm8k", "prompt"): _gsm8k_prompt,
+    ("gsm8k", "sft"): _gsm8k_sft,
     ("generic", "preference"): _generic_preference,
     ("alpaca", "sft"): _sft_alpaca,
     ("alpaca_eval", "sft"): _sft_alpaca,
@@ -227,6 +260,8 @@ ADAPTERS: dict[tuple[str, str], Callable[[Record], dict | None]] = {
 
 def detect_format(rec: Record) -> str:
     keys = set(rec.data)
+    if {"question", "answer"} <= keys:
+        return "gsm8k"
     if {"query", "responses"} <= keys:
         return "rrhf"
     if {"output_1", "output_2"} <= keys:

@@ -21,3 +21,20 @@ def check(argv: list[str]) -> int:
         count += 1
     print(json.dumps({"path": args.path, "kind": args.kind, "rows": count, "first": first}, indent=2)[:2000])
     return 0
+
+
+def arithmetic(argv: list[str]) -> int:
+    """Integer-arithmetic problems with their answers, train or test (disjoint by problem)."""
+    from raylign.data.arithmetic import TASKS, generate, write_rows
+
+    parser = argparse.ArgumentParser(prog="raylign data arithmetic", description=arithmetic.__doc__)
+    parser.add_argument("--out", required=True, help="a .jsonl or .jsonl.gz file to write")
+    parser.add_argument("--split", choices=("train", "test"), default="train")
+    parser.add_argument("--count", type=int, default=1500)
+    parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
+    parser.add_argument("--seed", type=int, default=0, help="which problems and phrasings")
+    parser.add_argument("--split-seed", type=int, default=0, help="which problems are held out")
+    args = parser.parse_args(argv)
+    rows = generate(args.count, args.split, args.seed, tuple(args.tasks), split_seed=args.split_seed)
+    print(f"wrote {len(rows)} {args.split} problems to {write_rows(rows, args.out)}")
+    return 0

@@ -29,6 +29,9 @@ COLUMNS: tuple[Column, ...] = (
     Column("chosen", "str", "adapters", "preference rows: the dataset's preferred answer"),
     Column("rejected", "str", "adapters", "preference rows: the dataset's other answer"),
     Column("preference", "float", "adapters", "preference rows: 1 (chosen better) .. 2, AlpacaEval style"),
+    Column("answer", "str", "adapters", "verifiable tasks: the known final answer a verifier checks"),
+    Column("task", "str", "adapters", "verifiable tasks: which task (add, sub, mul, gsm8k), for per-task figures"),
+    Column("problem", "str", "adapters", "generated tasks: the problem's identity, whatever its wording"),
     # the step it trains in
     Column("batch_index", "int", "step_prompts", "the training step"),
     Column("prompt_uid", "str", "step_prompts", "the prompt's identity in the run ('step:j'): groups key on it"),
@@ -70,6 +73,9 @@ class Rollout(TypedDict, total=False):
     chosen: str
     rejected: str
     preference: float
+    answer: str
+    task: str
+    problem: str
     batch_index: int
     prompt_uid: str
     step_prompts: int

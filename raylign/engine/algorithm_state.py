@@ -34,7 +34,7 @@ def _saved_steps(folder: Path) -> list[int]:
 
 
 def has_state(algorithm: Algorithm) -> bool:
-    return type(algorithm).state_dict is not Algorithm.state_dict
+    return algorithm.has_driver_state()
 
 
 def save_algorithm_state(output_dir: Path, next_step: int, algorithm: Algorithm) -> Path | None:

@@ -102,10 +102,11 @@ def train_on_units(module, optimizer, algorithm: Algorithm, units: list, filler,
     epochs, num_minibatches, micro_size = plan
     # the plan the method sees is the one run here (a method must not guess it from its own defaults)
     context.epochs, context.num_minibatches = epochs, num_minibatches
+    live = [u for u in units if not algorithm.inert(u)]
     module.eval()
-    context.num_real_units = len(units)  # batch statistics count these; a filler rides along at weight 0
+    context.num_real_units = len(live)  # batch statistics count these; a filler rides along at weight 0
     with torch.no_grad():
-        metrics = dict(algorithm.prepare(module, units + ([filler] if filler is not None else []), context))
+        metrics = dict(algorithm.prepare(module, live + ([filler] if filler is not None else []), context))
     module.train()
 
     def loss_fn(model, chunk):
@@ -117,7 +118,7 @@ def train_on_units(module, optimizer, algorithm: Algorithm, units: list, filler,
         if epoch:
             random.Random(seed * 1009 + epoch).shuffle(order)
         for minibatch in split_even(order, num_minibatches):
-            micro = [MicroBatch(chunk, sum(algorithm.unit_weight(u) for u in chunk)) for chunk in chunked(minibatch, micro_size)]
+            micro = micro_batches(algorithm, minibatch, micro_size)
             filler_micro = MicroBatch([filler], 0.0) if filler is not None else None
             steps.append(optimizer_step(module, optimizer, micro, loss_fn, deepspeed=deepspeed,
                                         max_grad_norm=max_grad_norm, filler=filler_micro, scheduler=scheduler))
@@ -125,7 +126,20 @@ def train_on_units(module, optimizer, algorithm: Algorithm, units: list, filler,
         values = [s[key] for s in steps if key in s]
         metrics[key] = sum(values) / len(values)
     metrics["optimizer_steps"] = float(len(steps))
+    metrics["inert_unit_fraction"] = (len(units) - len(live)) / len(units) if units else 0.0
     return metrics
+
+
+def micro_batches(algorithm: Algorithm, minibatch: list, micro_size: int) -> list[MicroBatch]:
+    """The minibatch's units that carry a gradient, in micro-batches; the weight of the inert
+    ones (`Algorithm.inert`) still counts in the first, so the loss is normalised exactly as if
+    they had run. A minibatch of inert units only keeps one, so every rank still steps."""
+    live = [u for u in minibatch if not algorithm.inert(u)] or minibatch[:1]
+    skipped = sum(algorithm.unit_weight(u) for u in minibatch) - sum(algorithm.unit_weight(u) for u in live)
+    micro = [MicroBatch(chunk, sum(algorithm.unit_weight(u) for u in chunk)) for chunk in chunked(live, micro_size)]
+    if micro:
+        micro[0].weight += skipped
+    return micro
 
 
 def policy_train_loop(cfg: dict) -> None:

@@ -80,8 +80,8 @@ def sampling_config(args):
                           num_cpus_per_sampler=1.0, max_prompt_tokens=args.max_prompt_tokens)
 
 
-def generate(model_path: str, rows: list[dict], sampling, batch_size: int = 8) -> list[dict]:
-    """One response per prompt from sampler actors (rows are dealt over them in chunks)."""
+def generate(model_path: str, rows: list[dict], sampling, batch_size: int = 8, num_samples: int = 1) -> list[dict]:
+    """`num_samples` responses per prompt from sampler actors (rows are dealt over them in chunks)."""
     import ray
 
     from raylign.sampling.actor import create_samplers
@@ -89,7 +89,7 @@ def generate(model_path: str, rows: list[dict], sampling, batch_size: int = 8) -
     samplers = create_samplers(model_path, sampling)
     try:
         chunks = [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
-        futures = [samplers[i % len(samplers)].generate.remote(chunk, 1) for i, chunk in enumerate(chunks)]
+        futures = [samplers[i % len(samplers)].generate.remote(chunk, num_samples) for i, chunk in enumerate(chunks)]
         return [r for part in ray.get(futures) for r in part]
     finally:
         samplers.shutdown()

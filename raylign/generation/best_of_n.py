@@ -156,7 +156,7 @@ def run(config: BestOfNConfig, best_of_n: bool = True, samples: bool = False) ->
         row["prompt_uid"] = str(i)
     init_ray(config.ray_address, quiet=True)
     samplers = create_samplers(model_path, config.sampling)
-    reward = make_reward_source(config.reward) if best_of_n else None
+    reward = make_reward_source(config.reward, config.sampling.max_new_tokens) if best_of_n else None
     started = time.perf_counter()
     try:
         context = ray.data.DataContext.get_current()

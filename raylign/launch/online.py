@@ -75,19 +75,25 @@ def check_online(recipe: OnlineRecipe, algorithm: Algorithm) -> None:
         check_installed("deepspeed", "engine.trainer.deepspeed_config", "pip install deepspeed (raylign[gpu])")
     if trainer.trainable == "top_layers":
         check_top_layers(recipe.model, trainer.top_layers, "engine.trainer.top_layers")
-    reward_actor = recipe.reward.kind == "actor"
     check_resources({
         "engine.trainer": trainer.num_workers * trainer.cpus_per_worker,
         "sampling": sampling.num_samplers * sampling.num_cpus_per_sampler,
-        "reward": recipe.reward.num_cpus if reward_actor else 0.0,
+        "reward": reward_actors(recipe.reward, "num_cpus"),
         "reference": recipe.reference.num_cpus if algorithm.needs_reference else 0.0,
         "rollout stream": STREAM_CPUS,
     }, {
         "engine.trainer": trainer.num_workers if trainer.use_gpu else 0.0,
         "sampling": sampling.num_samplers * sampling.num_gpus_per_sampler,
-        "reward": recipe.reward.num_gpus if reward_actor else 0.0,
+        "reward": reward_actors(recipe.reward, "num_gpus"),
         "reference": recipe.reference.num_gpus if algorithm.needs_reference else 0.0,
     }, recipe.ray_address)
+
+
+def reward_actors(reward: RewardConfig, resource: str) -> float:
+    """CPUs or GPUs the reward source's actors hold (a mix counts each of its reward models)."""
+    if reward.kind == "mix":
+        return sum(reward_actors(part.source, resource) for part in reward.mix)
+    return getattr(reward, resource) if reward.kind == "actor" else 0.0
 
 
 def run_online(recipe: OnlineRecipe, algorithm: Algorithm, run_name: str) -> dict:
@@ -104,7 +110,7 @@ def run_online(recipe: OnlineRecipe, algorithm: Algorithm, run_name: str) -> dic
     prompts = PromptCorpus.from_config(recipe.data).check()
     init_ray(recipe.ray_address)
     model_path = algorithm.prepare_model(model_path, recipe.engine.output_dir)
-    reward = make_reward_source(recipe.reward)
+    reward = make_reward_source(recipe.reward, recipe.sampling.max_new_tokens)
     reference = create_reference(recipe.reference, model_path, recipe.engine.trainer.max_length,
                                  algorithm.needs_reference)
     try:

@@ -12,10 +12,13 @@ from typing import Literal
 from pydantic import Field
 
 from raylign.config import StrictModel
+from raylign.scoring.verifiers import VerifierConfig
 
 
 class RewardConfig(StrictModel):
-    kind: Literal["actor", "serve", "http", "function"] = "actor"
+    # actor | serve | http | function: a reward model or a function; verifier: checks of a
+    # final answer against the prompt's known one; mix: a weighted sum of other sources
+    kind: Literal["actor", "serve", "http", "function", "verifier", "mix"] = "actor"
     model: str | None = None  # reward model path/name (actor, serve)
     url: str | None = None  # http: base URL of `raylign serve rm`
     app_name: str = "reward"  # serve: Ray Serve application name
@@ -33,6 +36,20 @@ class RewardConfig(StrictModel):
     # times the response's seq-rep-4 (share of repeated word 4-grams), subtracted from its score:
     # counters a reward model that pays for one line said over and over
     repetition_penalty: float = Field(0.0, ge=0.0)
+    # DAPO's soft overlong punishment: a sampled response longer than max_new_tokens minus this
+    # buffer loses up to `overlong_penalty`, linearly in the tokens over, all of it at the limit
+    overlong_buffer: int = Field(0, ge=0)
+    overlong_penalty: float = Field(1.0, ge=0.0)
+    verifier: VerifierConfig = VerifierConfig()  # kind verifier
+    mix: list[RewardPart] = []  # kind mix: the parts, each a source with its weight
+
+
+class RewardPart(StrictModel):
+    weight: float = 1.0
+    source: RewardConfig
+
+
+RewardConfig.model_rebuild()
 
 
 class RewardSource(ABC):

@@ -8,9 +8,7 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Callable
-
+from raylign.config import load_callable
 from raylign.scoring.base import RewardConfig, RewardSource
 from raylign.scoring.repetition import repeated_ngram_fraction
 
@@ -95,23 +93,6 @@ class HttpRewardSource(RewardSource):
         self.client.close()
 
 
-def load_callable(spec: str) -> Callable:
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise ValueError(f"reward.function must look like 'module:callable', got '{spec}'")
-    try:
-        target = importlib.import_module(module_name)
-    except ImportError as err:
-        raise ValueError(f"reward.function '{spec}': cannot import module '{module_name}': {err}") from None
-    for part in attr.split("."):
-        if not hasattr(target, part):
-            raise ValueError(f"reward.function '{spec}': '{module_name}' has no attribute '{attr}'")
-        target = getattr(target, part)
-    if not callable(target):
-        raise ValueError(f"reward.function '{spec}' is not callable")
-    return target
-
-
 class FunctionRewardSource(RewardSource):
     def __init__(self, config: RewardConfig):
         if not config.function:
@@ -126,48 +107,87 @@ class FunctionRewardSource(RewardSource):
         return scores
 
 
-SOURCES: dict[str, type[RewardSource]] = {
+class MixRewardSource(RewardSource):
+    """`reward.kind: mix`: the weighted sum of other sources' scores (a verifier and a reward model)."""
+
+    def __init__(self, parts: list[tuple[float, RewardSource]]):
+        if not parts:
+            raise ValueError("reward kind 'mix' needs reward.mix: a list of {weight, source}")
+        self.parts = parts
+
+    def score(self, rows: list[dict]) -> list[float]:
+        totals = [0.0] * len(rows)
+        for weight, source in self.parts:
+            totals = [t + weight * s for t, s in zip(totals, source.score(rows))]
+        return totals
+
+    def close(self) -> None:
+        for _, source in self.parts:
+            source.close()
+
+
+def overlong_fraction(tokens: int, max_tokens: int, buffer: int) -> float:
+    """DAPO's soft overlong punishment as a share of the penalty: 0 up to max_tokens - buffer, then
+    rising linearly to 1 at max_tokens (and beyond)."""
+    if buffer <= 0 or tokens <= max_tokens - buffer:
+        return 0.0
+    return min(1.0, (tokens - (max_tokens - buffer)) / buffer)
+
+
+class ShapedReward(RewardSource):
+    """Another source's scores less the recipe's penalties on sampled responses (a dataset's own
+    answers keep their score): `missing_eos_penalty` for a response cut at the token limit (TRL's),
+    `repetition_penalty` times its seq-rep-4 (counters a reward model that pays for one line said
+    over and over), and DAPO's soft overlong punishment (`overlong_buffer`, `overlong_penalty`)."""
+
+    def __init__(self, source: RewardSource, config: RewardConfig, max_new_tokens: int | None = None):
+        if config.overlong_buffer and not max_new_tokens:
+            raise ValueError("reward.overlong_buffer needs the sampling limit (sampling.max_new_tokens)")
+        self.source, self.config, self.max_new_tokens = source, config, max_new_tokens
+
+    def penalty(self, row: dict) -> float:
+        if row.get("finish_reason") == "dataset":
+            return 0.0
+        config, total = self.config, 0.0
+        if row.get("finish_reason") == "length":
+            total += config.missing_eos_penalty
+        if config.repetition_penalty:
+            total += config.repetition_penalty * repeated_ngram_fraction(row["response"])
+        if config.overlong_buffer:
+            tokens = len(row.get("response_token_ids") or [])
+            total += config.overlong_penalty * overlong_fraction(tokens, self.max_new_tokens, config.overlong_buffer)
+        return total
+
+    def score(self, rows: list[dict]) -> list[float]:
+        return [s - self.penalty(row) for row, s in zip(rows, self.source.score(rows))]
+
+    def close(self) -> None:
+        self.source.close()
+
+
+def _verifier(config: RewardConfig) -> RewardSource:
+    from raylign.scoring.verifier_source import VerifierRewardSource
+
+    return VerifierRewardSource(config.verifier)
+
+
+SOURCES = {
     "actor": ActorRewardSource,
     "serve": ServeRewardSource,
     "http": HttpRewardSource,
     "function": FunctionRewardSource,
+    "verifier": _verifier,
 }
 
 
-class MissingEosPenalty(RewardSource):
-    """Another source's scores, less `penalty` for each response the sampler cut at its
-    token limit (`finish_reason == "length"`); responses that stopped, or came from a
-    dataset, keep their score."""
-
-    def __init__(self, source: RewardSource, penalty: float):
-        self.source, self.penalty = source, penalty
-
-    def score(self, rows: list[dict]) -> list[float]:
-        scores = self.source.score(rows)
-        return [s - self.penalty if row.get("finish_reason") == "length" else s for row, s in zip(rows, scores)]
-
-    def close(self) -> None:
-        self.source.close()
-
-
-class RepetitionPenalty(RewardSource):
-    """Another source's scores, less `penalty` times each sampled response's seq-rep-4 (the
-    share of its word 4-grams that repeat an earlier one); dataset responses keep theirs."""
-
-    def __init__(self, source: RewardSource, penalty: float):
-        self.source, self.penalty = source, penalty
-
-    def score(self, rows: list[dict]) -> list[float]:
-        scores = self.source.score(rows)
-        return [s if row.get("finish_reason") == "dataset" else s - self.penalty * repeated_ngram_fraction(row["response"])
-                for row, s in zip(rows, scores)]
-
-    def close(self) -> None:
-        self.source.close()
-
-
-def make_reward_source(config: RewardConfig) -> RewardSource:
-    source = SOURCES[config.kind](config)
-    if config.repetition_penalty > 0:
-        source = RepetitionPenalty(source, config.repetition_penalty)
-    return MissingEosPenalty(source, config.missing_eos_penalty) if config.missing_eos_penalty > 0 else source
+def make_reward_source(config: RewardConfig, max_new_tokens: int | None = None) -> RewardSource:
+    """The source `reward` names, with its penalties; `max_new_tokens` is the samplers' limit
+    (the overlong punishment is measured against it)."""
+    if config.kind == "mix":
+        source: RewardSource = MixRewardSource([(part.weight, make_reward_source(part.source, max_new_tokens))
+                                                for part in config.mix])
+    else:
+        source = SOURCES[config.kind](config)
+    if config.missing_eos_penalty or config.repetition_penalty or config.overlong_buffer:
+        source = ShapedReward(source, config, max_new_tokens)
+    return source

@@ -72,3 +72,20 @@ def test_a_registered_estimator_is_selectable_by_name():
         ESTIMATORS.pop("test_centered_twice")
     with pytest.raises(ConfigError, match="unknown estimator 'ppo'.*grpo"):
         build_config(GRPOConfig, {"estimator": "ppo"})
+
+
+def test_reinforce_pp_global_batch_baseline_hand_computed():
+    adv = group_advantages(REWARDS, GROUPS, "reinforce_pp", eps=EPS)
+    mean = sum(REWARDS) / 8  # 3.75
+    std = math.sqrt(sum((r - mean) ** 2 for r in REWARDS) / 7)  # sqrt(69.5 / 7)
+    assert torch.allclose(adv, torch.tensor([(r - mean) / (std + EPS) for r in REWARDS]), atol=1e-6)
+    assert adv[3] > 0  # a response alone in its group still has the batch as its baseline
+    assert adv[6] == adv[7] != 0  # and an all-equal group is not zeroed
+
+
+def test_reinforce_pp_baseline_centres_groups_then_normalises_over_the_batch():
+    adv = group_advantages(REWARDS, GROUPS, "reinforce_pp_baseline", eps=EPS)
+    centred = [-1.0, -3.0, 0.0, 0.0, 3.0, 1.0, 0.0, 0.0]  # r - group mean; the solo row 0
+    std = math.sqrt(sum(c * c for c in centred) / 7)  # batch mean is 0
+    assert torch.allclose(adv, torch.tensor([c / (std + EPS) for c in centred]), atol=1e-6)
+    assert group_advantages([2.0], ["x"], "reinforce_pp").tolist() == [0.0]  # a batch of one

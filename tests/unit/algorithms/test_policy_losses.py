@@ -88,3 +88,55 @@ def test_a_registered_loss_is_selectable_by_name_and_unknown_names_fail():
         POLICY_LOSSES.pop("test_plain_pg")
     with pytest.raises(ConfigError, match="unknown policy loss 'nope'.*ppo_clip"):
         build_config(GRPOConfig, {"policy_loss": "nope"})
+
+
+def test_gspo_one_clipped_ratio_per_sequence_by_hand():
+    lp = _t([[0.1, 0.5, NAN], [-0.5, -0.5, INF]]).requires_grad_()
+    old = torch.zeros(2, 3)
+    adv = _t([[1.0, 1.0, 0.0], [-1.0, -1.0, 0.0]])
+    mask = torch.tensor([[1, 1, 0], [1, 1, 0]]).bool()
+    out = get_policy_loss("gspo")(lp, old, adv, mask, GRPOConfig(cliprange=0.2, cliprange_high=0.4))
+    s0 = math.exp((0.1 + 0.5) / 2)  # geometric-mean ratio of row 0 (row 1: exp(-0.5) = 0.607)
+    # row 0: A > 0, s0 < 1.4: unclipped, -s0 on both tokens; row 1: A < 0, s1 < 0.8: clipped to -(-1)(0.8)
+    assert torch.allclose(out.per_token, _t([[-s0, -s0, 0.0], [0.8, 0.8, 0.0]]), atol=1e-6)
+    assert out.clipped.tolist() == [[False, False, False], [True, True, False]]
+    assert torch.allclose(out.log_ratio, _t([[0.3, 0.3, 0.0], [-0.5, -0.5, 0.0]]), atol=1e-6)
+    loss, weight = aggregate_sequence(out.per_token, mask)
+    (loss / weight).backward()
+    # GSPO's gradient: A * s * mean_t grad log pi_t -> each token of row 0 gets -s0 / 2 / 2 rows
+    assert torch.allclose(lp.grad, _t([[-s0 / 4, -s0 / 4, 0.0], [0.0, 0.0, 0.0]]), atol=1e-6)
+
+
+def aggregate_sequence(per_token, mask):
+    from raylign.algorithms.core import aggregate
+
+    return aggregate(per_token, mask, "sequence")
+
+
+def test_clip_higher_lets_a_rising_token_through_that_the_symmetric_clip_stops():
+    lp, old, adv, mask = _t([[0.2]]), _t([[0.0]]), _t([[1.0]]), torch.tensor([[True]])  # ratio 1.221
+    symmetric = get_policy_loss("ppo_clip")(lp, old, adv, mask, GRPOConfig(cliprange=0.2))
+    higher = get_policy_loss("ppo_clip")(lp, old, adv, mask, GRPOConfig(cliprange=0.2, cliprange_high=0.28))
+    assert symmetric.per_token.item() == pytest.approx(-1.2) and symmetric.clipped.item()
+    assert higher.per_token.item() == pytest.approx(-math.exp(0.2)) and not higher.clipped.item()
+
+
+def test_truncated_importance_sampling_by_hand():
+    from raylign.algorithms.grpo import truncated_importance_weights
+
+    lp = _t([[0.0, -1.0, NAN]]).requires_grad_()
+    sampler = _t([[-0.5, -0.5, 0.0]])
+    mask = torch.tensor([[1, 1, 0]])
+    weights = truncated_importance_weights(lp, sampler, mask, cap=1.5)
+    assert torch.allclose(weights, _t([[1.5, math.exp(-0.5), 0.0]]))  # e^0.5 = 1.65 is cut at 1.5
+    config = GRPOConfig(tis_cap=1.5, loss_agg="token")
+    loss_sum, weight, metrics = grpo_loss(lp, None, None, _t([2.0]), mask, config, sampler)
+    # on-policy ratio 1: per token -A * w; summed over the 2 tokens
+    assert loss_sum.item() == pytest.approx(-2.0 * (1.5 + math.exp(-0.5)))
+    assert weight == 2.0
+    assert metrics["tis_weight_mean"] == pytest.approx((1.5 + math.exp(-0.5)) / 2)
+    assert metrics["tis_capped_fraction"] == 0.5
+    loss_sum.backward()
+    assert torch.allclose(lp.grad[:, :2], _t([[-2.0 * 1.5, -2.0 * math.exp(-0.5)]]), atol=1e-6)
+    with pytest.raises(ValueError, match="tis_cap needs the samplers' log-probs"):
+        grpo_loss(lp, None, None, _t([2.0]), mask, config)

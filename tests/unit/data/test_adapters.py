@@ -116,6 +116,9 @@ def test_split_hh_requires_assistant_reply():
         ("cut_judgments_iter2.jsonl.gz", "judgment", 1000),
         ("alpaca_farm_outputs_pairs.json", "prompt", 6),
         ("alpaca_farm_multisamples_sft.json", "prompt", 8),
+        ("gsm8k_train.jsonl.gz", "prompt", 7473),
+        ("gsm8k_test_dev.jsonl.gz", "prompt", 300),
+        ("gsm8k_train.jsonl.gz", "sft", 7473),
     ],
 )
 def test_shared_data_files(shared_data, name, kind, at_least):
@@ -168,3 +171,41 @@ def test_truncated_or_fake_gzip_and_directories_name_the_problem(tmp_path):
         with pytest.raises(DataError, match=fragment) as info:
             list(iter_records(path))
         assert str(path) in str(info.value)
+
+
+# --- verifiable tasks -----------------------------------------------------------------
+
+
+def test_gsm8k_rows_carry_the_final_answer(tmp_path):
+    path = write_jsonl(tmp_path / "gsm.jsonl", [
+        {"question": "Tom has 2 apples and buys 1,000 more. How many?", "answer": "2 + 1000 = <<2+1000=1002>>1002\n#### 1,002"},
+    ])
+    prompt = load_rows(path, "prompt")[0]
+    assert prompt["answer"] == "1002" and prompt["task"] == "gsm8k"
+    assert prompt["prompt"].startswith("Tom has 2 apples") and "'#### <number>'" in prompt["prompt"]
+    sft = load_rows(path, "sft")[0]
+    assert sft["response"] == "2 + 1000 = 1002\n#### 1,002"  # the calculator notes go
+
+
+def test_gsm8k_solution_without_an_answer_line_names_the_line(tmp_path):
+    path = write_jsonl(tmp_path / "gsm.jsonl", [{"question": "q", "answer": "#### 1"}, {"question": "q", "answer": "4"}])
+    with pytest.raises(DataError, match="gsm.jsonl:2.*'answer' has no '#### <number>' line"):
+        load_rows(path, "prompt")
+
+
+def test_generic_prompts_keep_answer_and_task(tmp_path):
+    path = write_jsonl(tmp_path / "arith.jsonl", [{"prompt": "What is 2 + 3?", "answer": 5, "task": "add"},
+                                                  {"prompt": "hello"}])
+    rows = load_rows(path, "prompt")
+    assert (rows[0]["answer"], rows[0]["task"]) == ("5", "add")
+    assert "answer" not in rows[1]
+
+
+def test_bundled_verifiable_samples():
+    from raylign.data.bundled import ARITH_TEST, ARITH_TRAIN, GSM8K_TEST, GSM8K_TRAIN
+
+    for path, count in [(ARITH_TRAIN, 1500), (ARITH_TEST, 300), (GSM8K_TRAIN, 500), (GSM8K_TEST, 100)]:
+        rows = load_rows(path, "prompt")
+        assert len(rows) == count and all(r["answer"] for r in rows), path
+    train = {r["prompt_id"] for r in load_rows(GSM8K_TRAIN, "prompt")}
+    assert not train & {r["prompt_id"] for r in load_rows(GSM8K_TEST, "prompt")}

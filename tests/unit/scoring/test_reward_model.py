@@ -122,7 +122,7 @@ def test_missing_eos_penalty_lowers_only_responses_cut_at_the_limit():
     import pickle
 
     from raylign.scoring.base import RewardConfig
-    from raylign.scoring.sources import MissingEosPenalty, make_reward_source
+    from raylign.scoring.sources import ShapedReward, make_reward_source
 
     rows = [{"prompt": "p", "response": "abcd", "finish_reason": "length"},
             {"prompt": "p", "response": "abcd", "finish_reason": "stop"},
@@ -132,9 +132,9 @@ def test_missing_eos_penalty_lowers_only_responses_cut_at_the_limit():
     plain = make_reward_source(RewardConfig(**config)).score(rows)
     assert len(set(plain)) == 1
     source = make_reward_source(RewardConfig(**config, missing_eos_penalty=1.5))
-    assert isinstance(source, MissingEosPenalty)
+    assert isinstance(source, ShapedReward)
     assert pickle.loads(pickle.dumps(source)).score(rows) == [plain[0] - 1.5] + plain[1:]
-    assert not isinstance(make_reward_source(RewardConfig(**config)), MissingEosPenalty)
+    assert not isinstance(make_reward_source(RewardConfig(**config)), ShapedReward)
     with pytest.raises(ValueError, match="missing_eos_penalty"):
         RewardConfig(**config, missing_eos_penalty=-1.0)
 
@@ -143,7 +143,7 @@ def test_repetition_penalty_lowers_repeated_responses_by_their_seq_rep_4():
     import pickle
 
     from raylign.scoring.base import RewardConfig
-    from raylign.scoring.sources import RepetitionPenalty, make_reward_source
+    from raylign.scoring.sources import ShapedReward, make_reward_source
 
     # 12 words, the sentence three times: 9 four-grams, 4 unique -> seq-rep-4 5/9
     repeated = "I am so sorry. I am so sorry. I am so sorry."
@@ -154,7 +154,7 @@ def test_repetition_penalty_lowers_repeated_responses_by_their_seq_rep_4():
     config = {"kind": "function", "function": "raylign.feedback.annotators:length_reward"}
     plain = make_reward_source(RewardConfig(**config)).score(rows)
     source = make_reward_source(RewardConfig(**config, repetition_penalty=0.9))
-    assert isinstance(source, RepetitionPenalty)
+    assert isinstance(source, ShapedReward)
     got = pickle.loads(pickle.dumps(source)).score(rows)
     assert got == pytest.approx([plain[0] - 0.9 * 5 / 9, plain[1], plain[2]])
     both = make_reward_source(RewardConfig(**config, repetition_penalty=0.9, missing_eos_penalty=1.0)).score(rows)
