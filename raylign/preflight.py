@@ -33,6 +33,19 @@ def check_model(name: str | None, setting: str) -> Path:
         raise ConfigError(f"{setting}: {err}") from None
 
 
+def check_named_models(items: list[str]) -> dict[str, str]:
+    """`NAME=PATH` arguments (the policies a report compares, the first being the start) as a
+    dict, each model found before anything starts."""
+    named = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ConfigError(f"'{item}': a policy must be given as NAME=PATH (e.g. start=SmolLM2-135M-Instruct)")
+        check_model(path, f"policy '{name}'")
+        named[name] = path
+    return named
+
+
 def check_input(path: str, setting: str) -> Path:
     """A file or folder that exists and can be read."""
     if not path:

@@ -40,6 +40,9 @@ class RAFTConfig(StrictModel):
     # a response that starts a new chat turn is the model talking to itself
     reject_markers: list[str] = list(CHAT_MARKERS)
     reject_truncated: bool = False  # drop responses that hit max_tokens (finish_reason "length")
+    # keep only samples whose reward reaches this: expert iteration on a checkable task trains on
+    # correct answers only, never on a prompt's least-wrong one; None keeps each prompt's best
+    min_reward: float | None = None
 
 
 def _max_ngram_count(token_ids: list[int], n: int) -> int:
@@ -77,6 +80,7 @@ def select_best(rows: list[dict], config: RAFTConfig) -> tuple[list[dict], dict[
 
     local: per prompt_uid, the highest-reward non-degenerate row (first on ties);
     a prompt whose samples are all degenerate contributes nothing.
+    With `min_reward`, rows below it are dropped first (counted apart from the degenerate ones).
     top: the global top `top_fraction` of all non-degenerate rows by reward (at least
     one if any is valid; ties keep the earlier row). Kept rows are the input dicts,
     in input order for "local" (prompt first seen) and by descending reward for "top".
@@ -94,6 +98,10 @@ def select_best(rows: list[dict], config: RAFTConfig) -> tuple[list[dict], dict[
         else:
             reasons[reason] += 1
 
+    below, non_degenerate = 0, len(valid)
+    if config.min_reward is not None:
+        reaching = [(i, row) for i, row in valid if float(row["reward"]) >= config.min_reward]
+        below, valid = len(valid) - len(reaching), reaching
     if config.mode == "local":
         best: dict = {}
         for i, row in valid:
@@ -111,8 +119,9 @@ def select_best(rows: list[dict], config: RAFTConfig) -> tuple[list[dict], dict[
     stats: dict[str, float] = {
         "num_samples": float(len(rows)),
         "num_prompts": float(len(prompts)),
-        "num_valid": float(len(valid)),
+        "num_valid": float(non_degenerate),
         "num_degenerate": float(sum(reasons.values())),
+        "num_below_min_reward": float(below),
         "num_kept": float(len(kept)),
         "prompts_without_valid": float(len(prompts) - len({r["prompt_uid"] for _, r in valid})),
         "kept_reward_mean": safe_mean(sum(float(r["reward"]) for r in kept), len(kept)),

@@ -34,6 +34,9 @@ class RRHFConfig(StrictModel):
     include_dataset_responses: bool = True
     # None: score dataset responses with the reward model like sampled ones
     dataset_chosen_score: float | None = None
+    # True: a query whose candidates all score the same is not trained on. With a 0/1 checked
+    # reward most groups tie, and their SFT term would fine-tune on an arbitrary wrong answer.
+    skip_tied_groups: bool = False
 
 
 def _masked_sums(token_logprobs: Tensor, response_mask: Tensor) -> tuple[Tensor, Tensor]:
@@ -137,6 +140,13 @@ class RRHFAlgorithm(Algorithm):
     def from_recipe(cls, recipe) -> "RRHFAlgorithm":
         return cls(recipe.rrhf, recipe.engine.trainer.max_length,
                    dataset_responses=recipe.rrhf.include_dataset_responses and recipe.data.kind == "preference")
+
+    def select(self, rows: list, step: int):
+        units, metrics = super().select(rows, step)
+        if not self.config.skip_tied_groups:
+            return units, metrics
+        ranked = [group for group in units if len({float(r["reward"]) for r in group}) > 1]
+        return ranked, {**metrics, "rrhf_tied_groups_skipped": float(len(units) - len(ranked))}
 
     def prepare_prompt(self, row: dict) -> dict:
         """The dataset's own answers join the sampled candidates (HH: k = 4 sampled + 2)."""

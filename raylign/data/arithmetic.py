@@ -30,6 +30,13 @@ PHRASINGS = {
     "mul": ["What is {a} * {b}?", "Compute {a} times {b}.", "Multiply {a} by {b}.", "What is the product of {a} and {b}?",
             "{a} x {b} = ?", "If {a} boxes hold {b} apples each, how many apples are there in all?"],
 }
+# Wordings no train or test file uses: `--phrasings held-out` writes test problems in them, to
+# measure whether a trained policy learned the arithmetic or the wording.
+HELD_OUT_PHRASINGS = {
+    "add": ["Calculate {a} + {b}.", "What do you get when you add {a} to {b}?", "Find the total of {a} and {b}."],
+    "sub": ["Calculate {a} - {b}.", "What do you get when you take {b} away from {a}?", "How much is {a} minus {b}?"],
+    "mul": ["Calculate {a} * {b}.", "What do you get when you multiply {a} by {b}?", "How much is {a} times {b}?"],
+}
 
 
 def operands(task: str, rng: random.Random) -> tuple[int, int]:
@@ -52,8 +59,9 @@ def split_of_problem(task: str, a: int, b: int, test_fraction: float, seed: int)
 
 
 def generate(count: int, split: str = "train", seed: int = 0, tasks: tuple[str, ...] = TASKS,
-             test_fraction: float = 0.2, split_seed: int = 0) -> list[dict]:
-    """`count` distinct problems of `split`, tasks in turn, each in a seeded random phrasing."""
+             test_fraction: float = 0.2, split_seed: int = 0, held_out_phrasings: bool = False) -> list[dict]:
+    """`count` distinct problems of `split`, tasks in turn, each in a seeded random phrasing
+    (from HELD_OUT_PHRASINGS instead with `held_out_phrasings`)."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', not '{split}'")
     unknown = set(tasks) - set(TASKS)
@@ -70,7 +78,7 @@ def generate(count: int, split: str = "train", seed: int = 0, tasks: tuple[str, 
         if (task, a, b) in seen or split_of_problem(task, a, b, test_fraction, split_seed) != split:
             continue
         seen.add((task, a, b))
-        phrasing = rng.choice(PHRASINGS[task])
+        phrasing = rng.choice((HELD_OUT_PHRASINGS if held_out_phrasings else PHRASINGS)[task])
         rows.append({"prompt": phrasing.format(a=a, b=b) + SUFFIX, "answer": str(solve(task, a, b)), "task": task,
                      "problem": f"{task}:{a}:{b}"})
     return rows

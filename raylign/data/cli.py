@@ -34,7 +34,10 @@ def arithmetic(argv: list[str]) -> int:
     parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
     parser.add_argument("--seed", type=int, default=0, help="which problems and phrasings")
     parser.add_argument("--split-seed", type=int, default=0, help="which problems are held out")
+    parser.add_argument("--phrasings", choices=("train", "held-out"), default="train",
+                        help="held-out: wordings that no train file uses (a test of transfer)")
     args = parser.parse_args(argv)
-    rows = generate(args.count, args.split, args.seed, tuple(args.tasks), split_seed=args.split_seed)
+    rows = generate(args.count, args.split, args.seed, tuple(args.tasks), split_seed=args.split_seed,
+                    held_out_phrasings=args.phrasings == "held-out")
     print(f"wrote {len(rows)} {args.split} problems to {write_rows(rows, args.out)}")
     return 0

@@ -19,7 +19,7 @@ from raylign.config import InputPath, ModelName, StrictModel
 from raylign.data.bundled import BUNDLED_HH
 from raylign.evaluation.policy_eval import generate, logprob_actor, reference_perplexity
 from raylign.feedback.config import check_annotators
-from raylign.preflight import check_args, check_config, check_model
+from raylign.preflight import check_args, check_config, check_named_models
 from raylign.scoring.repetition import repeated_ngram_fraction
 
 
@@ -272,15 +272,8 @@ def main(argv: list[str]) -> int:
     for field, info in CompareConfig.model_fields.items():
         parser.add_argument(f"--{field.replace('_', '-')}", dest=field, type=type(info.default), default=info.default)
     args = parser.parse_args(argv)
-    policies = {}
-    for item in args.policies:
-        name, sep, path = item.partition("=")
-        if not sep:
-            parser.error(f"'{item}' must look like NAME=PATH")
-        policies[name] = path
+    policies = check_named_models(args.policies)
     config = build_config(CompareConfig, {f: getattr(args, f) for f in CompareConfig.model_fields}, "arguments")
-    for name, path in policies.items():
-        check_model(path, f"policy '{name}'")
     check_config(config)
     check_annotators([config.judge], "--judge")
     check_args(args, outputs=("output",))

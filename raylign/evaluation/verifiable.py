@@ -20,7 +20,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from raylign.data.bundled import ARITH_TEST
-from raylign.preflight import check_args, check_model
+from raylign.preflight import check_args, check_named_models
 
 
 def pass_at_k(n: int, correct: int, k: int) -> float:
@@ -143,13 +143,7 @@ def main(argv: list[str]) -> int:
 
     parser = _parser()
     args = parser.parse_args(argv)
-    policies = {}
-    for item in args.policies:
-        name, sep, path = item.partition("=")
-        if not sep:
-            parser.error(f"'{item}' must look like NAME=PATH")
-        check_model(path, f"policy '{name}'")
-        policies[name] = path
+    policies = check_named_models(args.policies)
     check_args(args, inputs=("data",), outputs=("output",))
     rows = load_rows(args.data, "prompt", check_source(args.data, "prompt", args.format), args.limit)
     if any("answer" not in r for r in rows):

@@ -32,21 +32,37 @@ GENERATION_FILE = "raylign_generation.json"
 
 
 def save_prompt_prefix(model_dir: str | Path, tokens: list[str]) -> None:
-    """Record in a checkpoint the control tokens every prompt must start with (Quark's
-    best-quantile token), so whoever samples from it later conditions it the same way."""
-    (Path(model_dir) / GENERATION_FILE).write_text(json.dumps({"prompt_prefix_tokens": list(tokens)}))
+    """Make a checkpoint condition every prompt on control tokens (Quark's best-quantile token)
+    wherever it is used: the tokens go at the start of its chat template, so plain transformers
+    (`apply_chat_template`), vLLM and our samplers all put them before the prompt, and the
+    record says so (our samplers then add nothing themselves)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    if tokens and getattr(tokenizer, "chat_template", None):
+        prefix = "".join(tokens).replace("'", "\\'")
+        tokenizer.chat_template = "{{ '" + prefix + "' }}" + tokenizer.chat_template
+        tokenizer.save_pretrained(str(model_dir))
+        load_tokenizer.cache_clear()  # a tokenizer cached from this folder has the old template
+        in_template = True
+    else:
+        in_template = False
+    record = {"prompt_prefix_tokens": list(tokens), "in_chat_template": in_template}
+    (Path(model_dir) / GENERATION_FILE).write_text(json.dumps(record))
 
 
 def prompt_prefix_ids(model_dir: str | Path, tokenizer) -> list[int]:
-    """Token ids of a checkpoint's recorded prompt prefix; [] for an ordinary model."""
+    """Token ids a sampler must put before a checkpoint's encoded prompts: the recorded prefix,
+    unless its chat template already starts with it; [] for an ordinary model."""
     path = Path(model_dir) / GENERATION_FILE
     if not path.is_file():
         return []
-    tokens = json.loads(path.read_text()).get("prompt_prefix_tokens", [])
+    record = json.loads(path.read_text())
+    tokens = record.get("prompt_prefix_tokens", [])
     ids = tokenizer.convert_tokens_to_ids(tokens)
     if any(i is None or i == tokenizer.unk_token_id for i in ids):
         raise ValueError(f"{path}: prefix tokens {tokens} are not in the model's vocabulary")
-    return list(ids)
+    return [] if record.get("in_chat_template") else list(ids)
 
 
 ZERO_WIDTH_SPACE = "\u200b"

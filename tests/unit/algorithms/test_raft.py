@@ -64,6 +64,19 @@ def test_select_best_local():
     assert stats["kept_reward_mean"] == pytest.approx((0.9 + 2.0) / 2)
 
 
+def test_min_reward_keeps_only_samples_that_reach_it():
+    """Expert iteration on a checked answer: a prompt with no correct sample trains on nothing."""
+    rows = [_row("p1", 0.0, name="p1-wrong"), _row("p1", 1.0, name="p1-right"),
+            _row("p2", 0.0, name="p2-wrong"), _row("p2", 0.0, name="p2-wrong-too"),
+            _row("p3", 1.0, response="", name="p3-right-but-empty")]
+    kept, stats = select_best(rows, RAFTConfig(min_reward=1.0))
+    assert [r["name"] for r in kept] == ["p1-right"]
+    assert stats["num_below_min_reward"] == 3 and stats["num_degenerate"] == 1 and stats["num_valid"] == 4
+    assert stats["prompts_without_valid"] == 2
+    assert select_best(rows[2:4], RAFTConfig(min_reward=0.5))[0] == []
+    assert [r["name"] for r in select_best(rows, RAFTConfig())[0]] == ["p1-right", "p2-wrong"]
+
+
 def test_select_best_top_fraction():
     rows = [_row(f"p{i % 3}", float(r), name=f"r{i}") for i, r in enumerate([3, 9, 1, 7, 5, 9, 0, 2, 4, 6])]
     rows.append(_row("p0", 100.0, response="Human: hack", name="degenerate"))

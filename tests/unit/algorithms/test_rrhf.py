@@ -171,3 +171,14 @@ def test_config_defaults_and_strictness():
     assert build_config(RRHFConfig, {"dataset_chosen_score": 2}).dataset_chosen_score == 2.0
     with pytest.raises(ConfigError, match="rrhf_wieght"):
         build_config(RRHFConfig, {"rrhf_wieght": 3})
+
+
+def test_skip_tied_groups_drops_only_queries_whose_candidates_all_score_the_same():
+    from raylign.algorithms.rrhf import RRHFAlgorithm
+
+    rows = [{"prompt_uid": uid, "reward": r, "name": f"{uid}{i}"}
+            for uid, rewards in (("a", [0.0, 0.0]), ("b", [0.0, 1.0]), ("c", [1.0, 1.0])) for i, r in enumerate(rewards)]
+    units, metrics = RRHFAlgorithm(RRHFConfig(skip_tied_groups=True)).select(rows, 0)
+    assert [[r["name"] for r in group] for group in units] == [["b0", "b1"]]
+    assert metrics["rrhf_tied_groups_skipped"] == 2.0
+    assert len(RRHFAlgorithm(RRHFConfig()).select(rows, 0)[0]) == 3  # the paper's loss keeps them all

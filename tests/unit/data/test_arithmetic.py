@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from raylign.data.arithmetic import PHRASINGS, SUFFIX, generate, split_of_problem, write_rows
+from raylign.data.arithmetic import HELD_OUT_PHRASINGS, PHRASINGS, SUFFIX, generate, split_of_problem, write_rows
 
 
 def test_same_seed_same_rows_and_other_seed_other_rows():
@@ -33,6 +33,18 @@ def test_answers_operands_and_phrasings():
         assert any(p.format(a=a, b=b) + SUFFIX == row["prompt"] for p in PHRASINGS[task])
         assert (10 <= a <= 99 and 10 <= b <= 99) if task != "mul" else (2 <= a <= 9 and 10 <= b <= 99)
     assert len({r["problem"] for r in rows}) == len(rows)
+
+
+def test_held_out_phrasings_are_wordings_the_generator_never_trains_on():
+    def template(prompt, a, b):
+        return prompt.removesuffix(SUFFIX).replace(str(a), "{a}", 1).replace(str(b), "{b}", 1)
+
+    rows = generate(60, "test", seed=3, held_out_phrasings=True)
+    for row in rows:
+        task, a, b = row["problem"].split(":")
+        assert template(row["prompt"], a, b) in HELD_OUT_PHRASINGS[task]
+        assert template(row["prompt"], a, b) not in PHRASINGS[task]
+    assert {r["problem"] for r in rows} == {r["problem"] for r in generate(60, "test", seed=3)}  # same problems
 
 
 def test_bad_requests_are_clear(tmp_path):

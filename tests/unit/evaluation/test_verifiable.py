@@ -53,7 +53,8 @@ def test_rows_without_answers_are_refused_before_any_model_loads(tmp_path, capsy
     assert "every problem needs an 'answer'" in capsys.readouterr().err
 
 
-def test_a_policy_that_is_not_name_equals_path_is_refused(capsys):
-    with pytest.raises(SystemExit):
+def test_a_policy_that_is_not_name_equals_path_is_refused():
+    from raylign.config import ConfigError
+
+    with pytest.raises(ConfigError, match="must be given as NAME=PATH"):
         main(["SmolLM2-135M-Instruct"])
-    assert "must look like NAME=PATH" in capsys.readouterr().err

@@ -18,13 +18,35 @@ def test_plain_model_has_no_prefix(tiny_model_dir):
     assert prompt_prefix_ids(tiny_model_dir, load_tokenizer(str(tiny_model_dir))) == []
 
 
-def test_recorded_prefix_is_applied_by_samplers(tiny_model_dir, tmp_path):
+def test_recorded_prefix_starts_the_chat_template_so_every_library_applies_it(tiny_model_dir, tmp_path):
     model = add_control_tokens(str(tiny_model_dir), tmp_path / "quark", ["<|reward_0|>", "<|reward_1|>"])
     save_prompt_prefix(model, ["<|reward_0|>"])
     tokenizer = load_tokenizer(model)
     best = tokenizer.convert_tokens_to_ids("<|reward_0|>")
-    assert prompt_prefix_ids(model, tokenizer) == [best]
+    assert prompt_prefix_ids(model, tokenizer) == []  # the template carries it: nothing to add
 
+    # plain transformers, as a user would load the checkpoint
+    from transformers import AutoTokenizer
+
+    plain = AutoTokenizer.from_pretrained(model).apply_chat_template(ROW["messages"], add_generation_prompt=True,
+                                                                     tokenize=True)
+    plain = plain["input_ids"] if hasattr(plain, "keys") else plain
+    assert plain[0] == best and best not in plain[1:]
+
+    sampler = SamplerWorker(model, SamplingConfig(backend="hf", num_samples=1, max_new_tokens=3, temperature=0.0))
+    row = sampler.generate([ROW], 1)[0]
+    assert row["prompt_token_ids"][0] == best and best not in row["prompt_token_ids"][1:]
+
+
+def test_a_recorded_prefix_outside_the_template_is_added_by_samplers(tiny_model_dir, tmp_path):
+    """A checkpoint whose record predates the template (or a model with no chat template)."""
+    import json
+
+    model = add_control_tokens(str(tiny_model_dir), tmp_path / "quark", ["<|reward_0|>", "<|reward_1|>"])
+    (tmp_path / "quark" / "raylign_generation.json").write_text(json.dumps({"prompt_prefix_tokens": ["<|reward_0|>"]}))
+    tokenizer = load_tokenizer(model)
+    best = tokenizer.convert_tokens_to_ids("<|reward_0|>")
+    assert prompt_prefix_ids(model, tokenizer) == [best]
     sampler = SamplerWorker(model, SamplingConfig(backend="hf", num_samples=1, max_new_tokens=3, temperature=0.0))
     row = sampler.generate([ROW], 1)[0]
     assert row["prompt_token_ids"][0] == best and row["prompt_prefix_ids"] == [best]
