@@ -44,7 +44,7 @@ METHODS: tuple[Method, ...] = (
     Method("ppo", ONLINE, "raylign.algorithms.ppo:PPOAlgorithm",
            "PPO: policy, reference, reward and value models; GAE, clipped losses", "jobs/ppo_hh.yaml"),
     Method("grpo", ONLINE, "raylign.algorithms.grpo:GRPOAlgorithm",
-           "GRPO / RLOO / Dr GRPO: group-relative advantages, clipped objective, no critic", "jobs/grpo_hh.yaml",
+           "GRPO and its variants (RLOO, Dr GRPO, DAPO, GSPO, REINFORCE++, TIS): group baselines, no critic", "jobs/grpo_hh.yaml",
            recipe_prefixes=("rloo", "dr_grpo")),
     Method("raft", ONLINE, "raylign.algorithms.raft:RAFTAlgorithm",
            "RAFT / expert iteration: sample K, keep the best, fine-tune", "jobs/raft_hh.yaml"),
