@@ -13,6 +13,6 @@ BUNDLED_HH = ASSETS / "hh_rlhf_harmless_sample.jsonl.gz"
 # the train split and 100 of the test split, the first ones of ../shared/data's files
 ARITH_TRAIN = ASSETS / "arith_train.jsonl.gz"
 ARITH_TEST = ASSETS / "arith_test.jsonl.gz"
-ARITH_TEST_HELD_OUT_PHRASINGS = ASSETS / "arith_test_held_out_phrasings.jsonl.gz"  
+ARITH_TEST_HELD_OUT_PHRASINGS = ASSETS / "arith_test_held_out_phrasings.jsonl.gz"  # wordings no train file uses (a test of transfer)
 GSM8K_TRAIN = ASSETS / "gsm8k_train_sample.jsonl.gz"
 GSM8K_TEST = ASSETS / "gsm8k_test_sample.jsonl.gz"
