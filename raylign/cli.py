@@ -28,6 +28,7 @@ OTHER_COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("generate", "outputs"), "raylign.generation.cli:outputs", "one response per prompt to AlpacaEval outputs (for the leaderboard)"),
     (("generate", "samples"), "raylign.generation.cli:samples", "n responses per prompt as AlpacaFarm multi-sample lists (to annotate)"),
     (("annotate",), "raylign.feedback.cli:main", "label pairs with a pool of annotators (reward models, LLM judges)"),
+    (("annotate", "rank"), "raylign.feedback.rank:main", "rank k responses per prompt from several sources by an annotator (offline RRHF's files)"),
     (("synth", "almost"), "raylign.feedback.almost:main", "ALMoST synthetic comparisons: generated prompts, rubric-ranked responses"),
     (("eval", "compare"), "raylign.evaluation.alignment_report:main", "held-out reward, reference PPL and win rate vs the start policy"),
     (("eval", "rejudge"), "raylign.evaluation.alignment_report:rejudge_main", "a saved compare report's win rates under another judge"),

@@ -98,11 +98,7 @@ def _alpaca_prompt(rec: Record) -> dict:
 
 
 def _alpaca_ranklist(rec: Record) -> dict:
-    outputs = rec.field("output", list)
-    scores = rec.field("scores", list)
-    if len(scores) != len(outputs):
-        raise DataError(f"{rec.source}: field 'scores' has {len(scores)} items but 'output' has {len(outputs)}")
-    return _with_prompt(_alpaca_messages(rec), responses=[str(o) for o in outputs], scores=[float(s) for s in scores])
+    return _with_prompt(_alpaca_messages(rec), **_ranked(rec, "output"))
 
 
 def _alpaca_eval_preference(rec: Record) -> dict | None:
@@ -185,17 +181,42 @@ def _generic_preference(rec: Record) -> dict:
     )
 
 
-def _rrhf_ranklist(rec: Record) -> dict:
-    responses, scores = rec.field("responses", list), rec.field("scores", list)
+def _ranked(rec: Record, responses_field: str = "responses") -> dict:
+    """k responses and their scores, checked: the same count, strings, numbers, k >= 2."""
+    responses, scores = rec.field(responses_field, list), rec.field("scores", list)
     if len(responses) != len(scores):
-        raise DataError(f"{rec.source}: field 'scores' has {len(scores)} items but 'responses' has {len(responses)}")
-    if any(not isinstance(s, (int, float)) for s in scores):
+        raise DataError(f"{rec.source}: field 'scores' has {len(scores)} items but '{responses_field}' has {len(responses)}")
+    if len(responses) < 2:
+        raise DataError(f"{rec.source}: field '{responses_field}' needs at least 2 responses to rank")
+    if any(not isinstance(r, str) for r in responses):
+        raise DataError(f"{rec.source}: field '{responses_field}' must hold strings")
+    if any(isinstance(s, bool) or not isinstance(s, (int, float)) or s != s for s in scores):
         raise DataError(f"{rec.source}: field 'scores' must hold numbers")
-    return _with_prompt(user_messages(rec.field("query")), responses=list(responses), scores=[float(s) for s in scores])
+    extra = {"sources": [str(x) for x in rec.data["sources"]]} if isinstance(rec.data.get("sources"), list) else {}
+    return {"responses": list(responses), "scores": [float(s) for s in scores], **extra}
+
+
+def _rrhf_messages(rec: Record) -> list[dict]:
+    """RRHF's released files give the query as an HH transcript ending in "Assistant:"."""
+    query = rec.field("query")
+    if "Human:" in query and query.rstrip().endswith("Assistant:"):
+        messages, _ = split_hh(query.rstrip(), rec.source)
+        return messages
+    return user_messages(query)
+
+
+def _rrhf_ranklist(rec: Record) -> dict:
+    return _with_prompt(_rrhf_messages(rec), **_ranked(rec))
 
 
 def _rrhf_prompt(rec: Record) -> dict:
-    return _with_prompt(user_messages(rec.field("query")))
+    return _with_prompt(_rrhf_messages(rec))
+
+
+def _generic_ranklist(rec: Record) -> dict:
+    """raylign's own ranked files (`raylign annotate rank`): messages or prompt, responses, scores[, sources]."""
+    messages = _checked_messages(rec) if "messages" in rec.data else user_messages(rec.field("prompt"))
+    return _with_prompt(messages, **_ranked(rec))
 
 
 def _ranklist_from_pair(row: dict) -> dict:
@@ -250,6 +271,7 @@ ADAPTERS: dict[tuple[str, str], Callable[[Record], dict | None]] = {
     ("gsm8k", "prompt"): _gsm8k_prompt,
     ("gsm8k", "sft"): _gsm8k_sft,
     ("generic", "preference"): _generic_preference,
+    ("generic", "ranklist"): _generic_ranklist,
     ("alpaca", "sft"): _sft_alpaca,
     ("alpaca_eval", "sft"): _sft_alpaca,
     ("cut", "sft"): _sft_cut,

@@ -17,7 +17,8 @@ import time
 from collections import Counter
 
 from raylign.config import ConfigError, build_config, load_config
-from raylign.feedback.config import AnnotateConfig, build_annotator, check_annotators, parse_spec
+from raylign.feedback.config import AnnotateConfig, AnnotatorConfig, build_annotator, check_annotators, parse_spec
+from raylign.feedback.pool import PoolConfig
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -72,15 +73,19 @@ def config_from_args(args: argparse.Namespace) -> AnnotateConfig:
 
 def build_pool(config: AnnotateConfig):
     from raylign.feedback.cache import AnnotationCache
+
+    return pool_of(config.annotators, config.pool, AnnotationCache(config.cache_dir) if config.cache else None)
+
+
+def pool_of(configs: list[AnnotatorConfig], pool_config: PoolConfig | None = None, cache=None):
+    """An annotator pool from annotator configs, whose names must differ (they key the cache)."""
     from raylign.feedback.pool import AnnotatorPool
 
-    annotators = [build_annotator(a) for a in config.annotators]
-    names = [a.name for a in annotators]
-    duplicated = [n for n, c in Counter(names).items() if c > 1]
+    annotators = [build_annotator(a) for a in configs]
+    duplicated = [n for n, c in Counter(a.name for a in annotators).items() if c > 1]
     if duplicated:
         raise ConfigError(f"annotator names must differ: {duplicated} appear twice (set name:)")
-    cache = AnnotationCache(config.cache_dir) if config.cache else None
-    return AnnotatorPool(annotators, config.pool, cache)
+    return AnnotatorPool(annotators, pool_config, cache)
 
 
 def main(argv: list[str]) -> int:

@@ -59,6 +59,8 @@ METHODS: tuple[Method, ...] = (
            "supervised fine-tuning on demonstrations", "jobs/sft_alpaca.yaml"),
     Method("dpo", OFFLINE, "raylign.algorithms.dpo:DPOObjective",
            "DPO / IPO / conservative DPO on preference pairs", "jobs/dpo_hh.yaml"),
+    Method("rrhf-offline", OFFLINE, "raylign.algorithms.rrhf_offline:RRHFOfflineObjective",
+           "RRHF from ranked files ({query, responses, scores}): ranking + SFT loss", "jobs/rrhf_offline_hh.yaml"),
     Method("cut", OFFLINE, "raylign.algorithms.cut:CUTObjective",
            "CUT: contrastive unlikelihood on judgments, LoRA", "jobs/cut_judgments.yaml",
            after="raylign.evaluation.cut_eval:after_training"),
@@ -73,9 +75,9 @@ def get_method(name: str) -> Method:
 
 
 def method_for_recipe(path: str | Path) -> Method | None:
-    """The method whose recipe class validates a jobs/ file, by its name's prefix."""
+    """The method whose recipe class validates a jobs/ file, by its name's longest matching
+    prefix (`rrhf_offline_hh` is rrhf-offline's, not rrhf's)."""
     stem = Path(path).stem
-    for method in METHODS:
-        if any(stem == prefix or stem.startswith(prefix + "_") for prefix in method.prefixes()):
-            return method
-    return None
+    matches = [(len(prefix), method) for method in METHODS for prefix in method.prefixes()
+               if stem == prefix or stem.startswith(prefix + "_")]
+    return max(matches, key=lambda m: m[0])[1] if matches else None

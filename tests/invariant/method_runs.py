@@ -89,6 +89,8 @@ def offline_recipes(model: str, tmp: Path) -> dict[str, tuple[list[str], dict]]:
                                             "test_fraction": 0.0, "validation_fraction": 0.0}}),
         "dpo": (["train", "dpo"], {**offline_common(model, tmp / "dpo"), "data": pairs, "dpo": {"beta": 0.5},
                                    "reference": {"num_cpus": 0.5, "threads": 1}}),
+        "rrhf-offline": (["train", "rrhf-offline"], {**offline_common(model, tmp / "rrhf-offline"),
+                                                     "data": {**pairs, "format": "hh"}}),
         "cut": (["train", "cut"], {**offline_common(model, tmp / "cut"), "trainable": "lora",
                                    "data": {"path": str(files["judgments"]), "format": "cut", "max_length": 64,
                                             "test_fraction": 0.0, "validation_fraction": 0.0},

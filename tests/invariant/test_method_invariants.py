@@ -42,7 +42,7 @@ def check_or_record(name: str, steps: list[dict[str, float]]) -> None:
                 f"{name} step {step}: {key} = {got[key]!r}, golden {value!r}"
 
 
-OFFLINE = ["rm", "sft", "dpo", "cut"]
+OFFLINE = ["rm", "sft", "dpo", "rrhf-offline", "cut"]
 
 
 def test_every_registered_method_has_a_golden_run():
