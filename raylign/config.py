@@ -10,7 +10,7 @@ import copy
 import importlib
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Callable, ClassVar, Iterable, TypeVar
+from typing import Annotated, Any, Callable, ClassVar, Iterable, Literal, TypeVar
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, model_validator
@@ -85,6 +85,9 @@ InputPath = Annotated[str, Check("input")]  # a file (or datasets folder) that m
 OutputDir = Annotated[str, Check("output_dir")]  # a folder that can be created and written
 OutputFile = Annotated[str, Check("output_file")]  # a file whose folder can be created and written
 RayAddress = Annotated[str, Check("ray_address")]  # a Ray cluster to join: it must answer
+# How a conversation becomes text (raylign.models.chat): the tokenizer's chat template, or
+# LMFlow's HH markers "###Human: ...###Assistant: ..."
+PromptFormat = Literal["chat", "hh_markers"]
 
 
 def _set_dotted(tree: dict, dotted: str, value: Any) -> None:

@@ -45,6 +45,8 @@ class OfflineObjective(MethodSettings):
     lora_task: ClassVar[str] = "CAUSAL_LM"  # peft TaskType when config.trainable == "lora"
     select_metric: ClassVar[str] = "loss"  # validation metric for early stop / keep_best
     select_mode: ClassVar[str] = "min"  # "min" or "max"
+    # the `data.prompt_format` values its encoding honours (raylign.models.chat); others are refused
+    prompt_formats: ClassVar[tuple[str, ...]] = ("chat",)
 
     def __init__(self, config):
         self.config = config  # the whole recipe (the trainer's sections and the method's)

@@ -1,8 +1,9 @@
 """Reward models (`raylign train rm`): the pairwise Bradley-Terry objective of the offline trainer.
 
-Rows: {chosen_ids, rejected_ids, length}, each the chat-templated (prompt, response)
-text of `raylign.scoring.text.encode_scored_pair`, so training scores exactly the tokens
-evaluation, Serve and the reward actor score. Loss: -log sigma(r_chosen - r_rejected)
+Rows: {chosen_ids, rejected_ids, length}, each the (prompt, response) text of
+`raylign.scoring.text.encode_scored_pair` in `data.prompt_format` (chat template or HH
+markers, recorded in raylign_rm.json), so training scores exactly the tokens evaluation,
+Serve and the reward actor score. Loss: -log sigma(r_chosen - r_rejected)
 summed over pairs (the trainer divides by the global pair count); accuracy counts ties
 as half. See ALGORITHMS.md, Reward model. With `rm.export_delta` the trained model is also
 written as a compact weight delta against its base (`raylign.models.shipped`), the form the
@@ -24,6 +25,7 @@ from raylign.algorithms.objective import OfflineObjective
 from raylign.config import StrictModel
 from raylign.data.adapters import human_probability
 from raylign.data.bundled import BUNDLED_HH
+from raylign.models.chat import PROMPT_FORMATS
 from raylign.models.trainable import head_names
 from raylign.scoring.losses import pairwise_correct
 
@@ -36,8 +38,9 @@ class RewardModelConfig(StrictModel):
 class TokenizePairs:
     """Ray Data stage: preference rows -> scored-text token ids of both responses."""
 
-    def __init__(self, model_path: str, max_length: int, over_long: str):
+    def __init__(self, model_path: str, max_length: int, over_long: str, prompt_format: str = "chat"):
         self.model_path, self.max_length, self.over_long = model_path, max_length, over_long
+        self.prompt_format = prompt_format
 
     def __call__(self, table):
         import pyarrow as pa
@@ -49,8 +52,8 @@ class TokenizePairs:
         out = {"chosen_ids": [], "rejected_ids": [], "p_human": [], "length": []}
         for row in table.to_pylist():
             try:
-                chosen = encode_scored_pair(tokenizer, row, row["chosen"], self.max_length, self.over_long)
-                rejected = encode_scored_pair(tokenizer, row, row["rejected"], self.max_length, self.over_long)
+                chosen, rejected = (encode_scored_pair(tokenizer, row, row[key], self.max_length, self.over_long,
+                                                       self.prompt_format) for key in ("chosen", "rejected"))
             except PairTooLongError:
                 continue
             out["chosen_ids"].append(chosen)
@@ -81,13 +84,14 @@ class RewardModelObjective(OfflineObjective):
     row_kind = "preference"
     unit = "pairs"
     lora_task = "SEQ_CLS"
+    prompt_formats = PROMPT_FORMATS
     select_metric = "accuracy"
     select_mode = "max"
 
     def prepare_dataset(self, ds, model_path: str):
         data = self.config.data
-        return ds.map_batches(TokenizePairs(model_path, data.max_length, data.over_long), batch_format="pyarrow",
-                              batch_size=64)
+        return ds.map_batches(TokenizePairs(model_path, data.max_length, data.over_long, data.prompt_format),
+                              batch_format="pyarrow", batch_size=64)
 
     def build_model(self, model_path: str):
         from raylign.scoring.reward_model import load_reward_model
@@ -136,7 +140,7 @@ class RewardModelObjective(OfflineObjective):
         model.save_pretrained(out_dir, safe_serialization=True)
         tokenizer.save_pretrained(out_dir)
         info = {"base_model": self.config.model, "max_length": self.config.data.max_length,
-                "trainable": self.config.trainable}
+                "trainable": self.config.trainable, "prompt_format": self.config.data.prompt_format}
         (out_dir / "raylign_rm.json").write_text(json.dumps(info))
 
 
@@ -148,5 +152,5 @@ def export_after_training(recipe, summary: dict) -> dict:
     from raylign.models.shipped import export_delta
 
     export_delta(Path(recipe.output_dir), resolve_model(recipe.model), Path(recipe.rm.export_delta),
-                 recipe.data.max_length, recipe.model)
+                 recipe.data.max_length, recipe.model, recipe.data.prompt_format)
     return {**summary, "delta": recipe.rm.export_delta}

@@ -3,7 +3,7 @@
 Data: Alpaca / AlpacaFarm JSON (`instruction`, `input`, `output`), messages JSONL (the
 last assistant turn is the target), HH transcripts (the chosen reply), CUT rows judged
 acceptable, HF `datasets` folders. A Ray Data stage encodes each row with the chat
-template (`raylign.models.chat`) into {input_ids, response_mask, position_ids}; with
+template, or LMFlow's HH markers under `data.prompt_format: hh_markers` (`raylign.models.chat`), into {input_ids, response_mask, position_ids}; with
 `sft.packing` a second stage concatenates rows of a block into sequences of up to
 `max_length` tokens, positions restarting per example (the examples of a pack attend to
 earlier ones: plain causal attention, as TRL's packing without flash-attention).
@@ -19,6 +19,7 @@ import torch
 from raylign.algorithms.core import sequence_nll
 from raylign.algorithms.objective import OfflineObjective
 from raylign.config import StrictModel
+from raylign.models.chat import PROMPT_FORMATS
 
 
 def fit_demonstration(prompt: list[int], response: list[int], max_length: int) -> tuple[list[int], list[int]]:
@@ -37,8 +38,9 @@ class SFTConfig(StrictModel):
 class TokenizeDemonstrations:
     """Ray Data stage: SFT rows -> input_ids, response_mask, position_ids, length."""
 
-    def __init__(self, model_path: str, max_length: int, over_long: str):
+    def __init__(self, model_path: str, max_length: int, over_long: str, prompt_format: str = "chat"):
         self.model_path, self.max_length, self.over_long = model_path, max_length, over_long
+        self.prompt_format = prompt_format
 
     def __call__(self, table):
         import pyarrow as pa
@@ -48,7 +50,7 @@ class TokenizeDemonstrations:
         tokenizer = load_tokenizer(self.model_path)
         cols = {"input_ids": [], "response_mask": [], "position_ids": [], "length": []}
         for row in table.to_pylist():
-            prompt, (response,) = encode_row(tokenizer, row, ("response",), self.max_length)
+            prompt, (response,) = encode_row(tokenizer, row, ("response",), self.max_length, self.prompt_format)
             if len(prompt) + len(response) > self.max_length and self.over_long == "drop":
                 continue
             prompt, response = fit_demonstration(prompt, response, self.max_length)
@@ -93,11 +95,12 @@ class SFTObjective(OfflineObjective):
     recipe_defaults = {"data": {"format": "alpaca"}, "optim": {"lr": 2e-5}}
     row_kind = "sft"
     unit = "examples"
+    prompt_formats = PROMPT_FORMATS
 
     def prepare_dataset(self, ds, model_path: str):
         data = self.config.data
-        tokens = ds.map_batches(TokenizeDemonstrations(model_path, data.max_length, data.over_long),
-                                batch_format="pyarrow", batch_size=64)
+        tokens = ds.map_batches(TokenizeDemonstrations(model_path, data.max_length, data.over_long,
+                                                       data.prompt_format), batch_format="pyarrow", batch_size=64)
         if self.config.sft.packing:
             tokens = tokens.map_batches(PackRows(data.max_length), batch_format="pyarrow", batch_size=256)
         return tokens

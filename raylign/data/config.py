@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from raylign.config import InputPath, StrictModel
+from raylign.config import InputPath, PromptFormat, StrictModel
 
 
 class DataConfig(StrictModel):
@@ -43,3 +43,6 @@ class TrainDataConfig(DataConfig):
     test_path: InputPath | None = None  # a separate held-out file instead of the hash split's test share
     max_length: int = Field(384, ge=2)  # tokens of prompt + response; over-long rows keep the end of the prompt
     over_long: Literal["truncate", "drop"] = "truncate"
+    # the text a conversation becomes: the model's chat template, or LMFlow's HH markers
+    # "###Human: ...###Assistant: ..." (SFT and reward models; a reward model records it)
+    prompt_format: PromptFormat = "chat"

@@ -15,6 +15,7 @@ from pathlib import Path
 from raylign.data.adapters import FORMATS, human_probability, load_rows
 from raylign.data.readers import DataError
 from raylign.data.splits import SPLITS, select_split
+from raylign.models.chat import PROMPT_FORMATS
 from raylign.preflight import check_args
 
 
@@ -30,6 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--validation-fraction", type=float, default=0.1)
     parser.add_argument("--split-seed", type=int, default=0)
     parser.add_argument("--max-length", type=int, default=None, help="default: the model's training max_length, else 512")
+    parser.add_argument("--prompt-format", default=None, choices=PROMPT_FORMATS,
+                        help="text form of the pairs; default: the one the model was trained on (raylign_rm.json)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--bins", type=int, default=10, help="calibration bins")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
@@ -50,14 +53,15 @@ def evaluate(args: argparse.Namespace) -> dict:
         rows = rows[: args.limit]
     if not rows:
         raise DataError(f"{args.data}: no pairs in split '{args.split}'")
-    scorer = RewardScorer(model_dir, max_length=max_length, batch_size=args.batch_size, dtype=args.dtype)
+    scorer = RewardScorer(model_dir, max_length=max_length, batch_size=args.batch_size, dtype=args.dtype,
+                          prompt_format=args.prompt_format)
     started = time.time()
     scores = scorer.score(rows + rows, [r["chosen"] for r in rows] + [r["rejected"] for r in rows])
     chosen, rejected = scores[: len(rows)], scores[len(rows) :]
     report = pairwise_report(chosen, rejected, [human_probability(r) for r in rows], args.bins)
     report.update(
         model=str(args.model), model_dir=str(model_dir), data=str(args.data), split=args.split,
-        max_length=max_length, seconds=round(time.time() - started, 1),
+        max_length=max_length, prompt_format=scorer.prompt_format, seconds=round(time.time() - started, 1),
     )
     return report
 
@@ -68,7 +72,8 @@ def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     check_args(args, models=("model",), inputs=("data",), outputs=("output",))
     report = evaluate(args)
-    print(format_report(report, f"reward model {args.model} on {args.data} (split: {args.split})"))
+    print(format_report(report, f"reward model {args.model} on {args.data} (split: {args.split}, "
+                                f"max_length {report['max_length']}, text: {report['prompt_format']})"))
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(json.dumps(report, indent=2))

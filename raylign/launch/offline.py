@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from raylign.algorithms.objective import OfflineObjective
+from raylign.config import ConfigError
 from raylign.launch.methods import Method
 from raylign.preflight import check_data, check_resources, check_stage_cpus, check_top_layers
 
@@ -21,6 +22,9 @@ from raylign.preflight import check_data, check_resources, check_stage_cpus, che
 def check_offline(recipe, objective: OfflineObjective) -> None:
     """The data gives the method's rows, what trains fits the model, the worker group fits the
     local cluster."""
+    if recipe.data.prompt_format not in objective.prompt_formats:
+        raise ConfigError(f"data.prompt_format: '{recipe.data.prompt_format}' is not read by `train {objective.name}` "
+                          f"(it encodes with: {', '.join(objective.prompt_formats)})")
     recipe.data.format = check_data(recipe.data, objective.row_kind)
     if recipe.trainable == "top_layers":
         check_top_layers(recipe.model, recipe.top_layers, "top_layers")

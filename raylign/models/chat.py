@@ -1,7 +1,9 @@
 """Tokenizer loading and the one place where chat templates are applied.
 
 Samplers, trainers and reward models all build prompt token ids here, so a prompt
-is encoded the same way whichever backend generates or scores it.
+is encoded the same way whichever backend generates or scores it. `prompt_format`
+picks the text a conversation becomes: the chat template ("chat"), or LMFlow's HH
+markers ("hh_markers", `render_hh_markers`), the form its HH SFT and reward models saw.
 """
 
 from __future__ import annotations
@@ -9,9 +11,13 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal, Sequence, get_args
+
+from raylign.config import PromptFormat
 
 OverLong = Literal["truncate", "reject"]
+PROMPT_FORMATS: tuple[str, ...] = get_args(PromptFormat)
+HH_MARKER_ROLES = {"user": "Human", "assistant": "Assistant"}
 
 
 class PromptTooLongError(ValueError):
@@ -107,9 +113,28 @@ def as_messages(row_or_prompt) -> list[dict]:
     return [{"role": "user", "content": row_or_prompt["prompt"]}]
 
 
-def encode_prompt(tokenizer, messages: Sequence[dict], max_tokens: int, over_long: OverLong = "truncate") -> list[int]:
+def check_prompt_format(value: str) -> str:
+    if value not in PROMPT_FORMATS:
+        raise ValueError(f"prompt_format '{value}' is unknown (choose from {', '.join(PROMPT_FORMATS)})")
+    return value
+
+
+def render_hh_markers(tokenizer, messages: Sequence[dict], response: str | None = None) -> str:
+    """LMFlow's HH text, as its hh_rlhf SFT and reward files are written:
+    `###Human: {turn}###Assistant: {turn}...###Assistant:`, then ` {response}` when given.
+    Special-token strings in the turns are escaped; nothing stops a turn from writing
+    `###Human:` itself (LMFlow's format has no reserved markers)."""
+    text = "".join(f"###{HH_MARKER_ROLES.get(m['role'], m['role'].title())}: "
+                   f"{escape_special_tokens(tokenizer, m['content'])}" for m in messages) + "###Assistant:"
+    return text if response is None else text + " " + escape_special_tokens(tokenizer, response)
+
+
+def encode_prompt(tokenizer, messages: Sequence[dict], max_tokens: int, over_long: OverLong = "truncate",
+                  prompt_format: PromptFormat = "chat") -> list[int]:
     """Prompt ids with the generation prompt appended; over-long ones keep their end."""
-    if getattr(tokenizer, "chat_template", None):
+    if check_prompt_format(prompt_format) == "hh_markers":
+        ids = tokenizer(render_hh_markers(tokenizer, messages))["input_ids"]
+    elif getattr(tokenizer, "chat_template", None):
         ids = tokenizer.apply_chat_template(escape_messages(tokenizer, messages), add_generation_prompt=True,
                                             tokenize=True)
         if isinstance(ids, dict) or hasattr(ids, "keys"):
@@ -138,14 +163,19 @@ def encode_raw_prompt(tokenizer, text: str, max_tokens: int, over_long: OverLong
     return ids
 
 
-def encode_response(tokenizer, text: str, max_tokens: int) -> list[int]:
-    """Token ids of a response as the model would emit it, ending with EOS."""
-    ids = tokenizer(escape_special_tokens(tokenizer, text), add_special_tokens=False)["input_ids"][: max_tokens - 1]
+def encode_response(tokenizer, text: str, max_tokens: int, prompt_format: PromptFormat = "chat") -> list[int]:
+    """Token ids of a response as the model would emit it, ending with EOS. After HH markers'
+    `###Assistant:` the reply starts with a space, as in `render_hh_markers`."""
+    text = escape_special_tokens(tokenizer, text)
+    if check_prompt_format(prompt_format) == "hh_markers":
+        text = " " + text
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"][: max_tokens - 1]
     return list(ids) + [tokenizer.eos_token_id]
 
 
-def encode_row(tokenizer, row: dict, response_keys: Sequence[str], max_length: int) -> tuple[list[int], list[list[int]]]:
+def encode_row(tokenizer, row: dict, response_keys: Sequence[str], max_length: int,
+               prompt_format: PromptFormat = "chat") -> tuple[list[int], list[list[int]]]:
     """A training row's chat prompt and the responses under `response_keys`, each cut to
     `max_length`: how every offline objective encodes its rows (SFT's demonstration, DPO's pair)."""
-    prompt = encode_prompt(tokenizer, as_messages(row), max_length)
-    return prompt, [encode_response(tokenizer, row[key], max_length) for key in response_keys]
+    prompt = encode_prompt(tokenizer, as_messages(row), max_length, prompt_format=prompt_format)
+    return prompt, [encode_response(tokenizer, row[key], max_length, prompt_format) for key in response_keys]

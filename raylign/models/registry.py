@@ -53,8 +53,10 @@ def resolve_model(name_or_path: str | os.PathLike | None = None) -> Path:
         return cached
     if path.exists():
         raise ModelNotFoundError(f"{path} exists but is not a Hugging Face model directory (no config.json)")
-    if path.is_absolute() or name.startswith((".", "~")):
-        raise ModelNotFoundError(f"{path} does not exist (a model directory was expected there)")
+    if path.is_absolute() or name.startswith((".", "~")) or (len(path.parts) > 1 and path.parent.is_dir()):
+        # a path into a local folder (runs/<an earlier stage>): it has not been written yet
+        raise ModelNotFoundError(f"{path} does not exist (a model directory was expected there; "
+                                 "if an earlier stage writes it, run that first)")
     raise ModelNotFoundError(
         f"model '{name}' is not a local directory and raylign never downloads at run time. "
         f"Download it where you have network access (e.g. `huggingface-cli download {name} --local-dir DIR`) "

@@ -58,7 +58,8 @@ def _lora_factors(trained_dir: Path) -> tuple[dict, float]:
     return factors, scaling
 
 
-def export_delta(trained_dir: Path, base_dir: Path, out_file: Path, max_length: int, base_name: str | None = None) -> dict:
+def export_delta(trained_dir: Path, base_dir: Path, out_file: Path, max_length: int, base_name: str | None = None,
+                 prompt_format: str = "chat") -> dict:
     """Write what training changed relative to the base model, with the metadata to rebuild:
     LoRA factors where the run was LoRA (`KEY.lora_A`, `KEY.lora_B`, merged as
     scaling*B@A), float16 differences for other changed tensors, new tensors (the
@@ -88,6 +89,7 @@ def export_delta(trained_dir: Path, base_dir: Path, out_file: Path, max_length: 
         "pad_token_id": str(config.get("pad_token_id")),
         "max_length": str(max_length),
         "lora_scaling": str(scaling),
+        "prompt_format": prompt_format,  # rebuilt into raylign_rm.json: scorers read pairs as training did
     }
     out_file = Path(out_file)
     out_file.parent.mkdir(parents=True, exist_ok=True)

@@ -132,14 +132,29 @@ def load_reward_model(path: str | Path, dtype: str = "float32", head_seed: int =
     return model, tokenizer, has_head
 
 
-def trained_max_length(model_dir: str | Path, default: int = 512) -> int:
-    """The max_length a raylign-trained reward model was trained with (raylign_rm.json)."""
+def _trained_info(model_dir: str | Path) -> dict:
+    """What a raylign-trained reward model records about its training (raylign_rm.json), or {}."""
     import json
 
     info = Path(model_dir) / "raylign_rm.json"
-    if info.exists():
-        return int(json.loads(info.read_text()).get("max_length") or default)
-    return default
+    return json.loads(info.read_text()) if info.exists() else {}
+
+
+def trained_max_length(model_dir: str | Path, default: int = 512) -> int:
+    """The max_length a raylign-trained reward model was trained with (raylign_rm.json)."""
+    return int(_trained_info(model_dir).get("max_length") or default)
+
+
+def trained_prompt_format(model_dir: str | Path) -> str:
+    """The text form a reward model was trained on ("chat" unless raylign_rm.json says otherwise),
+    so every scorer reads pairs as training did."""
+    from raylign.models.chat import check_prompt_format
+
+    value = _trained_info(model_dir).get("prompt_format") or "chat"
+    try:
+        return check_prompt_format(value)
+    except ValueError as err:
+        raise ValueError(f"{Path(model_dir) / 'raylign_rm.json'}: {err}") from None
 
 
 class RewardScorer:
@@ -152,10 +167,18 @@ class RewardScorer:
         batch_size: int = 16,
         dtype: str = "float32",
         over_long: OverLongPair = "truncate",
+        prompt_format: str | None = None,
     ):
+        """prompt_format: None = the one the model was trained on (`trained_prompt_format`)."""
         from raylign.models.registry import resolve_model
 
         self.model_path = str(resolve_model(model_path))
+        if prompt_format is None:
+            self.prompt_format = trained_prompt_format(self.model_path)
+        else:
+            from raylign.models.chat import check_prompt_format
+
+            self.prompt_format = check_prompt_format(prompt_format)
         self.model, self.tokenizer, has_head = load_reward_model(self.model_path, dtype)
         if not has_head:
             log.warning(
@@ -169,7 +192,8 @@ class RewardScorer:
         self.over_long = over_long
 
     def encode(self, prompt, response: str) -> list[int]:
-        return encode_scored_pair(self.tokenizer, prompt, response, self.max_length, self.over_long)
+        return encode_scored_pair(self.tokenizer, prompt, response, self.max_length, self.over_long,
+                                  self.prompt_format)
 
     def score_ids(self, sequences: list[list[int]]) -> list[float]:
         scores: list[float] = []
@@ -205,4 +229,6 @@ __all__ = [
     "load_reward_model",
     "pad_batch",
     "sequence_scores",
+    "trained_max_length",
+    "trained_prompt_format",
 ]

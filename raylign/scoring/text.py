@@ -3,15 +3,18 @@
 Training, evaluation, the Serve endpoint and the reward actor all call
 `encode_scored_pair`, so a response is scored on exactly the tokens it was trained on:
 the tokenizer's chat template over the conversation plus an assistant turn holding the
-response (no generation prompt). Over-long pairs keep their *end* (the latest prompt
-turns and the response) or are dropped, as configured.
+response (no generation prompt), or with `prompt_format="hh_markers"` LMFlow's
+`###Human: ...###Assistant: {response}` text (`raylign.models.chat.render_hh_markers`).
+Over-long pairs keep their *end* (the latest prompt turns and the response) or are
+dropped, as configured.
 """
 
 from __future__ import annotations
 
 from typing import Literal, Sequence
 
-from raylign.models.chat import as_messages, escape_messages
+from raylign.config import PromptFormat
+from raylign.models.chat import as_messages, check_prompt_format, escape_messages, render_hh_markers
 
 OverLongPair = Literal["truncate", "drop"]
 
@@ -29,8 +32,10 @@ def scored_conversation(prompt_or_messages, response: str) -> list[dict]:
     return messages + [{"role": "assistant", "content": response}]
 
 
-def render_scored_text(tokenizer, prompt_or_messages, response: str) -> str:
+def render_scored_text(tokenizer, prompt_or_messages, response: str, prompt_format: PromptFormat = "chat") -> str:
     conversation = scored_conversation(prompt_or_messages, response)
+    if check_prompt_format(prompt_format) == "hh_markers":
+        return render_hh_markers(tokenizer, conversation[:-1], response)
     if getattr(tokenizer, "chat_template", None):
         # Turn markers come from the template only: a response cannot forge a turn boundary.
         conversation = escape_messages(tokenizer, conversation)
@@ -41,12 +46,14 @@ def render_scored_text(tokenizer, prompt_or_messages, response: str) -> str:
 
 
 def encode_scored_pair(
-    tokenizer, prompt_or_messages, response: str, max_length: int, over_long: OverLongPair = "truncate"
+    tokenizer, prompt_or_messages, response: str, max_length: int, over_long: OverLongPair = "truncate",
+    prompt_format: PromptFormat = "chat",
 ) -> list[int]:
     """Token ids of the scored text; over-long ones keep their last `max_length` tokens."""
-    text = render_scored_text(tokenizer, prompt_or_messages, response)
-    # The chat template already holds the special tokens (BOS/system) it wants.
-    add_special = not getattr(tokenizer, "chat_template", None)
+    text = render_scored_text(tokenizer, prompt_or_messages, response, prompt_format)
+    # The chat template already holds the special tokens (BOS/system) it wants; plain text
+    # (HH markers, as LMFlow tokenizes them) gets the tokenizer's own.
+    add_special = prompt_format != "chat" or not getattr(tokenizer, "chat_template", None)
     ids = list(tokenizer(text, add_special_tokens=add_special)["input_ids"])
     if len(ids) > max_length:
         if over_long == "drop":
@@ -56,6 +63,7 @@ def encode_scored_pair(
 
 
 def encode_many(
-    tokenizer, prompts: Sequence, responses: Sequence[str], max_length: int, over_long: OverLongPair = "truncate"
+    tokenizer, prompts: Sequence, responses: Sequence[str], max_length: int, over_long: OverLongPair = "truncate",
+    prompt_format: PromptFormat = "chat",
 ) -> list[list[int]]:
-    return [encode_scored_pair(tokenizer, p, r, max_length, over_long) for p, r in zip(prompts, responses)]
+    return [encode_scored_pair(tokenizer, p, r, max_length, over_long, prompt_format) for p, r in zip(prompts, responses)]
