@@ -28,13 +28,13 @@ from collections import Counter
 from pathlib import Path
 
 from raylign.config import ConfigError, InputPath, OutputFile, RayAddress, StrictModel
+from raylign.data.prompt_list import PromptListConfig
 from raylign.data.readers import DataError, iter_records
 from raylign.feedback.config import AnnotatorConfig, check_annotators, parse_spec
-from raylign.generation.best_of_n import GenerateDataConfig
 
 
 class RankConfig(StrictModel):
-    prompts: GenerateDataConfig
+    prompts: PromptListConfig
     samples: list[InputPath] = []
     dataset_responses: bool = False
     annotators: list[AnnotatorConfig]
@@ -65,7 +65,7 @@ def read_candidates(path: str) -> dict[tuple[str, str], list[tuple[str, str]]]:
     return found
 
 
-def dataset_answers(config: GenerateDataConfig) -> dict[str, tuple[str, str]]:
+def dataset_answers(config: PromptListConfig) -> dict[str, tuple[str, str]]:
     """prompt_id -> (chosen, rejected) of the prompt file's preference rows."""
     from raylign.data.adapters import iter_rows
 
@@ -75,7 +75,7 @@ def dataset_answers(config: GenerateDataConfig) -> dict[str, tuple[str, str]]:
 
 def gather(config: RankConfig) -> tuple[list[dict], dict]:
     """One group per prompt with at least two distinct candidates; and counts of what was matched."""
-    from raylign.generation.best_of_n import read_prompts
+    from raylign.data.prompt_list import read_prompts
 
     prompts = read_prompts(config.prompts)
     files = {path: read_candidates(path) for path in config.samples}

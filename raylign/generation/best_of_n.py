@@ -14,15 +14,10 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Literal
-
-from pydantic import Field
 
 from raylign.config import ModelName, OutputFile, RayAddress, StrictModel
-from raylign.data.adapters import ADAPTERS, FORMATS, detect_format
 from raylign.data.bundled import BUNDLED_HH
-from raylign.data.config import DataConfig
-from raylign.data.readers import DataError, iter_records
+from raylign.data.prompt_list import PromptListConfig, read_prompts
 from raylign.sampling.base import SamplingConfig
 from raylign.scoring.base import RewardConfig, RewardSource
 
@@ -30,52 +25,17 @@ from raylign.scoring.base import RewardConfig, RewardSource
 _CANDIDATE_FIELDS = ("prompt_id", "prompt", "messages", "instruction", "input", "dataset", "response", "sample_index", "finish_reason")
 
 
-class GenerateDataConfig(DataConfig):
-    # keep only prompts whose seeded hash falls in this split (the same split as `raylign train rm`), so a
-    # study collects preferences on train instructions and evaluates on instructions its models never saw
-    split: Literal["all", "train", "validation", "test"] = "all"
-    validation_fraction: float = Field(0.0, ge=0.0, lt=1.0)  # generation has no validation pass: none by default
-
-
 class BestOfNConfig(StrictModel):
     model: ModelName = "SmolLM2-135M-Instruct"
     generator: str | None = None  # the `generator` written with each output; default: the model's name + "_best_of_<n>"
     ray_address: RayAddress | None = None
     # HH-RLHF prompts shipped in raylign/assets by default; recipes point at AlpacaEval's
-    data: GenerateDataConfig = GenerateDataConfig(path=str(BUNDLED_HH))
+    data: PromptListConfig = PromptListConfig(path=str(BUNDLED_HH))
     sampling: SamplingConfig = SamplingConfig(num_samples=16, temperature=1.0, top_p=0.9, max_new_tokens=256)
     reward: RewardConfig = RewardConfig(kind="actor", model="hh-rm-smollm2")
     prompts_per_batch: int = 8  # prompts per Ray Data batch (one sampling call spread over the samplers)
     output: OutputFile = "runs/best_of_n/outputs.json"
     save_candidates: bool = True  # also every scored candidate, as JSONL beside the outputs
-
-
-def read_prompts(config: GenerateDataConfig) -> list[dict]:
-    """Prompt rows (adapter-made `prompt`/`messages`) that keep AlpacaEval's `instruction`, `input`, `dataset`."""
-    if config.format not in FORMATS:
-        raise DataError(f"unknown data format '{config.format}' (choose from {', '.join(FORMATS)})")
-    from raylign.data.splits import split_of
-
-    rows, adapter = [], None
-    for rec in iter_records(config.path):
-        if adapter is None:
-            name = detect_format(rec) if config.format == "auto" else config.format
-            adapter = ADAPTERS.get((name, "prompt"))
-            if adapter is None:
-                raise DataError(f"{config.path}: format '{name}' has no prompts")
-        row = adapter(rec)
-        row["instruction"] = rec.data.get("instruction") or row["prompt"]
-        row["input"] = rec.data.get("input") or ""
-        row["dataset"] = rec.data.get("dataset") or Path(config.path).name
-        if config.split != "all" and split_of(row["prompt_id"], config.test_fraction, config.validation_fraction,
-                                              config.split_seed) != config.split:
-            continue
-        rows.append(row)
-        if config.limit is not None and len(rows) >= config.limit:
-            break
-    if not rows:
-        raise DataError(f"{config.path}: no prompts" + (f" in split '{config.split}'" if config.split != "all" else ""))
-    return rows
 
 
 def select_best(candidates: list[dict]) -> list[dict]:

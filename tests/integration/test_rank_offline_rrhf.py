@@ -10,10 +10,10 @@ import pytest
 from ray import cloudpickle
 
 from raylign.data.bundled import BUNDLED_HH
+from raylign.data.prompt_list import PromptListConfig, read_prompts
 from raylign.data.readers import DataError
 from raylign.feedback.config import parse_spec
 from raylign.feedback.rank import RankConfig, borda, rank
-from raylign.generation.best_of_n import GenerateDataConfig, read_prompts
 from tests.helpers import method_recipe
 
 pytestmark = pytest.mark.integration
@@ -29,7 +29,7 @@ def test_borda_is_the_mean_win_probability():
 
 @pytest.fixture()
 def sources(tmp_path):
-    prompts = read_prompts(GenerateDataConfig(path=str(BUNDLED_HH), limit=6))
+    prompts = read_prompts(PromptListConfig(path=str(BUNDLED_HH), limit=6))
     samples = tmp_path / "samples.json"
     rows = [{"instruction": p["instruction"], "input": "", "output": [f"Sure {i}.", "Sure 0."], "generator": "mine"}
             for i, p in enumerate(prompts[:4])]

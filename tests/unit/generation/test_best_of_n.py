@@ -6,11 +6,8 @@ import pytest
 
 from raylign.data.readers import DataError
 from raylign.data.splits import split_of
-from raylign.generation.best_of_n import (
-    GenerateDataConfig,
-    read_prompts,
-    to_multisamples,
-)
+from raylign.data.prompt_list import PromptListConfig, read_prompts
+from raylign.generation.best_of_n import to_multisamples
 
 
 @pytest.fixture
@@ -21,20 +18,20 @@ def instructions(tmp_path):
 
 
 def test_split_keeps_exactly_the_prompts_hashed_to_it(instructions):
-    everything = read_prompts(GenerateDataConfig(path=str(instructions)))
-    test = read_prompts(GenerateDataConfig(path=str(instructions), split="test", test_fraction=0.3))
-    train = read_prompts(GenerateDataConfig(path=str(instructions), split="train", test_fraction=0.3))
+    everything = read_prompts(PromptListConfig(path=str(instructions)))
+    test = read_prompts(PromptListConfig(path=str(instructions), split="test", test_fraction=0.3))
+    train = read_prompts(PromptListConfig(path=str(instructions), split="train", test_fraction=0.3))
     assert len(test) + len(train) == len(everything) == 60 and 0 < len(test) < 60
     assert all(split_of(r["prompt_id"], 0.3, 0.0, 0) == "test" for r in test)
     assert {r["prompt_id"] for r in test}.isdisjoint(r["prompt_id"] for r in train)
     # limit counts kept prompts, in file order
-    first = read_prompts(GenerateDataConfig(path=str(instructions), split="test", test_fraction=0.3, limit=3))
+    first = read_prompts(PromptListConfig(path=str(instructions), split="test", test_fraction=0.3, limit=3))
     assert [r["instruction"] for r in first] == [r["instruction"] for r in test[:3]]
 
 
 def test_an_empty_split_names_the_file_and_split(instructions):
     with pytest.raises(DataError, match=r"instructions.jsonl: no prompts in split 'validation'"):
-        read_prompts(GenerateDataConfig(path=str(instructions), split="validation", validation_fraction=0.0))
+        read_prompts(PromptListConfig(path=str(instructions), split="validation", validation_fraction=0.0))
 
 
 def test_multisamples_group_samples_per_prompt_in_order():
