@@ -22,6 +22,9 @@ class TrainerConfig(TrainableSettings, WorkerGroupSettings):
     max_length: int = Field(768, ge=2)  # tokens of prompt + response a loss sees
     deepspeed_config: InputPath | None = None  # DeepSpeed JSON (GPU clusters), e.g. cluster/deepspeed_zero2.json
     keep_checkpoints: int = Field(1, ge=1)  # reported checkpoints Ray Train keeps (output_dir/ray_train), besides latest/
+    # also an HF copy of the policy every N steps, output_dir/snapshots/step_<N> (over-optimisation
+    # curves: evaluate the policy as training goes on); None writes only final/
+    snapshot_every: int | None = Field(None, ge=1)
     epochs: int | None = Field(None, ge=1)  # passes over each rollout batch; None = the method's default (PPO: 2)
     num_minibatches: int | None = Field(None, ge=1)  # optimizer steps per epoch; None = the method's default
     micro_batch_size: int | None = Field(None, ge=1)  # units per forward/backward; None = the method's default

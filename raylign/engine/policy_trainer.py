@@ -34,6 +34,11 @@ def save_hf_checkpoint(model, tokenizer, path: Path) -> None:
     tokenizer.save_pretrained(path)
 
 
+def snapshot_dir(output_dir: Path, step: int) -> Path:
+    """Where `engine.trainer.snapshot_every` puts the policy after `step` updates."""
+    return Path(output_dir) / "snapshots" / f"step_{step:04d}"
+
+
 def _build(cfg: dict, start_path: str, algorithm: Algorithm):
     from transformers import AutoModelForCausalLM
 
@@ -208,6 +213,8 @@ def policy_train_loop(cfg: dict) -> None:
             save_resumable(module, optimizer, tokenizer, output_dir, resumable, deepspeed, rank)
             if rank == 0:
                 ray.get(buffer.release_before.remote(step + 1))  # a restart resumes after this step
+        if rank == 0 and trainer.snapshot_every and (step + 1) % trainer.snapshot_every == 0:
+            save_hf_checkpoint(module, tokenizer, snapshot_dir(output_dir, step + 1))
         if rank == 0:
             report.update(sync.push(policy_of(module).state_dict(), version))
             now = time.perf_counter()
