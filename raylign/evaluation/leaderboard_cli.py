@@ -4,7 +4,7 @@
     raylign eval leaderboard --annotations annotations.json --output runs/leaderboard/results.json
     # from outputs: annotate model vs reference with a reward model, then score
     raylign eval leaderboard --model-outputs runs/bon/outputs.json --reference-outputs ref.json \
-        --annotator rm:hh-rm-smollm2 --output runs/leaderboard/results.json
+        --annotator rm:alpaca-rm-smollm2 --output runs/leaderboard/results.json
 
 Writes results.json, results.csv (AlpacaEval's leaderboard columns) and results.png (a bar
 chart); from outputs also results_annotations.json, which `--annotations` reads back.
@@ -27,6 +27,10 @@ from raylign.evaluation.leaderboard import (
 )
 from raylign.feedback.config import check_annotators
 from raylign.preflight import check_args
+
+# AlpacaEval ranks instruction following: the helpfulness RM (GPT-4 judgments, 82% held-out agreement),
+# not the harmlessness one
+DEFAULT_ANNOTATOR = "rm:alpaca-rm-smollm2"
 
 
 def read_outputs(path) -> list[dict]:
@@ -139,7 +143,7 @@ def _parser() -> argparse.ArgumentParser:
     source.add_argument("--model-outputs", nargs="+", help="AlpacaEval outputs of the models to rank")
     parser.add_argument("--reference-outputs", help="AlpacaEval outputs of the baseline (with --model-outputs)")
     parser.add_argument("--annotator", action="append", help="with --model-outputs: an annotator spec, repeatable for a "
-                        "pool (rm:NAME_OR_PATH, fn:MODULE:CALLABLE, judge:MODEL, http:URL#MODEL; default rm:hh-rm-smollm2)")
+                        "pool (rm:NAME_OR_PATH, fn:MODULE:CALLABLE, judge:MODEL, http:URL#MODEL; default rm:alpaca-rm-smollm2, the helpfulness RM trained on GPT-4 judgments)")
     parser.add_argument("--preference", choices=["hard", "soft"], default="hard",
                         help="hard: each pair counts as a win, loss or tie; soft: the annotator's probability")
     parser.add_argument("--no-length-control", action="store_true", help="skip the length-controlled GLM")
@@ -156,7 +160,7 @@ def run(args: argparse.Namespace) -> list[dict]:
             raise DataError("--model-outputs needs --reference-outputs (the baseline's AlpacaEval outputs)")
         reference = read_outputs(args.reference_outputs)
         pairs = [p for path in args.model_outputs for p in pair_outputs(read_outputs(path), reference, args.reference_outputs)]
-        annotations = annotate_pairs(pairs, args.annotator or ["rm:hh-rm-smollm2"], args.preference)
+        annotations = annotate_pairs(pairs, args.annotator or [DEFAULT_ANNOTATOR], args.preference)
         output.parent.mkdir(parents=True, exist_ok=True)
         path = output.with_name(output.stem + "_annotations.json")
         path.write_text(json.dumps(annotations, indent=1))
