@@ -30,6 +30,7 @@ OTHER_COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("annotate",), "raylign.feedback.cli:main", "label pairs with a pool of annotators (reward models, LLM judges)"),
     (("annotate", "rank"), "raylign.feedback.rank:main", "rank k responses per prompt from several sources by an annotator (offline RRHF's files)"),
     (("synth", "almost"), "raylign.feedback.almost:main", "ALMoST synthetic comparisons: generated prompts, rubric-ranked responses"),
+    (("study", "alpacafarm"), "raylign.studies.alpacafarm:main", "AlpacaFarm's simulated study: SFT, annotators, RM, every method, leaderboards (resumable)"),
     (("eval", "compare"), "raylign.evaluation.alignment_report:main", "held-out reward, reference PPL and win rate vs the start policy"),
     (("eval", "rejudge"), "raylign.evaluation.alignment_report:rejudge_main", "a saved compare report's win rates under another judge"),
     (("eval", "policy"), "raylign.evaluation.policy_eval:main", "policy: held-out reward, reference perplexity, DPO pair accuracy"),
@@ -56,7 +57,7 @@ OTHER_COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
 ]
 
 # `raylign --help` order: the groups, each with its commands in table order
-GROUPS = ["smoke", "train", "generate", "annotate", "synth", "eval", "serve", "bench", "model", "data"]
+GROUPS = ["smoke", "train", "generate", "annotate", "synth", "study", "eval", "serve", "bench", "model", "data"]
 
 
 def commands() -> list[Command]:

@@ -27,6 +27,7 @@ OTHER_RECIPES = {
     "generate": "raylign.generation.best_of_n:BestOfNConfig",
     "almost": "raylign.feedback.almost:AlmostConfig",
     "annotate": "raylign.feedback.config:AnnotateConfig",
+    "alpacafarm": "raylign.studies.alpacafarm:AlpacaFarmStudy",
 }
 
 

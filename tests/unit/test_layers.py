@@ -22,6 +22,7 @@ LAYERS = [
     {"feedback", "generation", "serving", "smoke"},
     {"evaluation", "launch"},
     {"cli", "benchmarks"},
+    {"studies"},  # chains of commands: runs `raylign ...` in-process
     {"__main__"},
 ]
 MAX_LINES = 400
