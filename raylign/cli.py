@@ -35,6 +35,7 @@ OTHER_COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("eval", "rejudge"), "raylign.evaluation.alignment_report:rejudge_main", "a saved compare report's win rates under another judge"),
     (("eval", "policy"), "raylign.evaluation.policy_eval:main", "policy: held-out reward, reference perplexity, DPO pair accuracy"),
     (("eval", "rm"), "raylign.evaluation.reward_model_eval:main", "evaluate a reward model on pairwise data"),
+    (("eval", "hacks"), "raylign.evaluation.hacks:main", "how often a reward model prefers rule-made hacks to the good answer, per family"),
     (("eval", "cut"), "raylign.evaluation.cut_eval:main", "CUT: held-out judged-bad token probability before vs after"),
     (("eval", "judges"), "raylign.evaluation.judge_agreement:main", "agreement of pairwise annotators with reference judgments"),
     (("eval", "leaderboard"), "raylign.evaluation.leaderboard_cli:main", "AlpacaEval win rates (LC too) from annotations or outputs"),
