@@ -31,6 +31,7 @@ from raylign.algorithms.cut_data import (
     pack_examples,
     response_aligned,
 )
+from raylign.evaluation.reports import write_report
 from raylign.preflight import check_args
 
 
@@ -197,7 +198,5 @@ def main(argv: list[str]) -> int:
     report = heldout_report(args.start, {"after": args.model}, rows, cut, args.max_length, args.batch_size)
     print(format_report(report, f"CUT held-out judged-bad tokens: {args.model} vs {args.start}"))
     if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps(report, indent=2))
-        print(f"\nwrote {args.output}")
+        write_report(report, args.output)
     return 0

@@ -9,10 +9,10 @@ model finds unlikely (a reward hack, degenerate repetition) show it here as a hi
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from raylign.data.readers import DataError, iter_records
+from raylign.evaluation.reports import write_report
 from raylign.feedback.annotators import pair_messages
 from raylign.preflight import check_args
 from raylign.scoring.repetition import repeated_ngram_fraction
@@ -63,6 +63,5 @@ def main(argv: list[str]) -> int:
         print(f"{row['outputs'][-48:]:48} {row['n']:5d} {row['reference_ppl']:8.3f} {row['response_tokens']:8d} "
               f"{row['avg_chars']:10.1f} {row['repeated_4grams']:6.1%}")
     if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps(report, indent=2))
+        write_report(report, args.output, announce=False)
     return 0

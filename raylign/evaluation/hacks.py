@@ -13,14 +13,13 @@ cases where the hack wins (`hack_preferred`, ties count half): the number to dri
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 from raylign.data.adapters import FORMATS, load_rows
 from raylign.data.hack_forms import FAMILIES, hack_cases
 from raylign.data.readers import DataError
 from raylign.data.splits import SPLITS, select_split
+from raylign.evaluation.reports import write_report
 from raylign.preflight import check_args
 
 
@@ -88,7 +87,5 @@ def main(argv: list[str]) -> int:
     report = evaluate(args)
     print(format_hacks(report))
     if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps(report, indent=2))
-        print(f"\nwrote {args.output}")
+        write_report(report, args.output)
     return 0

@@ -27,12 +27,11 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import time
-from pathlib import Path
 
 from raylign.data.adapters import alpaca_prompt, prompt_id
 from raylign.data.readers import DataError, iter_records
+from raylign.evaluation.reports import write_report
 from raylign.feedback.config import check_annotators
 from raylign.feedback.pool import hard_label
 from raylign.preflight import check_args
@@ -249,7 +248,5 @@ def main(argv: list[str]) -> int:
             annotator.close()
     print(format_table(reports, f"agreement with the reference in {args.data} (split {args.split}, {len(pairs)} pairs)"))
     if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps(reports, indent=2))
-        print(f"\nwrote {args.output}")
+        write_report(reports, args.output)
     return 0

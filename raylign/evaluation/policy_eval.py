@@ -17,14 +17,13 @@ On held-out prompts (the seeded-hash split the reward model and offline trainers
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
-from pathlib import Path
 
 from raylign.data.adapters import FORMATS, load_rows
 from raylign.data.readers import DataError
 from raylign.data.splits import SPLITS, select_split
+from raylign.evaluation.reports import write_report
 from raylign.preflight import check_args, check_reward
 from raylign.scoring.base import RewardConfig
 from raylign.scoring.repetition import repeated_ngram_fraction
@@ -224,7 +223,5 @@ def main(argv: list[str]) -> int:
     report = evaluate(args)
     print(format_report(report))
     if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps(report, indent=2))
-        print(f"\nwrote {args.output}")
+        write_report(report, args.output)
     return 0

@@ -8,13 +8,12 @@ on any pairwise file the adapters read.
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 from raylign.data.adapters import FORMATS, human_probability, load_rows
 from raylign.data.readers import DataError
 from raylign.data.splits import SPLITS, select_split
+from raylign.evaluation.reports import write_report
 from raylign.models.chat import PROMPT_FORMATS
 from raylign.preflight import check_args
 
@@ -75,7 +74,5 @@ def main(argv: list[str]) -> int:
     print(format_report(report, f"reward model {args.model} on {args.data} (split: {args.split}, "
                                 f"max_length {report['max_length']}, text: {report['prompt_format']})"))
     if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps(report, indent=2))
-        print(f"\nwrote {args.output}")
+        write_report(report, args.output)
     return 0

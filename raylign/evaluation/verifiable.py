@@ -13,13 +13,12 @@ standard error, and the problems it gets right that the start got wrong (and the
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 from collections import defaultdict
-from pathlib import Path
 
 from raylign.data.bundled import ARITH_TEST
+from raylign.evaluation.reports import write_report
 from raylign.preflight import check_args, check_named_models
 
 
@@ -152,8 +151,5 @@ def main(argv: list[str]) -> int:
     report = evaluate(policies, rows, args)
     print(format_report(report, args.data, args.samples))
     if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        payload = {"data": args.data, "arguments": vars(args), "report": report}
-        Path(args.output).write_text(json.dumps(payload, indent=1))
-        print(f"report: {args.output}")
+        write_report({"data": args.data, "arguments": vars(args), "report": report}, args.output, indent=1)
     return 0

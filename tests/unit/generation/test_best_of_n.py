@@ -4,9 +4,9 @@ import json
 
 import pytest
 
+from raylign.data.prompt_list import PromptListConfig, read_prompts
 from raylign.data.readers import DataError
 from raylign.data.splits import split_of
-from raylign.data.prompt_list import PromptListConfig, read_prompts
 from raylign.generation.best_of_n import to_multisamples
 
 
