@@ -14,16 +14,15 @@ Stages (each one's outputs kept under `output_dir`; a rerun starts at the first 
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 
 from raylign.config import InputPath, ModelName, OutputDir, StrictModel
+from raylign.studies.cli import resuming, study_main
 from raylign.studies.roles import RoleSplit, write_roles
-from raylign.studies.stages import Stage, command, run_stages
+from raylign.studies.stages import Stage, command
 
 Kind = Literal["best_of_n", "expert_iteration", "online", "dpo"]
 
@@ -155,7 +154,7 @@ class Plan:
                 f"engine.output_dir={root / name}"]
         if entry.snapshot_every:
             argv.append(f"engine.trainer.snapshot_every={entry.snapshot_every}")
-        return [Stage(name, _resuming(argv, root / name), (self.policy(name) / "config.json",), {"argv": argv})]
+        return [Stage(name, resuming(argv, root / name), (self.policy(name) / "config.json",), {"argv": argv})]
 
     def judge_rows_from(self) -> int | None:
         return self.config.judge_rm.rows_from if self.config.judge_rm else None
@@ -189,70 +188,6 @@ class Plan:
         return Path(self.config.reference)
 
 
-def validate(stages: list[Stage]) -> None:
-    """Every stage's recipe and overrides parse against their command's settings before anything
-    runs (a misspelt key fails now, not hours in; paths that earlier stages write are not checked)."""
-    from raylign.config import ConfigError, load_config
-    from raylign.launch.recipes import OTHER_RECIPES, recipe_class
-
-    targets = {"generate": OTHER_RECIPES["generate"], "annotate": OTHER_RECIPES["annotate"]}
-    for stage in stages:
-        argv = stage.settings.get("argv")
-        if not argv or argv[0] not in ("train", "generate", "annotate"):
-            continue
-        start = argv.index("--config")
-        recipe, overrides = argv[start + 1], argv[start + 2 :]
-        if argv[0] == "train":
-            model = recipe_class(argv[1])
-        else:
-            import importlib
-
-            module, name = targets[argv[0]].split(":")
-            model = getattr(importlib.import_module(module), name)
-        try:
-            load_config(model, recipe, overrides)
-        except ConfigError as err:
-            raise ConfigError(f"study stage '{stage.name}': {err}") from None
-
-
-def _resuming(argv: list[str], output_dir: Path):
-    """An online training stage: a run killed mid-way continues from its last checkpoint."""
-    plain = command(*argv)
-
-    def run() -> dict:
-        if (output_dir / "latest").exists():
-            return command(*argv, "engine.resume=true")()
-        return plain()
-
-    return run
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="raylign study alpacafarm", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", "-c", default="jobs/study/alpacafarm.yaml")
-    parser.add_argument("--plan", action="store_true", help="print the stages and whether each is done, run nothing")
-    parser.add_argument("overrides", nargs="*", help="key.sub=value overrides")
-    return parser
-
-
 def main(argv: list[str]) -> int:
-    from raylign.config import load_config
-    from raylign.preflight import check_config
-    from raylign.runtime import init_ray
-
-    args = _parser().parse_args(argv)
-    config = load_config(AlpacaFarmStudy, args.config, args.overrides)
-    check_config(config)
-    plan = Plan(config)
-    stages = plan.stages()
-    validate(stages)
-    if args.plan:
-        done = json.loads((plan.root / "stages.json").read_text()) if (plan.root / "stages.json").exists() else {}
-        for i, stage in enumerate(stages, start=1):
-            state = "done" if done.get(stage.name, {}).get("fingerprint") else "to run"
-            print(f"{i:>2}. {stage.name:<22} {state:<7} {stage.settings.get('argv') and ' '.join(stage.settings['argv'])}")
-        return 0
-    init_ray(config.ray_address)
-    run_stages(stages, plan.root)
-    print((plan.root / "study.md").read_text())
-    return 0
+    return study_main(argv, "alpacafarm", __doc__, AlpacaFarmStudy, lambda config: Plan(config).stages(),
+                      lambda config: Path(config.output_dir))

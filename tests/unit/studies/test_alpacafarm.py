@@ -9,7 +9,8 @@ import pytest
 from raylign.config import ConfigError, load_config
 from raylign.data.adapters import alpaca_prompt, prompt_id
 from raylign.data.splits import split_of
-from raylign.studies.alpacafarm import AlpacaFarmStudy, Plan, validate
+from raylign.studies.alpacafarm import AlpacaFarmStudy, Plan
+from raylign.studies.cli import validate
 from raylign.studies.roles import RoleSplit, write_roles
 
 
