@@ -31,6 +31,7 @@ OTHER_COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("annotate", "rank"), "raylign.feedback.rank:main", "rank k responses per prompt from several sources by an annotator (offline RRHF's files)"),
     (("synth", "almost"), "raylign.feedback.almost:main", "ALMoST synthetic comparisons: generated prompts, rubric-ranked responses"),
     (("study", "alpacafarm"), "raylign.studies.alpacafarm:main", "AlpacaFarm's simulated study: SFT, annotators, RM, every method, leaderboards (resumable)"),
+    (("study", "almost"), "raylign.studies.almost:main", "ALMoST's chain: synthetic comparisons, RM, RMSP demonstrations, SFT, RL, evaluation (resumable)"),
     (("eval", "compare"), "raylign.evaluation.alignment_report:main", "held-out reward, reference PPL and win rate vs the start policy"),
     (("eval", "rejudge"), "raylign.evaluation.alignment_report:rejudge_main", "a saved compare report's win rates under another judge"),
     (("eval", "policy"), "raylign.evaluation.policy_eval:main", "policy: held-out reward, reference perplexity, DPO pair accuracy"),

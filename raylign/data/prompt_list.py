@@ -27,7 +27,7 @@ def read_prompts(config: PromptListConfig) -> list[dict]:
         raise DataError(f"unknown data format '{config.format}' (choose from {', '.join(FORMATS)})")
     from raylign.data.splits import split_of
 
-    rows, adapter = [], None
+    rows, adapter, seen = [], None, set()
     for rec in iter_records(config.path):
         if adapter is None:
             name = detect_format(rec) if config.format == "auto" else config.format
@@ -41,6 +41,9 @@ def read_prompts(config: PromptListConfig) -> list[dict]:
         if config.split != "all" and split_of(row["prompt_id"], config.test_fraction, config.validation_fraction,
                                               config.split_seed) != config.split:
             continue
+        if row["prompt_id"] in seen:  # a file of pairs repeats its prompts: each is answered once
+            continue
+        seen.add(row["prompt_id"])
         rows.append(row)
         if config.limit is not None and len(rows) >= config.limit:
             break

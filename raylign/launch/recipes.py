@@ -28,6 +28,7 @@ OTHER_RECIPES = {
     "almost": "raylign.feedback.almost:AlmostConfig",
     "annotate": "raylign.feedback.config:AnnotateConfig",
     "alpacafarm": "raylign.studies.alpacafarm:AlpacaFarmStudy",
+    "almost_study": "raylign.studies.almost:AlmostStudy",
 }
 
 
@@ -81,8 +82,8 @@ def recipe_class_for(path: str | Path) -> type[StrictModel] | None:
     if method is not None:
         return recipe_class(method.name)
     stem = Path(path).stem
-    for prefix, target in OTHER_RECIPES.items():
-        if stem == prefix or stem.startswith(prefix + "_"):
-            module, name = target.split(":")
-            return getattr(importlib.import_module(module), name)
-    return None
+    matches = [prefix for prefix in OTHER_RECIPES if stem == prefix or stem.startswith(prefix + "_")]
+    if not matches:
+        return None
+    module, name = OTHER_RECIPES[max(matches, key=len)].split(":")  # almost_study_x is a study's, not synth's
+    return getattr(importlib.import_module(module), name)

@@ -50,13 +50,13 @@ def resuming(argv: list[str], output_dir: Path):
 
 
 def study_main(argv: list[str], name: str, doc: str, config_class, build_stages: Callable[[object], list[Stage]],
-               root_of: Callable[[object], Path]) -> int:
+               root_of: Callable[[object], Path], default_config: str | None = None) -> int:
     from raylign.config import load_config
     from raylign.preflight import check_config
     from raylign.runtime import init_ray
 
     parser = argparse.ArgumentParser(prog=f"raylign study {name}", description=doc.split("\n\n")[0])
-    parser.add_argument("--config", "-c", default=f"jobs/study/{name}.yaml")
+    parser.add_argument("--config", "-c", default=default_config or f"jobs/study/{name}.yaml")
     parser.add_argument("--plan", action="store_true", help="print the stages and whether each is done, run nothing")
     parser.add_argument("overrides", nargs="*", help="key.sub=value overrides")
     args = parser.parse_args(argv)

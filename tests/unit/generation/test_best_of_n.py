@@ -44,3 +44,10 @@ def test_multisamples_group_samples_per_prompt_in_order():
         {"instruction": "a", "input": "", "output": ["x", "z"], "generator": "gen", "dataset": "d"},
         {"instruction": "b", "input": "ctx", "output": ["y"], "generator": "gen", "dataset": None},
     ]
+
+
+def test_a_prompt_repeated_in_the_file_is_listed_once(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    rows = [{"prompt": p, "chosen": "a", "rejected": "b"} for p in ("one?", "two?", "one?")]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert [r["instruction"] for r in read_prompts(PromptListConfig(path=str(path)))] == ["one?", "two?"]
