@@ -89,3 +89,125 @@ def parse_label(text: str, labels: tuple[str, str]) -> int | None:
             return index
     found = [i for i, label in enumerate(labels) if re.search(rf"\b{re.escape(label)}\b", stripped)]
     return found[0] if len(found) == 1 else None
+
+
+# Judgment templates: one response shown to a judge that writes what is wrong with it (CUT's
+# language feedback, Xu et al. 2023) or says it is acceptable. Placeholders {instruction},
+# {input}, {output}, filled in one pass like the pairwise ones.
+
+ACCEPTABLE_REPLY = "The response is acceptable."
+
+
+@dataclass(frozen=True)
+class JudgmentTemplate:
+    name: str
+    user: str
+    system: str | None = None
+    input_block: str = "\n\n### Input:\n{input}"  # shown only when the row has an input
+
+    def messages(self, row: dict) -> list[dict]:
+        values = {
+            "instruction": row["instruction"],
+            "input": self.input_block.replace("{input}", row["input"]) if row.get("input") else "",
+            "output": row["output"],
+        }
+        text = re.sub(r"\{(instruction|input|output)\}", lambda m: values[m.group(1)], self.user)
+        turns = [{"role": "system", "content": self.system}] if self.system else []
+        return turns + [{"role": "user", "content": text}]
+
+
+JUDGMENT_TEMPLATES = {
+    # The CUT files' judgments read "The response is incorrect. ... should be ...": ask for that
+    # shape, and for one fixed sentence when nothing is wrong, which `parse_judgment` maps to None.
+    "judgment": JudgmentTemplate(
+        name="judgment",
+        system="You review responses written by an AI assistant and point out their errors.",
+        user=(
+            "Below is an instruction and a response written for it.\n\n"
+            "### Instruction:\n{instruction}{input}\n\n"
+            "### Response:\n{output}\n\n"
+            "Check the response: wrong facts or calculations, parts of the instruction it ignores or "
+            "misreads, content that is made up, harmful or not asked for. If you find errors, write a short "
+            "judgment that starts with \"The response\", says what is wrong and how it should be corrected. "
+            f"If it has no errors, reply only: {ACCEPTABLE_REPLY}"
+        ),
+    ),
+    # Completion-style, no system turn: for small or base models that continue a "### Judgment:" header.
+    "judgment_alpaca": JudgmentTemplate(
+        name="judgment_alpaca",
+        user=(
+            "Below is an instruction, paired with a response. Write a judgment of the response: point out its "
+            f"errors and how to correct them, or, if it has none, write \"{ACCEPTABLE_REPLY}\"\n\n"
+            "### Instruction:\n{instruction}{input}\n\n"
+            "### Response:\n{output}\n\n"
+            "### Judgment:"
+        ),
+    ),
+}
+
+
+def get_judgment_template(name: str) -> JudgmentTemplate:
+    if name not in JUDGMENT_TEMPLATES:
+        raise ValueError(f"unknown judgment template '{name}' (choose from {', '.join(sorted(JUDGMENT_TEMPLATES))})")
+    return JUDGMENT_TEMPLATES[name]
+
+
+MAX_JUDGMENT_CHARS = 2048  # the CUT files' longest judgment is 2,409 characters, the median 234
+
+_PREFIX = re.compile(r"^(?:#+\s*)?(?:judg(?:e)?ment|feedback|critique|review)\s*:\s*", re.IGNORECASE)
+_NO_ERRORS = r"no (?:obvious |major |factual |significant )?(?:errors?|mistakes?|issues?|problems?|flaws?)"
+# A whole reply, or its opening up to a punctuation mark, that says nothing is wrong.
+_ACCEPT = re.compile(
+    r"^(?:(?:the |this )?(?:response|answer|output)(?: is| looks| seems| was)? )?"
+    r"(?:(?:completely|entirely|fully|perfectly|totally) )?"
+    r"(?:acceptable|perfect|correct|fine|good|great|excellent|accurate|flawless|ok|okay|error-free)"
+    rf"|^(?:there are |it has |i found |i see |i can find )?{_NO_ERRORS}(?: (?:found|detected))?"
+    r"(?: in (?:the|this) (?:response|answer))?"
+    r"|^(?:none|lgtm|nothing to (?:correct|fix|add))"
+)
+_BOUNDARY = re.compile(r"$|[.,;:!\n]| and ")
+# After an acceptance, any of these make the reply a judgment ("The response is good, but ...").
+_CRITIQUE = re.compile(
+    r"\b(?:but|however|although|though|except|yet|incorrect|inaccurate|wrong|errors?|mistakes?|missing|"
+    r"lacks?|should|could|would be better|fails?|not)\b|n't\b"
+)
+_PRAISE_NEGATIONS = re.compile(
+    rf"\b{_NO_ERRORS}\b|\b(?:does|did|do) not (?:contain|have|make|include) (?:any )?(?:errors?|mistakes?)\b"
+    r"|\b(?:doesn't|didn't) (?:contain|have|make|include) (?:any )?(?:errors?|mistakes?)\b"
+)
+
+
+def parse_judgment(text: str | None, max_chars: int = MAX_JUDGMENT_CHARS) -> str | None:
+    """A judge's reply as a CUT judgment: None when it says the response has no problems (or says
+    nothing), else the trimmed text, cut to `max_chars` at a sentence or word end."""
+    reply = _unwrap(_PREFIX.sub("", (text or "").strip()).strip())
+    if not reply:
+        return None
+    lowered = " ".join(reply.lower().strip("*\"'`").split())
+    match = _ACCEPT.match(lowered)
+    if match and _BOUNDARY.match(lowered, match.end()):
+        rest = _PRAISE_NEGATIONS.sub(" ", lowered[match.end():])
+        if not _CRITIQUE.search(rest):
+            return None
+    return _cap(reply, max_chars)
+
+
+def _unwrap(text: str) -> str:
+    """A reply wholly inside one pair of quotes or bold marks, without them (judgments that only end
+    with a quotation or a code block keep it)."""
+    for mark in ("**", '"', "'", "`"):
+        inner = text[len(mark):-len(mark)] if len(text) > 2 * len(mark) else ""
+        if text.startswith(mark) and text.endswith(mark) and mark not in inner:
+            return inner.strip()
+    return text
+
+
+def _cap(text: str, max_chars: int) -> str:
+    if len(text) <= max_chars:
+        return text
+    head = text[:max_chars]
+    sentence = max(head.rfind(". "), head.rfind(".\n"), head.rfind("\n"))
+    if sentence >= max_chars // 2:
+        return head[: sentence + 1].rstrip()
+    space = head.rfind(" ")
+    return (head[:space] if space >= max_chars // 2 else head).rstrip()
