@@ -86,3 +86,29 @@ def test_http_judge_matches_the_sampler_judge(ray_cluster, vllm_server):
         else:  # one label outside the top 20: the HTTP judge takes the ranked one, as the local one leans
             assert http_pref in (1.0, 2.0) and (http_pref < 1.5) == (local_pref < 1.5)
     assert both >= 1, (over_http, on_sampler)
+
+
+SERVED_ROWS = [
+    {"instruction": "What is the capital of France?", "input": "", "output": "The capital of France is Berlin."},
+    {"instruction": "Add the numbers.", "input": "2 and 3", "output": "2 + 3 = 5"},
+    {"instruction": "Say hello in Spanish.", "input": "", "output": "Bonjour!"},
+]
+
+
+def test_http_judgment_writer_replies_the_same_over_ray_data(ray_cluster, vllm_server, tmp_path):
+    """The judgment writer (CUT's judge) over HTTP: replies come back, the same over Ray Data."""
+    from raylign.data.adapters import load_rows
+    from raylign.feedback.judgments import HttpJudgmentWriter, write_judgments
+    from raylign.feedback.templates import parse_judgment
+
+    url, _ = vllm_server
+    writer = HttpJudgmentWriter(url + "/v1", "smollm2", "judgment", max_tokens=48, max_workers=2)
+    try:
+        replies = writer.replies(SERVED_ROWS)
+        out = write_judgments(SERVED_ROWS, writer, tmp_path / "judged.jsonl", use_ray_data=True, batch_size=2)
+    finally:
+        writer.close()
+    assert all(isinstance(r, str) and r.strip() for r in replies), replies  # the model wrote something
+    assert [r["judgment"] for r in out] == [parse_judgment(r) for r in replies]  # greedy: same over Ray Data
+    back = load_rows(tmp_path / "judged.jsonl", "judgment")
+    assert [r["output"] for r in back] == [r["output"] for r in SERVED_ROWS]
