@@ -33,6 +33,7 @@ OTHER_COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("synth", "almost"), "raylign.feedback.almost:main", "ALMoST synthetic comparisons: generated prompts, rubric-ranked responses"),
     (("study", "alpacafarm"), "raylign.studies.alpacafarm:main", "AlpacaFarm's simulated study: SFT, annotators, RM, every method, leaderboards (resumable)"),
     (("study", "almost"), "raylign.studies.almost:main", "ALMoST's chain: synthetic comparisons, RM, RMSP demonstrations, SFT, RL, evaluation (resumable)"),
+    (("study", "cut-online"), "raylign.studies.cut_online:main", "CUT online: answer, judge in words, train on the judgments, repeat (resumable by iteration)"),
     (("eval", "compare"), "raylign.evaluation.alignment_report:main", "held-out reward, reference PPL and win rate vs the start policy"),
     (("eval", "rejudge"), "raylign.evaluation.alignment_report:rejudge_main", "a saved compare report's win rates under another judge"),
     (("eval", "policy"), "raylign.evaluation.policy_eval:main", "policy: held-out reward, reference perplexity, DPO pair accuracy"),

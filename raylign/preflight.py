@@ -109,14 +109,23 @@ def _marks(annotation) -> list[str]:
 
 
 def check_config(config: BaseModel, prefix: str = "") -> None:
-    """Run the check of every marked field of a recipe (and of its sections), naming it."""
+    """Run the check of every marked field of a recipe (and of its sections, lists and maps), naming it."""
     for name, field in type(config).model_fields.items():
-        value = getattr(config, name)
-        setting = f"{prefix}{name}"
-        if isinstance(value, BaseModel):
-            check_config(value, f"{setting}.")
-            continue
-        for kind in [m.kind for m in field.metadata if isinstance(m, Check)] or _marks(field.annotation):
+        kinds = [m.kind for m in field.metadata if isinstance(m, Check)] or _marks(field.annotation)
+        _check_value(getattr(config, name), f"{prefix}{name}", kinds)
+
+
+def _check_value(value, setting: str, kinds: list[str]) -> None:
+    if isinstance(value, BaseModel):
+        check_config(value, f"{setting}.")
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            _check_value(item, f"{setting}[{index}]", kinds)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_value(item, f"{setting}.{key}", kinds)
+    else:
+        for kind in kinds:
             if value == "" and kind in REQUIRED:
                 raise ConfigError(f"{setting}: required (an empty path would write into the current folder)")
             if value not in (None, ""):

@@ -29,6 +29,7 @@ OTHER_RECIPES = {
     "annotate": "raylign.feedback.config:AnnotateConfig",
     "alpacafarm": "raylign.studies.alpacafarm:AlpacaFarmStudy",
     "almost_study": "raylign.studies.almost:AlmostStudy",
+    "cut_online": "raylign.studies.cut_online:CutOnlineStudy",
 }
 
 

@@ -20,7 +20,7 @@ def validate(stages: list[Stage]) -> None:
     targets = {"generate": OTHER_RECIPES["generate"], "annotate": OTHER_RECIPES["annotate"]}
     for stage in stages:
         argv = stage.settings.get("argv")
-        if not argv or argv[0] not in ("train", "generate", "annotate"):
+        if not argv or argv[0] not in ("train", "generate", "annotate") or "--config" not in argv:
             continue
         start = argv.index("--config")
         recipe, overrides = argv[start + 1], argv[start + 2 :]
