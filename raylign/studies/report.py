@@ -123,7 +123,8 @@ def table(plan) -> str:
         cells = []
         for board in boards.values():
             row = board.get(name)
-            cells += ([f"{row['win_rate']:.1f} ± {row['standard_error']:.1f}", f"{row['length_controlled_winrate']:.1f}"]
+            lc = row.get("length_controlled_winrate") if row else None  # None: the length GLM did not fit
+            cells += ([f"{row['win_rate']:.1f} ± {row['standard_error']:.1f}", "n/a" if lc is None else f"{lc:.1f}"]
                       if row else ["", ""])
         length = boards[first].get(name, {}).get("avg_length", "")
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {length} |")
