@@ -17,13 +17,14 @@ then `study.md`, one row per iteration.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from pydantic import Field, field_validator
 
 from raylign.config import InputPath, ModelName, OutputDir, StrictModel
 from raylign.studies.cli import study_main
-from raylign.studies.stages import Stage, command
+from raylign.studies.stages import Stage, command, number
 
 
 class Step(StrictModel):
@@ -103,9 +104,9 @@ def plan(config: CutOnlineStudy) -> list[Stage]:
             generate(f"outputs_{i}", policy, batches / f"batch_{i}.jsonl", it / "outputs.json"),
             step(f"judged_{i}", ["annotate", "judgments", "--data", str(it / "outputs.json"), "--judge", config.judge,
                                  "--output", str(it / "judged.jsonl")], it / "judged.jsonl"),
-            step(f"cut_{i}", ["train", "cut", "--config", config.cut.recipe, *config.cut.overrides, f"model={policy}",
-                              f"data.path={it / 'judged.jsonl'}", "data.format=cut", f"output_dir={it / 'policy'}"],
-                 it / "policy" / "config.json"),
+            cut_stage(f"cut_{i}", ["train", "cut", "--config", config.cut.recipe, *config.cut.overrides,
+                                   f"model={policy}", f"data.path={it / 'judged.jsonl'}", "data.format=cut",
+                                   f"output_dir={it / 'policy'}"], policy, it),
             step(f"eval_{i}", ["eval", "cut", "--model", str(it / "policy"), "--start", str(config.model), "--data",
                                *config.heldout_judgments, "--output", str(it / "eval_cut.json")], it / "eval_cut.json"),
             generate(f"heldout_{i}", str(it / "policy"), batches / "heldout.jsonl", final / f"iter_{i}.json"),
@@ -120,19 +121,45 @@ def plan(config: CutOnlineStudy) -> list[Stage]:
     return stages
 
 
+def cut_stage(name: str, argv: list[str], previous: str, it: Path) -> Stage:
+    """CUT on the iteration's judgments; when the judge found nothing wrong with any answer there
+    is no contrast to learn (CUT keeps acceptable answers in proportion to judged ones), so the
+    policy carries over unchanged (a link to the previous one) and the table says so."""
+    run_cut = command(*argv)
+
+    def run() -> dict:
+        judged = [json.loads(line) for line in (it / "judged.jsonl").read_text().splitlines() if line.strip()]
+        if any(r.get("judgment") not in (None, "") for r in judged):
+            return {**run_cut(), "trained": True}
+        from raylign.models.registry import resolve_model
+
+        target = it / "policy"
+        if target.is_symlink():
+            target.unlink()
+        elif target.exists():
+            shutil.rmtree(target)  # what a killed attempt left
+        target.symlink_to(Path(resolve_model(previous)).resolve(), target_is_directory=True)
+        return {"trained": False, "reason": f"the judge found every one of {len(judged)} answers acceptable"}
+
+    return Stage(name, run, (it / "policy" / "config.json",), {"argv": argv})
+
+
 def write_table(root: Path, iterations: int) -> str:
-    lines = ["| iteration | judged / answered | held-out judged-bad prob (start -> policy) | Δ ± se | "
-             "win rate vs start ± se (held-out instructions) | LC |", "|---|---|---|---|---|---|"]
+    lines = ["| iteration | judged / answered | CUT update | held-out judged-bad prob (start -> policy) | Δ ± se | "
+             "win rate vs start ± se (held-out instructions) | LC |", "|---|---|---|---|---|---|---|"]
+    records = json.loads((root / "stages.json").read_text()) if (root / "stages.json").exists() else {}
     for i in range(1, iterations + 1):
+        trained = records.get(f"cut_{i}", {}).get("summary", {}).get("trained", True)
         it = root / f"iter_{i}"
         judged = [json.loads(line) for line in (it / "judged.jsonl").read_text().splitlines()]
         report = json.loads((it / "eval_cut.json").read_text())
         before, after = report["before"], report["after"]
         (board,) = json.loads((it / "leaderboard" / "results.json").read_text())
         lines.append(f"| {i} | {sum(r['judgment'] is not None for r in judged)} / {len(judged)} | "
+                     f"{'yes' if trained else 'none (nothing judged)'} | "
                      f"{before['judged_bad_prob']:.3f} -> {after['judged_bad_prob']:.3f} | "
                      f"{after['judged_bad_prob_change']:+.3f} ± {after['judged_bad_prob_change_se']:.3f} | "
-                     f"{board['win_rate']:.1f} ± {board['standard_error']:.1f} | {board['length_controlled_winrate']:.1f} |")
+                     f"{board['win_rate']:.1f} ± {board['standard_error']:.1f} | {number(board.get('length_controlled_winrate'))} |")
     out = root / "study.md"
     out.write_text("\n".join(lines) + "\n")
     return str(out)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from raylign.studies.stages import Stage, command
+from raylign.studies.stages import Stage, command, number
 
 
 def leaderboard_file(plan, evaluator: str) -> Path:
@@ -123,9 +123,8 @@ def table(plan) -> str:
         cells = []
         for board in boards.values():
             row = board.get(name)
-            lc = row.get("length_controlled_winrate") if row else None  # None: the length GLM did not fit
-            cells += ([f"{row['win_rate']:.1f} ± {row['standard_error']:.1f}", "n/a" if lc is None else f"{lc:.1f}"]
-                      if row else ["", ""])
+            cells += ([f"{row['win_rate']:.1f} ± {row['standard_error']:.1f}",
+                       number(row.get("length_controlled_winrate"))] if row else ["", ""])
         length = boards[first].get(name, {}).get("avg_length", "")
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {length} |")
     return "\n".join(lines) + "\n"

@@ -44,6 +44,12 @@ def command(*argv: str) -> Callable[[], dict]:
     return run
 
 
+def number(value, spec: str = ".1f") -> str:
+    """A report figure for a table; n/a where the report has none (e.g. an LC win rate whose
+    length model could not be fitted on few instructions)."""
+    return "n/a" if value is None else format(value, spec)
+
+
 def fingerprint(settings: dict, previous: str) -> str:
     text = json.dumps(settings, sort_keys=True, default=str) + previous
     return hashlib.sha256(text.encode()).hexdigest()[:16]

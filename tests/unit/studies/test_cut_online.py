@@ -56,4 +56,19 @@ def test_table_rows(tmp_path):
     (it / "leaderboard" / "results.json").write_text(json.dumps([{"win_rate": 55.5, "standard_error": 3.0,
                                                                   "length_controlled_winrate": 52.0}]))
     write_table(tmp_path, 1)
-    assert "| 1 | 2 / 4 | 0.250 -> 0.200 | -0.050 ± 0.010 | 55.5 ± 3.0 | 52.0 |" in (tmp_path / "study.md").read_text()
+    assert "| 1 | 2 / 4 | yes | 0.250 -> 0.200 | -0.050 ± 0.010 | 55.5 ± 3.0 | 52.0 |" in (tmp_path / "study.md").read_text()
+
+
+def test_an_iteration_with_nothing_judged_carries_the_policy_over(tmp_path):
+    from raylign.studies.cut_online import cut_stage
+
+    previous = tmp_path / "iter_1" / "policy"
+    previous.mkdir(parents=True)
+    (previous / "config.json").write_text("{}")
+    it = tmp_path / "iter_2"
+    it.mkdir()
+    (it / "judged.jsonl").write_text(json.dumps({"judgment": None}) + "\n" + json.dumps({"judgment": ""}) + "\n")
+    (it / "policy").mkdir()  # what a killed attempt left
+    stage = cut_stage("cut_2", ["train", "cut", "--config", "never-run.yaml"], str(previous), it)
+    assert stage.run() == {"trained": False, "reason": "the judge found every one of 2 answers acceptable"}
+    assert (it / "policy").is_symlink() and (it / "policy" / "config.json").exists()
