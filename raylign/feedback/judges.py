@@ -38,28 +38,42 @@ def judge_sampling(**overrides) -> SamplingConfig:
     return SamplingConfig(**settings)
 
 
-class SamplerJudge(Annotator):
-    """A local model judging on sampler actors (its own, or the loop's via `samplers`)."""
+class OnSamplers:
+    """A model answering on sampler actors: its own group (started by `prepare`, stopped by
+    `close`), or the loop's (`samplers=`), which it never stops."""
 
-    def __init__(self, model: str = "SmolLM2-135M-Instruct", template: str = "pairwise",
-                 sampling: SamplingConfig | None = None, samplers: list | None = None, name: str | None = None):
-        self.model = model
-        self.template = get_template(template)
-        self.sampling = sampling or judge_sampling()
+    def _use_samplers(self, model: str, sampling: SamplingConfig, samplers: list | None) -> None:
+        self.model, self.sampling = model, sampling
         self._samplers = list(samplers) if samplers is not None else None
-        self._group = None  # the sampler group this judge started (and stops)
-        self.name = name or f"judge:{model}@{template}"
+        self._group = None  # the sampler group this object started (and stops)
 
-    def prepare(self) -> None:
+    def prepare(self):
         if self._samplers is None:
             from raylign.models.registry import resolve_model
             from raylign.sampling.actor import create_samplers
 
             self._group = create_samplers(str(resolve_model(self.model)), self.sampling)
             self._samplers = list(self._group)
+        return self
 
     def __getstate__(self):
-        return {**self.__dict__, "_group": None}
+        return {**self.__dict__, "_group": None}  # a pickled copy uses the samplers, never stops them
+
+    def close(self) -> None:
+        if self._group is not None:
+            self._group.shutdown()
+            self._group = None
+            self._samplers = None
+
+
+class SamplerJudge(OnSamplers, Annotator):
+    """A local model judging on sampler actors (its own, or the loop's via `samplers`)."""
+
+    def __init__(self, model: str = "SmolLM2-135M-Instruct", template: str = "pairwise",
+                 sampling: SamplingConfig | None = None, samplers: list | None = None, name: str | None = None):
+        self._use_samplers(model, sampling or judge_sampling(), samplers)
+        self.template = get_template(template)
+        self.name = name or f"judge:{model}@{template}"
 
     def fingerprint(self) -> str:
         settings = {"model": self.model, "template": self.template.name, "backend": self.sampling.backend,
@@ -82,12 +96,6 @@ class SamplerJudge(Annotator):
             for k, value in enumerate(part):
                 logprobs[offset + k * count] = value
         return [preference_from_logprobs(lp[0], lp[1]) for lp in logprobs]
-
-    def close(self) -> None:
-        if self._group is not None:
-            self._group.shutdown()
-            self._group = None
-            self._samplers = None
 
 
 def share_samplers(annotators) -> None:

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
-from raylign.feedback.judges import _chat_url
+from raylign.feedback.judges import OnSamplers, _chat_url
 from raylign.feedback.templates import MAX_JUDGMENT_CHARS, get_judgment_template, parse_judgment
 from raylign.sampling.base import SamplingConfig
 
@@ -62,30 +62,15 @@ class JudgmentWriter:
         pass
 
 
-class SamplerJudgmentWriter(JudgmentWriter):
+class SamplerJudgmentWriter(OnSamplers, JudgmentWriter):
     """A local model writing judgments greedily on sampler actors (its own, or shared via `samplers`)."""
 
     def __init__(self, model: str = "SmolLM2-135M-Instruct", template: str = "judgment",
                  sampling: SamplingConfig | None = None, samplers: list | None = None, name: str | None = None,
                  max_chars: int = MAX_JUDGMENT_CHARS):
-        super().__init__(template, max_chars)
-        self.model = model
-        self.sampling = sampling or judgment_sampling()
-        self._samplers = list(samplers) if samplers is not None else None
-        self._group = None  # the sampler group this writer started (and stops)
+        JudgmentWriter.__init__(self, template, max_chars)
+        self._use_samplers(model, sampling or judgment_sampling(), samplers)
         self.name = name or f"judgment:{model}@{template}"
-
-    def prepare(self) -> SamplerJudgmentWriter:
-        if self._samplers is None:
-            from raylign.models.registry import resolve_model
-            from raylign.sampling.actor import create_samplers
-
-            self._group = create_samplers(str(resolve_model(self.model)), self.sampling)
-            self._samplers = list(self._group)
-        return self
-
-    def __getstate__(self):
-        return {**self.__dict__, "_group": None}  # a pickled copy uses the samplers, never stops them
 
     def replies(self, rows: list[dict]) -> list[str]:
         import ray
@@ -103,11 +88,6 @@ class SamplerJudgmentWriter(JudgmentWriter):
             raise RuntimeError(f"{self.name}: no judgment came back for rows {missing[:10]} (prompts too long?)")
         return [texts[i] for i in range(len(rows))]
 
-    def close(self) -> None:
-        if self._group is not None:
-            self._group.shutdown()
-            self._group = None
-            self._samplers = None
 
 
 class HttpJudgmentWriter(JudgmentWriter):
