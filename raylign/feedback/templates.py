@@ -13,6 +13,16 @@ import re
 from dataclasses import dataclass
 
 
+def render_turns(system: str | None, user: str, input_block: str, row: dict, fields: tuple[str, ...]) -> list[dict]:
+    """A template's chat turns: `{field}` filled from the row in one pass (a field's text that itself
+    reads `{output}` is never filled again), the input block only when the row has an input."""
+    values = {name: row[name] for name in fields}
+    values["input"] = input_block.replace("{input}", row["input"]) if row.get("input") else ""
+    text = re.sub(r"\{(" + "|".join(values) + r")\}", lambda m: values[m.group(1)], user)
+    turns = [{"role": "system", "content": system}] if system else []
+    return turns + [{"role": "user", "content": text}]
+
+
 @dataclass(frozen=True)
 class JudgeTemplate:
     name: str
@@ -22,15 +32,7 @@ class JudgeTemplate:
     input_block: str = "\n\nInput:\n{input}"  # shown only when the pair has an input
 
     def messages(self, pair: dict) -> list[dict]:
-        values = {
-            "instruction": pair["instruction"],
-            "input": self.input_block.replace("{input}", pair["input"]) if pair.get("input") else "",
-            "output_1": pair["output_1"],
-            "output_2": pair["output_2"],
-        }
-        text = re.sub(r"\{(instruction|input|output_1|output_2)\}", lambda m: values[m.group(1)], self.user)
-        turns = [{"role": "system", "content": self.system}] if self.system else []
-        return turns + [{"role": "user", "content": text}]
+        return render_turns(self.system, self.user, self.input_block, pair, ("instruction", "output_1", "output_2"))
 
 
 TEMPLATES = {
@@ -106,14 +108,7 @@ class JudgmentTemplate:
     input_block: str = "\n\n### Input:\n{input}"  # shown only when the row has an input
 
     def messages(self, row: dict) -> list[dict]:
-        values = {
-            "instruction": row["instruction"],
-            "input": self.input_block.replace("{input}", row["input"]) if row.get("input") else "",
-            "output": row["output"],
-        }
-        text = re.sub(r"\{(instruction|input|output)\}", lambda m: values[m.group(1)], self.user)
-        turns = [{"role": "system", "content": self.system}] if self.system else []
-        return turns + [{"role": "user", "content": text}]
+        return render_turns(self.system, self.user, self.input_block, row, ("instruction", "output"))
 
 
 JUDGMENT_TEMPLATES = {
