@@ -111,6 +111,31 @@ def share_samplers(annotators) -> None:
                 groups[key] = judge
 
 
+class OnEndpoint:
+    """An OpenAI-compatible endpoint's client: opened on first use in each process (httpx clients
+    do not pickle), with the API key from `api_key` or the environment variable `api_key_env`."""
+
+    _client = None
+
+    @property
+    def client(self):
+        if self._client is None:
+            import httpx
+
+            key = self.api_key or os.environ.get(self.api_key_env)
+            headers = {"Authorization": f"Bearer {key}"} if key else {}
+            self._client = httpx.Client(timeout=self.timeout_s, headers=headers)
+        return self._client
+
+    def __getstate__(self):
+        return {**self.__dict__, "_client": None}
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
 def _chat_url(url: str) -> str:
     base = url.rstrip("/")
     if base.endswith("/chat/completions"):
@@ -118,7 +143,7 @@ def _chat_url(url: str) -> str:
     return base + ("/chat/completions" if base.endswith("/v1") else "/v1/chat/completions")
 
 
-class HttpJudge(Annotator):
+class HttpJudge(OnEndpoint, Annotator):
     """An OpenAI-compatible `/v1/chat/completions` endpoint as the judge (vLLM, llama.cpp, a
     hosted API). The key comes from `api_key` or the environment variable `api_key_env`."""
 
@@ -138,22 +163,9 @@ class HttpJudge(Annotator):
         self.unparsed = 0
         self._client = None
 
-    def __getstate__(self):
-        return {**self.__dict__, "_client": None}
-
     def fingerprint(self) -> str:
         settings = {"url": self.url, "model": self.model, "template": self.template.name}
         return "http:" + hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:24]
-
-    @property
-    def client(self):
-        if self._client is None:
-            import httpx
-
-            key = self.api_key or os.environ.get(self.api_key_env)
-            headers = {"Authorization": f"Bearer {key}"} if key else {}
-            self._client = httpx.Client(timeout=self.timeout_s, headers=headers)
-        return self._client
 
     def _request(self, pair: dict) -> dict:
         body = {"model": self.model, "messages": self.template.messages(pair), "max_tokens": self.max_tokens,
@@ -189,10 +201,6 @@ class HttpJudge(Annotator):
             replies = list(pool.map(self._request, pairs))
         return [self.read_preference(reply) for reply in replies]
 
-    def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
 
 
 def _logaddexp(a: float, b: float) -> float:

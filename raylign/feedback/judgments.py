@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
-from raylign.feedback.judges import OnSamplers, _chat_url
+from raylign.feedback.judges import OnEndpoint, OnSamplers, _chat_url
 from raylign.feedback.templates import MAX_JUDGMENT_CHARS, get_judgment_template, parse_judgment
 from raylign.sampling.base import SamplingConfig
 
@@ -90,7 +89,7 @@ class SamplerJudgmentWriter(OnSamplers, JudgmentWriter):
 
 
 
-class HttpJudgmentWriter(JudgmentWriter):
+class HttpJudgmentWriter(OnEndpoint, JudgmentWriter):
     """An OpenAI-compatible `/v1/chat/completions` endpoint writing judgments (vLLM, llama.cpp, a hosted
     API); the key comes from `api_key` or the environment variable `api_key_env`. Timeouts, dropped
     connections, 429 and 5xx are retried with exponential backoff; any other error status fails at once."""
@@ -113,19 +112,6 @@ class HttpJudgmentWriter(JudgmentWriter):
         self.max_tokens = max_tokens
         self.name = name or f"judgment-http:{model}@{template}"
         self._client = None
-
-    def __getstate__(self):
-        return {**self.__dict__, "_client": None}  # httpx clients do not pickle; each actor opens its own
-
-    @property
-    def client(self):
-        if self._client is None:
-            import httpx
-
-            key = self.api_key or os.environ.get(self.api_key_env)
-            headers = {"Authorization": f"Bearer {key}"} if key else {}
-            self._client = httpx.Client(timeout=self.timeout_s, headers=headers)
-        return self._client
 
     def body(self, row: dict) -> dict:
         return {"model": self.model, "messages": self.template.messages(row), "max_tokens": self.max_tokens,
@@ -162,10 +148,6 @@ class HttpJudgmentWriter(JudgmentWriter):
         with ThreadPoolExecutor(max_workers=max(1, self.max_workers)) as pool:
             return [self.reply_text(reply) for reply in pool.map(self._request, rows)]
 
-    def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
 
 
 def read_outputs(path: str | Path, limit: int | None = None) -> list[dict]:
