@@ -37,6 +37,9 @@ class RRHFConfig(StrictModel):
     # True: a query whose candidates all score the same is not trained on. With a 0/1 checked
     # reward most groups tie, and their SFT term would fine-tune on an arbitrary wrong answer.
     skip_tied_groups: bool = False
+    # a query whose best candidate scores below this is not trained on: its SFT term would imitate a
+    # bad answer (with a 0/1 check: no right answer among the k; see jobs/rrhf_arith.yaml)
+    min_best_reward: float | None = None
 
 
 def _masked_sums(token_logprobs: Tensor, response_mask: Tensor) -> tuple[Tensor, Tensor]:
@@ -143,10 +146,16 @@ class RRHFAlgorithm(Algorithm):
 
     def select(self, rows: list, step: int):
         units, metrics = super().select(rows, step)
-        if not self.config.skip_tied_groups:
-            return units, metrics
-        ranked = [group for group in units if len({float(r["reward"]) for r in group}) > 1]
-        return ranked, {**metrics, "rrhf_tied_groups_skipped": float(len(units) - len(ranked))}
+        if self.config.skip_tied_groups:
+            ranked = [group for group in units if len({float(r["reward"]) for r in group}) > 1]
+            metrics = {**metrics, "rrhf_tied_groups_skipped": float(len(units) - len(ranked))}
+            units = ranked
+        floor = self.config.min_best_reward
+        if floor is not None:
+            good = [group for group in units if max(float(r["reward"]) for r in group) >= floor]
+            metrics = {**metrics, "rrhf_low_best_groups_skipped": float(len(units) - len(good))}
+            units = good
+        return units, metrics
 
     def prepare_prompt(self, row: dict) -> dict:
         """The dataset's own answers join the sampled candidates (HH: k = 4 sampled + 2)."""

@@ -182,3 +182,16 @@ def test_skip_tied_groups_drops_only_queries_whose_candidates_all_score_the_same
     assert [[r["name"] for r in group] for group in units] == [["b0", "b1"]]
     assert metrics["rrhf_tied_groups_skipped"] == 2.0
     assert len(RRHFAlgorithm(RRHFConfig()).select(rows, 0)[0]) == 3  # the paper's loss keeps them all
+
+
+def test_min_best_reward_drops_queries_with_no_good_candidate():
+    """With a missing-EOS penalty a group of wrong answers is no longer tied (stopped 0, cut -0.5):
+    its best is still wrong, and imitating it taught the policy to stop on a wrong number."""
+    from raylign.algorithms.rrhf import RRHFAlgorithm
+
+    groups = (("wrong", [0.0, -0.5]), ("cut_right", [0.5, 0.0]), ("right", [1.0, -0.5]), ("tied", [1.0, 1.0]))
+    rows = [{"prompt_uid": uid, "reward": r, "name": f"{uid}{i}"} for uid, rewards in groups for i, r in enumerate(rewards)]
+    config = RRHFConfig(skip_tied_groups=True, min_best_reward=0.5)
+    units, metrics = RRHFAlgorithm(config).select(rows, 0)
+    assert [group[0]["name"] for group in units] == ["cut_right0", "right0"]
+    assert (metrics["rrhf_tied_groups_skipped"], metrics["rrhf_low_best_groups_skipped"]) == (1.0, 1.0)
