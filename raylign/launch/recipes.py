@@ -78,13 +78,15 @@ def recipe_class(name: str) -> type[StrictModel]:
 
 
 def recipe_class_for(path: str | Path) -> type[StrictModel] | None:
-    """The class that validates a recipe file under jobs/, by its name's prefix."""
-    method = method_for_recipe(path)
-    if method is not None:
-        return recipe_class(method.name)
+    """The class that validates a recipe file under jobs/, by its name's longest matching prefix,
+    a method's or another command's (`cut_online` is the study's, `cut_judgments` CUT's)."""
     stem = Path(path).stem
-    matches = [prefix for prefix in OTHER_RECIPES if stem == prefix or stem.startswith(prefix + "_")]
-    if not matches:
-        return None
-    module, name = OTHER_RECIPES[max(matches, key=len)].split(":")  # almost_study_x is a study's, not synth's
+    method = method_for_recipe(path)
+    others = [prefix for prefix in OTHER_RECIPES if stem == prefix or stem.startswith(prefix + "_")]
+    other = max(others, key=len) if others else None
+    method_prefix = max((p for p in method.prefixes() if stem == p or stem.startswith(p + "_")), key=len,
+                        default="") if method else ""
+    if other is None or (method is not None and len(method_prefix) >= len(other)):
+        return recipe_class(method.name) if method is not None else None
+    module, name = OTHER_RECIPES[other].split(":")
     return getattr(importlib.import_module(module), name)
