@@ -21,23 +21,18 @@ from pydantic import Field
 
 from raylign.config import InputPath, ModelName, OutputDir, StrictModel
 from raylign.studies.cli import resuming, study_main
-from raylign.studies.stages import Stage, command
-
-
-class Step(StrictModel):
-    recipe: InputPath
-    overrides: list[str] = []
+from raylign.studies.stages import Stage, StageRecipe, command
 
 
 class AlmostStudy(StrictModel):
     model: ModelName = "SmolLM2-135M-Instruct"
     output_dir: OutputDir = "runs/almost_study"
-    comparisons: Step  # `synth almost`
-    reward_model: Step  # `train rm` on the comparisons
-    rmsp: Step  # `generate best-of-n` with the synthetic RM on the synthetic prompts
+    comparisons: StageRecipe  # `synth almost`
+    reward_model: StageRecipe  # `train rm` on the comparisons
+    rmsp: StageRecipe  # `generate best-of-n` with the synthetic RM on the synthetic prompts
     rmsp_n: int = Field(4, ge=2)
-    sft: Step
-    rl: Step  # an online recipe (grpo_*, ppo_*): its method comes from `rl_method`
+    sft: StageRecipe
+    rl: StageRecipe  # an online recipe (grpo_*, ppo_*): its method comes from `rl_method`
     rl_method: str = "grpo"
     human_pairs: InputPath = "../shared/data/hh_rlhf_harmless.jsonl.gz"  # held-out HH: RM accuracy, eval prompts
     eval_limit: int = Field(64, ge=1)

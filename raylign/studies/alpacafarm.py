@@ -22,14 +22,9 @@ from pydantic import Field
 from raylign.config import InputPath, ModelName, OutputDir, StrictModel
 from raylign.studies.cli import resuming, study_main
 from raylign.studies.roles import RoleSplit, write_roles
-from raylign.studies.stages import Stage, command
+from raylign.studies.stages import Stage, StageRecipe, command
 
 Kind = Literal["best_of_n", "expert_iteration", "online", "dpo"]
-
-
-class StageRecipe(StrictModel):
-    recipe: InputPath
-    overrides: list[str] = []  # key.sub=value, laid over the recipe
 
 
 class MethodEntry(StrictModel):
@@ -64,10 +59,6 @@ class AlpacaFarmStudy(StrictModel):
     ray_address: str | None = None
 
 
-def _overrides(entry: StageRecipe | MethodEntry) -> list[str]:
-    return list(entry.overrides)
-
-
 class Plan:
     """The study's paths and stages, from its config."""
 
@@ -91,7 +82,7 @@ class Plan:
 
     def generate(self, name: str, words: str, model: str, data: Path, output: Path, *extra: str) -> Stage:
         config = self.config
-        argv = ["generate", words, "--config", config.generate.recipe, *_overrides(config.generate),
+        argv = ["generate", words, "--config", config.generate.recipe, *config.generate.overrides,
                 f"model={model}", f"data.path={data}", "data.split=all", "data.limit=null", f"output={output}", *extra]
         return Stage(name, command(*argv), (output,), {"argv": argv})
 
@@ -102,16 +93,16 @@ class Plan:
             Stage("roles", lambda: write_roles(config.pairs, config.roles, roles, self.judge_rows_from()),
                   (roles / "roles.json",), {"pairs": config.pairs, "roles": config.roles.model_dump(),
                                             "judge_rows_from": self.judge_rows_from()}),
-            Stage("sft", *self._train(["train", "sft", "--config", config.sft.recipe, *_overrides(config.sft),
+            Stage("sft", *self._train(["train", "sft", "--config", config.sft.recipe, *config.sft.overrides,
                                        f"model={config.model}", f"data.path={roles / 'sft.jsonl'}",
                                        "data.format=alpaca", f"output_dir={sft}"], sft / "config.json")),
             self.generate("pairs", "samples", str(sft), roles / "preference.jsonl", root / "pairs.json",
                           "sampling.num_samples=2", "generator=sft"),
-            Stage("labels", *self._train(["annotate", "--config", config.annotate.recipe, *_overrides(config.annotate),
+            Stage("labels", *self._train(["annotate", "--config", config.annotate.recipe, *config.annotate.overrides,
                                           f"data={root / 'pairs.json'}", f"output={root / 'labels.jsonl'}"],
                                          root / "labels.jsonl")),
             Stage("rm", *self._train(["train", "rm", "--config", config.reward_model.recipe,
-                                      *_overrides(config.reward_model), f"model={sft}",
+                                      *config.reward_model.overrides, f"model={sft}",
                                       f"data.path={root / 'labels.jsonl'}", "data.format=alpaca_eval",
                                       f"output_dir={root / 'rm'}", "rm.export_delta=null"],
                                      root / "rm" / "config.json")),
@@ -140,7 +131,7 @@ class Plan:
             picks = root / name / "best_of_n.json"
             return [self.generate(f"{name}_picks", "best-of-n", str(sft), self.roles / "unlabeled.jsonl", picks,
                                   f"sampling.num_samples={entry.n}", f"reward.model={rm}", f"generator={name}"),
-                    Stage(name, *self._train(["train", "sft", "--config", config.sft.recipe, *_overrides(config.sft),
+                    Stage(name, *self._train(["train", "sft", "--config", config.sft.recipe, *config.sft.overrides,
                                               f"model={sft}", f"data.path={picks}", "data.format=alpaca",
                                               f"output_dir={self.policy(name)}", *entry.overrides],
                                              self.policy(name) / "config.json"))]

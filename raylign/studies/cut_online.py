@@ -24,12 +24,7 @@ from pydantic import Field, field_validator
 
 from raylign.config import InputPath, ModelName, OutputDir, StrictModel
 from raylign.studies.cli import study_main
-from raylign.studies.stages import Stage, command, number
-
-
-class Step(StrictModel):
-    recipe: InputPath
-    overrides: list[str] = []
+from raylign.studies.stages import Stage, StageRecipe, command, number
 
 
 class CutOnlineStudy(StrictModel):
@@ -39,9 +34,9 @@ class CutOnlineStudy(StrictModel):
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0)  # held-out instructions (seeded hash, as the RMs' split)
     iterations: int = Field(3, ge=1)
     per_iteration: int = Field(64, ge=1)  # training instructions answered and judged each iteration
-    generate: Step  # sampling settings of the policy's answers
+    generate: StageRecipe  # sampling settings of the policy's answers
     judge: str = "judgment:SmolLM2-135M-Instruct"  # a `judgment:` / `judgment-http:` spec
-    cut: Step  # `train cut` recipe
+    cut: StageRecipe  # `train cut` recipe
     heldout_judgments: list[InputPath] = ["../shared/data/cut_judgments_iter3.jsonl.gz"]
     eval_limit: int = Field(64, ge=1)
     evaluator: str = "rm:alpaca-rm-smollm2"  # compares the last policy with the start: not the judgment writer

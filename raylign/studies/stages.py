@@ -17,9 +17,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from raylign.config import InputPath, StrictModel
+
 
 class StageFailed(RuntimeError):
     pass
+
+
+class StageRecipe(StrictModel):
+    """A stage's command settings: a shipped recipe and key.sub=value overrides laid over it."""
+
+    recipe: InputPath
+    overrides: list[str] = []
 
 
 @dataclass(frozen=True)
