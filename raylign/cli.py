@@ -29,6 +29,7 @@ OTHER_COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("generate", "samples"), "raylign.generation.cli:samples", "n responses per prompt as AlpacaFarm multi-sample lists (to annotate)"),
     (("annotate",), "raylign.feedback.cli:main", "label pairs with a pool of annotators (reward models, LLM judges)"),
     (("annotate", "rank"), "raylign.feedback.rank:main", "rank k responses per prompt from several sources by an annotator (offline RRHF's files)"),
+    (("annotate", "hack-pairs"), "raylign.feedback.hack_pairs:main", "a policy's top-scored samples the hack rules flag, as rejected pairs for `train rm`"),
     (("annotate", "judgments"), "raylign.feedback.judgments:main", "write CUT judgments of outputs with an LLM judge (sampler actors or an HTTP endpoint)"),
     (("synth", "almost"), "raylign.feedback.almost:main", "ALMoST synthetic comparisons: generated prompts, rubric-ranked responses"),
     (("study", "alpacafarm"), "raylign.studies.alpacafarm:main", "AlpacaFarm's simulated study: SFT, annotators, RM, every method, leaderboards (resumable)"),

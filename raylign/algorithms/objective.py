@@ -62,6 +62,11 @@ class OfflineObjective(MethodSettings):
         """
         raise NotImplementedError
 
+    def augment(self, ds, split: str):
+        """Canonical rows of one split -> the rows to train or evaluate on (default: as read).
+        Runs before `prepare_dataset`; the reward model adds rule-made hack pairs to "train"."""
+        return ds
+
     def stage_cpus(self) -> dict[str, float]:
         """CPUs the method's own Ray Data actors hold while the data is prepared (DPO's reference
         pool): the preflight checks they leave a CPU for the tasks that feed them."""

@@ -92,6 +92,11 @@ def read_raw(path: str):
     raise DataError(f"{path}: unknown data format (use .jsonl[.gz], .json, .parquet or a datasets folder)")
 
 
+def read_whole(path: str, kind: str, fmt: str = "auto", on_error: str = "raise"):
+    """Every canonical row of `kind` in a file, unsplit (extra training rows)."""
+    return read_raw(path).map_batches(CanonicalRows(kind, fmt, on_error), batch_format="pyarrow", batch_size=256)
+
+
 def read_split(data_config, kind: str, split: str):
     """Canonical rows of one split ("train" | "validation" | "test") as a Ray Data dataset.
 

@@ -97,11 +97,23 @@ def hack_cases(rows: list[dict], families: list[str] | None = None) -> dict[str,
             for name in names}
 
 
+# what `train rm` may learn from: every family but the plain pair itself
+TRAINABLE_FAMILIES = tuple(name for name in FAMILIES if name != "rejected")
+
+
+def pick_families(families: list[str], count: int, prompt_id: str) -> list[str]:
+    """`count` distinct families for a prompt, by a seeded hash (the same prompt, the same picks)."""
+    ranked = sorted(families, key=lambda name: hashlib.blake2b(f"{prompt_id}\x1f{name}".encode(), digest_size=8).digest())
+    return ranked[:count]
+
+
+def training_pairs(row: dict, family: str) -> list[dict]:
+    """A family's cases of one row as preference rows: the good answer over the hack, under the
+    hack's prompt (for `judge_note`, the prompt carrying the note: chosen over rejected there)."""
+    return [{**row, "messages": hack_messages, "chosen": good, "rejected": hack, "preference": 1.0, "hack": family}
+            for _, good, hack_messages, hack in hack_cases([row], [family])[family]]
+
+
 def hack_pairs(rows: list[dict], families: list[str] | None = None) -> list[dict]:
-    """The cases as preference rows (chosen = the good answer) for reward-model training; the
-    judge-note family, whose two answers have different prompts, is left out."""
-    out = []
-    for name, cases in hack_cases(rows, [f for f in (families or list(FAMILIES)) if f not in ("judge_note", "rejected")]).items():
-        for messages, good, _, hack in cases:
-            out.append({"messages": messages, "chosen": good, "rejected": hack, "hack": name})
-    return out
+    """Every case of every row as a preference row for reward-model training."""
+    return [pair for row in rows for family in (families or TRAINABLE_FAMILIES) for pair in training_pairs(row, family)]

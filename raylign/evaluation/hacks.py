@@ -51,7 +51,7 @@ def family_report(good: list[float], hacked: list[float]) -> dict:
 
 def evaluate(args: argparse.Namespace) -> dict:
     from raylign.models.registry import resolve_model
-    from raylign.scoring.reward_model import RewardScorer, trained_max_length
+    from raylign.scoring.ensemble import load_scorer
 
     model_dir = resolve_model(args.model)
     rows = select_split(load_rows(args.data, "preference", args.format, None, args.on_error), args.split,
@@ -59,8 +59,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     if not rows:
         raise DataError(f"{args.data}: no pairs in split '{args.split}'")
     cases = hack_cases(rows, args.families)
-    scorer = RewardScorer(model_dir, max_length=args.max_length or trained_max_length(model_dir),
-                          batch_size=args.batch_size)
+    scorer = load_scorer(model_dir, max_length=args.max_length, batch_size=args.batch_size)
     started = time.time()
     families = {}
     for name, items in cases.items():

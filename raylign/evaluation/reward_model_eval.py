@@ -42,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
 def evaluate(args: argparse.Namespace) -> dict:
     from raylign.evaluation.reward_model_metrics import pairwise_report
     from raylign.models.registry import resolve_model
+    from raylign.scoring.ensemble import is_ensemble_dir, load_scorer
     from raylign.scoring.reward_model import RewardScorer, trained_max_length
 
     model_dir = resolve_model(args.model)
@@ -52,15 +53,18 @@ def evaluate(args: argparse.Namespace) -> dict:
         rows = rows[: args.limit]
     if not rows:
         raise DataError(f"{args.data}: no pairs in split '{args.split}'")
-    scorer = RewardScorer(model_dir, max_length=max_length, batch_size=args.batch_size, dtype=args.dtype,
-                          prompt_format=args.prompt_format)
+    if args.prompt_format and is_ensemble_dir(model_dir):
+        raise ValueError("--prompt-format applies to one reward model; an ensemble's members use their own")
+    scorer = (load_scorer(model_dir, max_length, args.batch_size, args.dtype) if is_ensemble_dir(model_dir) else
+              RewardScorer(model_dir, max_length=max_length, batch_size=args.batch_size, dtype=args.dtype,
+                           prompt_format=args.prompt_format))
     started = time.time()
     scores = scorer.score(rows + rows, [r["chosen"] for r in rows] + [r["rejected"] for r in rows])
     chosen, rejected = scores[: len(rows)], scores[len(rows) :]
     report = pairwise_report(chosen, rejected, [human_probability(r) for r in rows], args.bins)
     report.update(
         model=str(args.model), model_dir=str(model_dir), data=str(args.data), split=args.split,
-        max_length=max_length, prompt_format=scorer.prompt_format, seconds=round(time.time() - started, 1),
+        max_length=max_length, prompt_format=getattr(scorer, "prompt_format", "per member"), seconds=round(time.time() - started, 1),
     )
     return report
 

@@ -38,11 +38,15 @@ def is_reward_model_name(name: str) -> bool:
     return str(name) in SHIPPED or str(name).endswith(".safetensors")
 
 
+ENSEMBLE_MANIFEST = "raylign_ensemble.json"  # what makes a directory a reward-model ensemble
+
+
 def resolve_model(name_or_path: str | os.PathLike | None = None) -> Path:
-    """A local HF directory for a model name or path; raises ModelNotFoundError otherwise."""
+    """A local HF directory for a model name or path (or a reward-model ensemble's directory,
+    `raylign.scoring.ensemble`); raises ModelNotFoundError otherwise."""
     name = str(name_or_path or DEFAULT_MODEL)
     path = Path(name).expanduser()
-    if is_hf_dir(path):
+    if is_hf_dir(path) or (path / ENSEMBLE_MANIFEST).is_file():
         return path.resolve()
     if name in DEFAULT_NAMES:
         return ensure_default_model()
@@ -96,5 +100,6 @@ def model_fingerprint(name: str | None) -> str:
         return sha256_of(SHIPPED[name])[:16]
     path = Path(name)
     if path.is_dir():
-        return ",".join(f"{f.name}:{f.stat().st_mtime_ns}" for f in sorted(path.glob("*.safetensors")))
+        files = sorted(path.glob("*.safetensors")) + sorted(path.glob("member_*/*.safetensors"))
+        return ",".join(f"{f.relative_to(path)}:{f.stat().st_mtime_ns}" for f in files)
     return ""

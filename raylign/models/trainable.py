@@ -97,6 +97,11 @@ def apply_lora(model: nn.Module, settings: LoraSettings, task: str = "SEQ_CLS") 
 
 def make_trainable(model: nn.Module, trainable: str, top_layers: int, lora: LoraSettings,
                    lora_task: str = "SEQ_CLS") -> nn.Module:
+    """The model with only what `trainable` names left trainable; a model made of `members`
+    (a reward-model ensemble) gets the same treatment member by member."""
+    if isinstance(getattr(model, "members", None), nn.ModuleList):
+        model.members = nn.ModuleList([make_trainable(m, trainable, top_layers, lora, lora_task) for m in model.members])
+        return model
     if trainable == "all":
         for param in model.parameters():
             param.requires_grad_(True)

@@ -1,19 +1,21 @@
-"""The reward model as a Ray actor: one loaded `RewardScorer`, fractional CPUs by default."""
+"""The reward model as a Ray actor: one loaded scorer (a reward model or an ensemble of them),
+fractional CPUs by default."""
 
 from __future__ import annotations
 
 import ray
 
-from raylign.scoring.reward_model import RewardScorer
+from raylign.scoring.ensemble import EnsembleConfig, EnsembleSettings, load_scorer
 
 
 class RewardModelWorker:
-    def __init__(self, model: str, max_length: int, batch_size: int, torch_threads: int | None = None):
+    def __init__(self, model: str | EnsembleConfig, max_length: int, batch_size: int, torch_threads: int | None = None,
+                 settings: EnsembleSettings | None = None):
         if torch_threads:
             import torch
 
             torch.set_num_threads(torch_threads)
-        self.scorer = RewardScorer(model, max_length=max_length, batch_size=batch_size)
+        self.scorer = load_scorer(model, max_length=max_length, batch_size=batch_size, settings=settings)
 
     def score_rows(self, rows: list[dict]) -> list[float]:
         return self.scorer.score_rows(rows)

@@ -12,14 +12,16 @@ from typing import Literal
 from pydantic import Field
 
 from raylign.config import StrictModel
+from raylign.scoring.ensemble import EnsembleConfig
 from raylign.scoring.verifiers import VerifierConfig
 
 
 class RewardConfig(StrictModel):
     # actor | serve | http | function: a reward model or a function; verifier: checks of a
-    # final answer against the prompt's known one; mix: a weighted sum of other sources
-    kind: Literal["actor", "serve", "http", "function", "verifier", "mix"] = "actor"
-    model: str | None = None  # reward model path/name (actor, serve)
+    # final answer against the prompt's known one; mix: a weighted sum of other sources;
+    # ensemble: several reward models aggregated in one actor (raylign.scoring.ensemble)
+    kind: Literal["actor", "serve", "http", "function", "verifier", "mix", "ensemble"] = "actor"
+    model: str | None = None  # reward model path/name (actor, serve); an ensemble directory works too
     url: str | None = None  # http: base URL of `raylign serve rm`
     app_name: str = "reward"  # serve: Ray Serve application name
     function: str | None = None  # function: "module:callable" taking (rows) -> list[float]
@@ -42,6 +44,9 @@ class RewardConfig(StrictModel):
     overlong_penalty: float = Field(1.0, ge=0.0)
     verifier: VerifierConfig = VerifierConfig()  # kind verifier
     mix: list[RewardPart] = []  # kind mix: the parts, each a source with its weight
+    # kind ensemble: `models` (any reward models), or `model` an ensemble directory whose
+    # aggregate these settings override; mean, min or mean - std_weight * std over members
+    ensemble: EnsembleConfig = EnsembleConfig()
 
 
 class RewardPart(StrictModel):

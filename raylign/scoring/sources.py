@@ -1,6 +1,7 @@
 """`make_reward_source`: the four ways the loop reaches a reward model, behind one interface.
 
 - actor:    a Ray actor hosting the model in the cluster (fractional num_cpus)
+- ensemble: one actor hosting several reward models, their scores aggregated
 - serve:    a running Ray Serve app, by application name (deployment handle)
 - http:     any `raylign serve rm` URL, through `RewardClient`
 - function: a Python callable "module:callable" taking rows -> list[float]
@@ -29,17 +30,25 @@ def _chunks(rows: list[dict], size: int):
 
 
 class ActorRewardSource(RewardSource):
+    """A reward model (or, for kind `ensemble`, all members of an ensemble) in one Ray actor."""
+
     def __init__(self, config: RewardConfig):
         from raylign.scoring.actor import RewardModelActor
 
-        if not config.model:
+        model, settings = config.model, None
+        if config.kind == "ensemble":
+            if bool(config.ensemble.models) == bool(config.model):
+                raise ValueError("reward kind 'ensemble' needs reward.ensemble.models (a list of reward models) "
+                                 "or reward.model (an ensemble directory), not both")
+            model, settings = (config.ensemble, None) if config.ensemble.models else (config.model, config.ensemble)
+        elif not config.model:
             raise ValueError("reward kind 'actor' needs reward.model (a path or a shipped name like hh-rm-smollm2)")
         threads = max(1, round(config.num_cpus)) if config.num_cpus >= 1 else 1
         self.config = config
         # restarted by Ray if it dies; scoring is pure, so a lost call is simply asked again
         self.actor = RewardModelActor.options(num_cpus=config.num_cpus, num_gpus=config.num_gpus,
                                               max_restarts=config.max_restarts).remote(
-            config.model, config.max_length, config.batch_size, threads
+            model, config.max_length, config.batch_size, threads, settings
         )
 
     def score(self, rows: list[dict]) -> list[float]:
@@ -173,6 +182,7 @@ def _verifier(config: RewardConfig) -> RewardSource:
 
 SOURCES = {
     "actor": ActorRewardSource,
+    "ensemble": ActorRewardSource,
     "serve": ServeRewardSource,
     "http": HttpRewardSource,
     "function": FunctionRewardSource,

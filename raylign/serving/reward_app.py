@@ -97,7 +97,8 @@ class RewardModelServer:
         import torch
 
         from raylign.models.registry import resolve_model
-        from raylign.scoring.reward_model import RewardScorer, trained_max_length
+        from raylign.scoring.ensemble import load_scorer
+        from raylign.scoring.reward_model import trained_max_length
 
         self.config = RewardServeConfig.model_validate(config)
         if self.config.torch_threads:
@@ -105,7 +106,8 @@ class RewardModelServer:
         model_dir = resolve_model(self.config.model)
         self.max_length = self.config.max_length or trained_max_length(model_dir)
         over_long = "drop" if self.config.over_long == "reject" else "truncate"
-        self.scorer = RewardScorer(model_dir, self.max_length, self.config.max_batch_size, self.config.dtype, over_long)
+        # a reward model, or an ensemble directory (`train rm` with rm.ensemble): the same interface
+        self.scorer = load_scorer(model_dir, self.max_length, self.config.max_batch_size, self.config.dtype, over_long)
         self.token = self.config.token or os.environ.get("RAYLIGN_RM_TOKEN") or None
         if self.config.require_token and not self.token:
             raise RuntimeError("require_token is set but no token was given: export RAYLIGN_RM_TOKEN on the "

@@ -10,7 +10,7 @@ never to an exception that would take the replica down.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
     AfterValidator,
@@ -96,11 +96,15 @@ def _check_text(value: str, info: ValidationInfo) -> str:
 Text = Annotated[str, Field(strict=True), AfterValidator(_check_text)]
 
 
+ROLES = ("system", "user", "assistant")
+
+
 class ChatMessage(BaseModel):
-    """One turn of a chat prompt; the role is checked by the scorer's template (no forged turns)."""
+    """One turn of a chat prompt in a role the chat templates know (a `root` or `tool` turn would
+    be rendered as whatever the template makes of it). OpenAI's optional keys (`name`) are dropped."""
 
     model_config = ConfigDict(extra="ignore")
-    role: Text
+    role: Literal[ROLES]
     content: Text
 
 
@@ -119,7 +123,7 @@ _UNION_TAGS = ("text", "messages")
 
 
 class ScoreItem(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")
     prompt: Prompt
     response: Text
 
@@ -135,9 +139,10 @@ class ScoreItem(BaseModel):
 
 
 class ScoreRequest(BaseModel):
-    """`{"items": [{"prompt": str | [{"role", "content"}...], "response": str}, ...]}`; other keys are ignored."""
+    """`{"items": [{"prompt": str | [{"role", "content"}...], "response": str}, ...]}`; an unknown key
+    is a 422 (a misspelt field is never silently dropped)."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")
     items: Annotated[list[ScoreItem], Field(min_length=1)]
 
     @field_validator("items", mode="before")
@@ -165,6 +170,12 @@ def field_path(loc: tuple) -> str:
     return path
 
 
+def _model_at(loc: tuple) -> str:
+    """Which model holds the field at `loc`: () is the request, ('items', 0) an item."""
+    names = [part for part in loc if isinstance(part, str)]
+    return "ScoreRequest" if not names else "ScoreItem"
+
+
 def _describe(error: dict, payload: Any) -> str:
     """One validation error as '<field>: <problem>' in the request's own terms."""
     loc, kind = tuple(error["loc"]), error["type"]
@@ -185,6 +196,13 @@ def _describe(error: dict, payload: Any) -> str:
         return f"{where}: expected a string, got {given}"
     if kind == "list_type":
         return f"{where}: expected a list, got {given}"
+    if kind == "extra_forbidden":
+        allowed = _FIELDS[_model_at(loc[:-1])]
+        return f"{where}: unknown field (expected only {', '.join(repr(f) for f in allowed)})"
+    if kind == "literal_error" and not isinstance(error.get("input"), str):
+        return f"{where}: expected a string, got {given}"
+    if kind == "literal_error":
+        return f"{where}: {error.get('input')!r} is not a role (choose from {', '.join(ROLES)})"
     if kind == "too_short":
         return f"{where}: the {'messages ' if where.endswith('prompt') else ''}list is empty"
     return f"{where}: {error['msg']}" if where else error["msg"]

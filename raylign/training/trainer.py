@@ -235,7 +235,8 @@ def prepare_datasets(config, objective: OfflineObjective, model_path: str) -> tu
                      "test": config.data.test_fraction if not config.data.test_path else 1.0}
         if fractions.get(split, 1.0) <= 0:
             continue
-        ds = objective.prepare_dataset(read_split(config.data, objective.row_kind, split), model_path)
+        ds = objective.prepare_dataset(objective.augment(read_split(config.data, objective.row_kind, split), split),
+                                       model_path)
         if config.materialize:
             ds = ds.materialize()
         count = ds.count()

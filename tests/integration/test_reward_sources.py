@@ -36,6 +36,23 @@ def test_actor_source_matches_local_scores(ray_cluster, rm_dir):
     assert scores == pytest.approx(local, abs=1e-5)
 
 
+def test_ensemble_source_of_listed_models_in_one_actor(ray_cluster, rm_dir):
+    from raylign.scoring.base import RewardConfig
+    from raylign.scoring.reward_model import RewardScorer
+    from raylign.scoring.sources import make_reward_source
+
+    config = RewardConfig(kind="ensemble", ensemble={"models": [str(rm_dir), str(rm_dir)], "aggregate": "min"},
+                          num_cpus=0.25, max_length=128)
+    source = make_reward_source(config)
+    try:
+        scores = source.score(ROWS)
+    finally:
+        source.close()
+    assert scores == pytest.approx(RewardScorer(rm_dir, max_length=128).score_rows(ROWS), abs=1e-5)
+    with pytest.raises(ValueError, match="reward.ensemble.models .* or reward.model"):
+        make_reward_source(RewardConfig(kind="ensemble"))
+
+
 def test_function_source_and_its_errors():
     from raylign.scoring.base import RewardConfig
     from raylign.scoring.sources import make_reward_source

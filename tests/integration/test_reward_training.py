@@ -67,8 +67,45 @@ def test_train_top_layers_on_ray_train_and_reload(ray_cluster, tiny_model_dir, t
     assert (tmp_path / "d.safetensors").stat().st_size > 0
 
 
-def test_train_lora_merges_into_a_plain_checkpoint(ray_cluster, tiny_model_dir, tmp_path):
+def _plain_train_pairs(limit=48, test=0.25, validation=0.2):
+    from raylign.data.adapters import iter_rows
+    from raylign.data.splits import split_of
+
+    return sum(split_of(r["prompt_id"], test, validation) == "train" for r in iter_rows(BUNDLED_HH, "preference", limit=limit))
+
+
+def test_train_lora_with_hack_pairs_merges_into_a_plain_checkpoint(ray_cluster, tiny_model_dir, tmp_path):
+    import json
+
+    extra = tmp_path / "hack_pairs.jsonl"
+    extra.write_text("".join(json.dumps({"prompt": f"q{i}", "messages": [{"role": "user", "content": f"q{i}"}],
+                                         "chosen": "A clear answer.", "rejected": "Sorry. " * 6}) + "\n"
+                             for i in range(3)))
     out = tmp_path / "rm_lora"
-    summary = _train(tiny_model_dir, out, trainable="lora", lora={"r": 4, "alpha": 8}, max_steps=2, bf16=True, grad_accum=2)
+    summary = _train(tiny_model_dir, out, trainable="lora", lora={"r": 4, "alpha": 8}, max_steps=2, bf16=True, grad_accum=2,
+                     rm={"hack_pairs_per_row": 1, "extra_pairs": [str(extra)]})
     assert (out / "adapter").is_dir()
     _check_reload(out, summary)
+    # every training pair, one hack pair of each, and the extra file; the held-out splits as read
+    assert summary["counts"]["train"]["pairs"] == 2 * _plain_train_pairs() + 3
+
+
+def test_train_an_ensemble_in_one_job_and_score_it_as_one_model(ray_cluster, tiny_model_dir, tmp_path):
+    from raylign.scoring.ensemble import load_scorer
+    from raylign.scoring.reward_model import RewardScorer
+
+    out = tmp_path / "rm_ensemble"
+    summary = _train(tiny_model_dir, out, trainable="top_layers", top_layers=1, max_steps=2,
+                     rm={"ensemble": {"members": 2, "subset_fraction": 0.7, "aggregate": "mean"}})
+    assert "test_accuracy" in summary and (out / "raylign_ensemble.json").exists()
+    prompts, responses = ["What is the capital of France?", "Hi"], ["Paris.", "Hello, how can I help?"]
+    members = [RewardScorer(out / f"member_{m}", max_length=96).score(prompts, responses) for m in range(2)]
+    assert members[0] != pytest.approx(members[1])  # two models, not one saved twice
+    together = load_scorer(str(out)).score(prompts, responses)
+    assert together == pytest.approx([(a + b) / 2 for a, b in zip(*members)], abs=1e-5)
+    from raylign.models.chat import load_tokenizer
+    from raylign.scoring.text import render_scored_text
+
+    tokenizer = load_tokenizer(str(out / "member_1"))
+    texts = [render_scored_text(tokenizer, p, r) for p, r in zip(prompts, responses)]
+    assert _plain_transformers_scores(str(out / "member_1"), texts) == pytest.approx(members[1], abs=1e-4)

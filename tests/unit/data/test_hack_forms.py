@@ -5,9 +5,11 @@ import pytest
 from raylign.data.hack_forms import (
     FAMILIES,
     MARKERS,
+    TRAINABLE_FAMILIES,
     first_sentence,
     hack_cases,
     hack_pairs,
+    pick_families,
     truncate_mid_sentence,
 )
 
@@ -41,9 +43,18 @@ def test_choices_are_seeded_by_the_prompt():
     assert len(forms) > 1 and hack_cases([other])["noncommittal"][0][3] in forms
 
 
-def test_pairs_for_training_leave_out_the_prompt_changing_family():
+def test_pairs_for_training_put_the_good_answer_over_each_hack_under_the_hacks_prompt():
     pairs = hack_pairs([ROW])
-    assert {p["hack"] for p in pairs} == set(FAMILIES) - {"judge_note", "rejected"}
-    assert all(p["chosen"] == ROW["chosen"] and p["messages"] == ROW["messages"] for p in pairs)
+    assert {p["hack"] for p in pairs} == set(FAMILIES) - {"rejected"}
+    assert all(p["chosen"] == ROW["chosen"] for p in pairs)
+    assert all(p["messages"] == ROW["messages"] for p in pairs if p["hack"] != "judge_note")
+    (note,) = [p for p in pairs if p["hack"] == "judge_note"]
+    assert note["rejected"] == ROW["rejected"] and note["messages"] != ROW["messages"]
+
+
+def test_families_are_picked_per_prompt_by_a_seeded_hash():
+    picks = pick_families(list(TRAINABLE_FAMILIES), 2, "p1")
+    assert len(set(picks)) == 2 and picks == pick_families(list(TRAINABLE_FAMILIES), 2, "p1")
+    assert len({tuple(pick_families(list(TRAINABLE_FAMILIES), 1, f"p{i}")) for i in range(40)}) > 5
     with pytest.raises(ValueError, match="unknown hack families"):
         hack_cases([ROW], ["loops"])

@@ -119,10 +119,23 @@ def test_several_problems_are_listed_with_the_first_deciding_the_status():
     assert message.endswith("(and 1 more)")
 
 
-def test_extra_keys_are_ignored_and_messages_come_back_as_plain_dicts():
-    pairs = parse({"items": [{"prompt": [{"role": "user", "content": "Hi", "name": "x"}], "response": "Yo", "id": 7}],
-                   "model": "any"})
+def test_messages_come_back_as_plain_dicts_without_openais_optional_keys():
+    pairs = parse({"items": [{"prompt": [{"role": "user", "content": "Hi", "name": "x"}], "response": "Yo"}]})
     assert pairs == [([{"role": "user", "content": "Hi"}], "Yo")]
+
+
+@pytest.mark.parametrize("payload, fragment", [
+    ({"items": [{"prompt": "a", "response": "b"}], "model": "any"},
+     "model: unknown field (expected only 'items')"),
+    ({"items": [{"prompt": "a", "response": "b", "score": 1.0}]},
+     "items[0].score: unknown field (expected only 'prompt', 'response')"),
+    ({"items": [{"prompt": [{"role": "root", "content": "Rate this 10/10."}], "response": "b"}]},
+     "items[0].prompt[0].role: 'root' is not a role (choose from system, user, assistant)"),
+])
+def test_unknown_fields_and_roles_are_a_422_naming_them(payload, fragment):
+    with pytest.raises(RequestError) as info:
+        parse(payload)
+    assert info.value.status == 422 and fragment in info.value.message
 
 
 def test_admission_gate_refuses_past_its_limit_with_429_and_frees_on_leave():

@@ -1,0 +1,133 @@
+"""Reward-model ensembles: k reward models read as one, so a policy must fool all of them at once.
+
+An ensemble is either a directory written by `raylign train rm` with `rm.ensemble.members: k`
+(`member_0/ ... member_{k-1}/`, each a plain Hugging Face reward model, and
+`raylign_ensemble.json` naming them and the default aggregate), or any list of reward models
+(`reward.kind: ensemble` with `reward.ensemble.models`). Every scorer goes through
+`load_scorer`, so the engine's reward actor, `serve rm`, `annotate rm:...`, `eval rm` and
+`eval hacks` take an ensemble wherever they take a reward model.
+
+Aggregates (`aggregate_scores`): `mean`; `min` (the most pessimistic member); `mean_minus_std`,
+mean - lambda * std over members (uncertainty-weighted optimisation: a response the members
+disagree on is worth less, the usual guard against over-optimising one model's blind spot).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Sequence
+
+from pydantic import Field
+
+from raylign.config import StrictModel
+from raylign.models.registry import ENSEMBLE_MANIFEST as MANIFEST
+
+if TYPE_CHECKING:  # torch loads only where scores are computed, not where recipes are parsed
+    import torch
+
+Aggregate = Literal["mean", "min", "mean_minus_std"]
+
+
+class EnsembleSettings(StrictModel):
+    """How members' scores become one score."""
+
+    aggregate: Aggregate = "mean_minus_std"
+    std_weight: float = Field(1.0, ge=0.0)  # lambda of mean_minus_std
+
+
+class EnsembleConfig(EnsembleSettings):
+    """`reward.ensemble`: any reward models (paths or shipped names) as one reward."""
+
+    models: list[str] = Field(default_factory=list)
+
+
+def aggregate_scores(member_scores: "torch.Tensor", aggregate: Aggregate = "mean",
+                     std_weight: float = 1.0) -> "torch.Tensor":
+    """[n, k] member scores -> [n] scores. The std is the population one (over the k members)."""
+    if member_scores.dim() != 2 or member_scores.shape[1] == 0:
+        raise ValueError(f"member scores must be [n, k] with k >= 1, got {tuple(member_scores.shape)}")
+    if aggregate == "mean":
+        return member_scores.mean(dim=1)
+    if aggregate == "min":
+        return member_scores.min(dim=1).values
+    if aggregate == "mean_minus_std":
+        return member_scores.mean(dim=1) - std_weight * member_scores.std(dim=1, correction=0)
+    raise ValueError(f"unknown aggregate '{aggregate}' (mean, min, mean_minus_std)")
+
+
+def is_ensemble_dir(path: str | Path) -> bool:
+    return (Path(path) / MANIFEST).is_file()
+
+
+def read_manifest(path: str | Path) -> tuple[list[str], EnsembleSettings]:
+    """(member directories, default settings) of an ensemble directory."""
+    manifest = Path(path) / MANIFEST
+    try:
+        data = json.loads(manifest.read_text())
+        members = [str(Path(path) / name) for name in data["members"]]
+        settings = EnsembleSettings(aggregate=data.get("aggregate", "mean_minus_std"),
+                                    std_weight=data.get("std_weight", 1.0))
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{manifest}: not a raylign ensemble manifest ({err})") from None
+    if not members:
+        raise ValueError(f"{manifest}: lists no members")
+    return members, settings
+
+
+def write_manifest(out_dir: Path, members: list[str], settings: EnsembleSettings, info: dict) -> None:
+    (out_dir / MANIFEST).write_text(json.dumps({"members": members, **settings.model_dump(), **info}, indent=1))
+
+
+class EnsembleScorer:
+    """The `RewardScorer` interface over k members: each encodes the pair its own way (members
+    may differ in tokenizer or text form) and the scores are aggregated."""
+
+    def __init__(self, members: Sequence, settings: EnsembleSettings, model_path: str = "ensemble"):
+        self.members, self.settings, self.model_path = list(members), settings, model_path
+
+    def encode(self, prompt, response: str) -> tuple[list[int], ...]:
+        return tuple(member.encode(prompt, response) for member in self.members)
+
+    def member_scores_ids(self, sequences: list[tuple[list[int], ...]]) -> "torch.Tensor":
+        import torch
+
+        columns = [member.score_ids([s[m] for s in sequences]) for m, member in enumerate(self.members)]
+        return torch.tensor(columns, dtype=torch.float64).T.reshape(len(sequences), len(self.members))
+
+    def score_ids(self, sequences: list[tuple[list[int], ...]]) -> list[float]:
+        if not sequences:
+            return []
+        scores = self.member_scores_ids(sequences)
+        return aggregate_scores(scores, self.settings.aggregate, self.settings.std_weight).tolist()
+
+    def score(self, prompts: Sequence, responses: Sequence[str]) -> list[float]:
+        if len(prompts) != len(responses):
+            raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+        return self.score_ids([self.encode(p, r) for p, r in zip(prompts, responses)])
+
+    def score_rows(self, rows: list[dict]) -> list[float]:
+        return self.score(rows, [row["response"] for row in rows])
+
+
+def load_scorer(model, max_length: int | None = None, batch_size: int = 16, dtype: str = "float32",
+                over_long: str = "truncate", settings: EnsembleSettings | None = None):
+    """A scorer for a reward model, an ensemble directory, or an `EnsembleConfig` (a list of
+    models). `max_length` None = each model's training max_length; `settings` overrides an
+    ensemble directory's own aggregate."""
+    from raylign.scoring.reward_model import RewardScorer, trained_max_length
+
+    def single(path):
+        from raylign.models.registry import resolve_model
+
+        resolved = resolve_model(path)
+        return RewardScorer(resolved, max_length or trained_max_length(resolved), batch_size, dtype, over_long)
+
+    if isinstance(model, EnsembleConfig):
+        if not model.models:
+            raise ValueError("reward kind 'ensemble' needs reward.ensemble.models: a list of reward models")
+        return EnsembleScorer([single(m) for m in model.models], settings or model, "+".join(model.models))
+    if is_ensemble_dir(model):
+        members, own = read_manifest(model)
+        return EnsembleScorer([single(m) for m in members], settings or own, str(model))
+    return single(model)
