@@ -57,6 +57,7 @@ OTHER_COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("bench", "corpus"), "raylign.benchmarks.corpus_bench:main", "driver memory of the prompt stream: small vs 10M-prompt corpus"),
     (("bench", "project"), "raylign.benchmarks.projection:main", "projected iteration time of a 7B policy on 8 and 32 GPUs"),
     (("model", "prepare"), "raylign.models.cli:prepare", "convert the default model, build a shipped reward model, or check a local one"),
+    (("model", "shrink"), "raylign.models.cli:shrink", "a smaller model: the bottom N blocks of a larger one (ALMoST's smaller generator)"),
     (("data", "check"), "raylign.data.cli:check", "read a data file through an adapter and report"),
     (("data", "arithmetic"), "raylign.data.cli:arithmetic", "integer-arithmetic problems with answers (train / test)"),
 ]

@@ -1,9 +1,11 @@
 """ALMoST synthetic comparisons: prompts from seeds, responses from ranked configurations,
 preference pairs from the rubric, all generated on sampler actors (raw few-shot completion).
 
-    PG  seed prompts --few-shot list--> new prompts (ROUGE-L < 0.5 to every known prompt)
-    RG  each prompt x each configuration (model size, shots, demonstrations) -> one response
-    CS  rubric (larger, more shots, better demonstrations wins) -> {prompt, chosen, rejected, meta}
+    PG  seed prompts --few-shot list--> new prompts (ROUGE-L < 0.5 to every known prompt),
+        or the prompts of a file (`prompts.path`)
+    RG  each prompt x each configuration (model, shots, demonstrations) -> one response, as a Ray
+        Data job over each model's samplers, cached on disk (`raylign.feedback.almost_rg`)
+    CS  the rubric (`rubric`: which axes, dominance or a priority order) -> {prompt, chosen, rejected, meta}
 
 The rows are generic preference rows: `raylign train rm` and `load_rows(path, "preference")`
 read them as they are.
@@ -17,6 +19,7 @@ import json
 import random
 import time
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -26,11 +29,12 @@ from raylign.feedback.almost_filters import (
     ConfigRank,
     bad_prompt_reason,
     clean_generated_prompt,
-    cut_response,
     is_near_duplicate,
     make_comparisons,
     rank_configs,
 )
+from raylign.feedback.almost_rg import complete_cached, generate_responses, generator_fingerprint
+from raylign.feedback.cache import ResponseCache
 from raylign.sampling.base import SamplingConfig
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets" / "almost"
@@ -42,7 +46,8 @@ class DemonstrationSet(StrictModel):
 
 
 class PromptGenConfig(StrictModel):
-    num_prompts: int = 8  # prompts to generate
+    path: InputPath | None = None  # take the prompts of this file (any prompt format) instead of generating them
+    num_prompts: int = 8  # prompts to generate (or to read from `path`)
     shots: int = 8  # seed prompts shown in each few-shot list
     per_round: int = 8  # few-shot lists sampled per round (one completion each)
     max_rounds: int = 6
@@ -66,6 +71,17 @@ def _default_demos() -> dict[str, DemonstrationSet]:
     }
 
 
+class RubricConfig(StrictModel):
+    """ALMoST's heuristic: a configuration larger, with more shots or better demonstrations writes
+    the better response. `dominance` pairs two configurations when one is no worse on every axis
+    of `axes` and better on one; `priority` orders them by the axes in turn (the first that
+    differs decides), so every two different configurations make a pair."""
+
+    rule: Literal["dominance", "priority"] = "dominance"
+    axes: list[Literal["size", "shots", "quality"]] = Field(default_factory=lambda: ["size", "quality", "shots"],
+                                                           min_length=1)
+
+
 class AlmostConfig(StrictModel):
     model: ModelName = "SmolLM2-135M-Instruct"  # generates the prompts; the default for every configuration
     ray_address: RayAddress | None = None
@@ -82,8 +98,12 @@ class AlmostConfig(StrictModel):
         prompt_mode="raw", num_samples=1, temperature=0.7, top_p=0.9, max_new_tokens=96,
         max_prompt_tokens=2048, vllm_max_model_len=2304, num_samplers=2,
     )
+    rubric: RubricConfig = RubricConfig()
     min_response_words: int = 5
     length_heuristic: bool = True
+    cache: bool = True  # completions cached by model, sampling settings and text (a rerun generates nothing)
+    cache_dir: str | None = None  # default: ~/.cache/raylign/annotations
+    rows_per_batch: int = Field(32, ge=1)  # completions per Ray Data batch
     seed: int = 0
     output: OutputFile = "runs/almost/comparisons.jsonl"
 
@@ -123,21 +143,8 @@ def response_text(header: str, dialogues: list[str], shots: int, prompt: str) ->
     return "\n\n-----\n\n".join(blocks)
 
 
-def _generate(samplers: list, texts: list[str], tag: str) -> list[str]:
-    """One completion per raw text, spread over the sampler actors, in order."""
-    import ray
-
-    rows = [{"prompt_id": f"{tag}-{i}", "prompt": text, "index": i} for i, text in enumerate(texts)]
-    chunks = [rows[i :: len(samplers)] for i in range(len(samplers))]
-    calls = [s.generate.remote(chunk, 1) for s, chunk in zip(samplers, chunks) if chunk]
-    out = [""] * len(texts)
-    for part in ray.get(calls):
-        for r in part:
-            out[r["index"]] = r["response"]
-    return out
-
-
-def generate_prompts(samplers: list, config: AlmostConfig, rng: random.Random) -> tuple[list[str], dict]:
+def generate_prompts(samplers: list, config: AlmostConfig, rng: random.Random, cache: ResponseCache | None = None,
+                     fingerprint: str = "") -> tuple[list[str], dict]:
     """PG: few-shot lists of random seeds; keep completions that are well-formed and new."""
     instruction, seeds = read_seeds(config.seeds)
     pg = config.prompts
@@ -147,7 +154,7 @@ def generate_prompts(samplers: list, config: AlmostConfig, rng: random.Random) -
         if len(accepted) >= pg.num_prompts:
             break
         texts = [prompt_generation_text(instruction, rng.sample(seeds, min(pg.shots, len(seeds)))) for _ in range(pg.per_round)]
-        for completion in _generate(samplers, texts, f"pg{round_index}"):
+        for completion in complete_cached(samplers, texts, f"pg{round_index}", cache, fingerprint)[0]:
             stats["candidates"] += 1
             prompt = clean_generated_prompt(completion)
             reason = bad_prompt_reason(prompt, pg.min_words, pg.max_words)
@@ -174,6 +181,17 @@ def _ranks(config: AlmostConfig) -> list[ConfigRank]:
     return [ConfigRank(r.name, r.size, r.shots, config.demonstrations[r.demonstrations].quality) for r in config.responses]
 
 
+def read_prompt_file(config: AlmostConfig) -> tuple[list[str], dict]:
+    """`prompts.path`: the first `num_prompts` prompts of a file (the last user turn of each)."""
+    from raylign.data.adapters import iter_rows
+
+    prompts = [row["messages"][-1]["content"] for row in iter_rows(config.prompts.path, "prompt",
+                                                                  limit=config.prompts.num_prompts)]
+    if not prompts:
+        raise DataError(f"{config.prompts.path}: no prompts")
+    return prompts, {"accepted": len(prompts), "source": str(config.prompts.path)}
+
+
 def run(config: AlmostConfig) -> dict:
     """PG -> RG -> CS on sampler actors; writes the preference rows and returns a summary."""
     from raylign.models.registry import resolve_model
@@ -185,24 +203,32 @@ def run(config: AlmostConfig) -> dict:
     sampling = config.sampling.model_copy(update={"prompt_mode": "raw"})
     rng = random.Random(config.seed)
     init_ray(config.ray_address, quiet=True)
-    models = {r.model or config.model for r in config.responses} | {config.model}
-    groups = {m: create_samplers(str(resolve_model(m)), sampling) for m in sorted(models)}
+    paths = {m: str(resolve_model(m)) for m in sorted({r.model or config.model for r in config.responses} | {config.model})}
+    groups = {m: create_samplers(path, sampling) for m, path in paths.items()}
+    cache = ResponseCache(config.cache_dir) if config.cache else None
+    fingerprints = {m: generator_fingerprint(path, sampling) for m, path in paths.items()}
     started = time.perf_counter()
     try:
-        prompts, prompt_stats = generate_prompts(groups[config.model], config, rng)
-        responses: dict[str, list[str]] = {}
+        prompts, prompt_stats = (read_prompt_file(config) if config.prompts.path else
+                                 generate_prompts(groups[config.model], config, rng, cache, fingerprints[config.model]))
+        items = []
         for r in config.responses:
             header, dialogues = demos[r.demonstrations]
-            texts = [response_text(header, dialogues, r.shots, p) for p in prompts]
-            responses[r.name] = [cut_response(t) for t in _generate(groups[r.model or config.model], texts, r.name)]
-            print(f"[almost] responses from {r.name}: {len(texts)} in {time.perf_counter() - started:.0f} s", flush=True)
+            model = r.model or config.model
+            items += [{"prompt_index": i, "config": r.name, "model": model,
+                       "text": response_text(header, dialogues, r.shots, p)} for i, p in enumerate(prompts)]
+        generated, rg_counts = generate_responses(items, {m: list(g) for m, g in groups.items()}, fingerprints, cache,
+                                                  config.rows_per_batch)
     finally:
         for group in groups.values():
             group.shutdown()
+    responses = {name: [generated[name].get(i, "") for i in range(len(prompts))] for name in generated}
+    print(f"[almost] {len(items)} responses ({rg_counts['cached']} from the cache) in "
+          f"{time.perf_counter() - started:.0f} s", flush=True)
     rows, pair_stats = [], {}
     for i, prompt in enumerate(prompts):
         pairs, stats = make_comparisons({name: texts[i] for name, texts in responses.items()}, ranks,
-                                        config.min_response_words, config.length_heuristic)
+                                        config.min_response_words, config.length_heuristic, config.rubric)
         for key, value in stats.items():
             pair_stats[key] = pair_stats.get(key, 0) + value
         for pair in pairs:
@@ -219,8 +245,9 @@ def run(config: AlmostConfig) -> dict:
             handle.write(json.dumps({"prompt": prompt, "responses": {n: t[i] for n, t in responses.items()}}, ensure_ascii=False) + "\n")
     return {
         "output": str(path), "responses_file": str(responses_path), "prompts": len(prompts), "pairs": len(rows),
-        "prompt_generation": prompt_stats, "comparisons": pair_stats,
-        "ranking": [c.name for c in rank_configs(ranks)], "seconds": round(time.perf_counter() - started, 1),
+        "prompt_generation": prompt_stats, "responses": rg_counts, "comparisons": pair_stats,
+        "ranking": [c.name for c in rank_configs(ranks, config.rubric)],
+        "seconds": round(time.perf_counter() - started, 1),
     }
 
 

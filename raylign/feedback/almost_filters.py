@@ -102,17 +102,24 @@ class ConfigRank:
     quality: float  # demonstration quality (Faithful > HHH)
 
 
-def dominates(a: ConfigRank, b: ConfigRank) -> bool:
-    """The rubric: a beats b when it is at least as large, as many-shot and as well demonstrated,
-    and strictly better on one of them (configurations it cannot order make no pair)."""
-    no_worse = a.size >= b.size and a.shots >= b.shots and a.quality >= b.quality
-    better = a.size > b.size or a.shots > b.shots or a.quality > b.quality
-    return no_worse and better
+AXES = ("size", "quality", "shots")
 
 
-def rank_configs(configs: Sequence[ConfigRank]) -> list[ConfigRank]:
+def dominates(a: ConfigRank, b: ConfigRank, rubric=None) -> bool:
+    """The rubric: with rule `dominance` (the default) a beats b when it is no worse on every
+    axis (size, shots, demonstration quality, or the rubric's `axes`) and better on one, and
+    configurations it cannot order make no pair; with rule `priority` the first axis of
+    `axes` on which they differ decides."""
+    axes = list(getattr(rubric, "axes", AXES))
+    mine, theirs = [getattr(a, x) for x in axes], [getattr(b, x) for x in axes]
+    if getattr(rubric, "rule", "dominance") == "priority":
+        return mine > theirs
+    return all(x >= y for x, y in zip(mine, theirs)) and any(x > y for x, y in zip(mine, theirs))
+
+
+def rank_configs(configs: Sequence[ConfigRank], rubric=None) -> list[ConfigRank]:
     """Best first: by how many configurations each beats, then by (size, quality, shots)."""
-    wins = {c.name: sum(dominates(c, other) for other in configs) for c in configs}
+    wins = {c.name: sum(dominates(c, other, rubric) for other in configs) for c in configs}
     return sorted(configs, key=lambda c: (-wins[c.name], -c.size, -c.quality, -c.shots, c.name))
 
 
@@ -133,7 +140,8 @@ def fails_length_heuristic(chosen: str, rejected: str, mu: float, sigma: float) 
 
 
 def make_comparisons(
-    responses: dict[str, str], configs: Sequence[ConfigRank], min_words: int = 5, length_heuristic: bool = True
+    responses: dict[str, str], configs: Sequence[ConfigRank], min_words: int = 5, length_heuristic: bool = True,
+    rubric=None,
 ) -> tuple[list[dict], dict]:
     """One prompt's responses (config name -> text) walked into (chosen, rejected) pairs.
 
@@ -150,11 +158,11 @@ def make_comparisons(
         else:
             good[name] = text.strip()
     mu, sigma = length_stats(list(good.values()))
-    ranked = [c for c in rank_configs(configs) if c.name in good]
+    ranked = [c for c in rank_configs(configs, rubric) if c.name in good]
     pairs = []
     for i, better in enumerate(ranked):
         for worse in ranked[i + 1 :]:
-            if not dominates(better, worse):
+            if not dominates(better, worse, rubric):
                 continue
             chosen, rejected = good[better.name], good[worse.name]
             if chosen == rejected:

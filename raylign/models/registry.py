@@ -25,6 +25,7 @@ from raylign.models.shipped import (
     materialize,
     sha256_of,
 )
+from raylign.models.shrink import SHRUNK_NAME, build_shrunk
 
 DEFAULT_NAMES = (DEFAULT_MODEL, f"HuggingFaceTB/{DEFAULT_MODEL}", "default")
 
@@ -48,6 +49,11 @@ def resolve_model(name_or_path: str | os.PathLike | None = None) -> Path:
     path = Path(name).expanduser()
     if is_hf_dir(path) or (path / ENSEMBLE_MANIFEST).is_file():
         return path.resolve()
+    shrunk = SHRUNK_NAME.match(name)
+    if shrunk:  # MODEL@layers=N: the bottom N blocks of MODEL, built into the cache on first use
+        base = shrunk.group("base")
+        out = cache_root() / "models" / f"{base.replace('/', '--').strip('.-')}--layers-{shrunk.group('layers')}"
+        return build_shrunk(resolve_model(base), int(shrunk.group("layers")), out)
     if name in DEFAULT_NAMES:
         return ensure_default_model()
     if name in SHIPPED or (name.endswith(".safetensors") and path.is_file()):

@@ -4,7 +4,7 @@
 
 Stages (outputs kept under `output_dir`; a rerun starts at the first stage not done):
   comparisons (`synth almost`: synthetic prompts, responses from ranked generator configurations,
-  the rubric's pairs) -> rm (a reward model on them) -> rm_human (its accuracy on the human HH
+  the rubric's pairs; its `comparisons_responses.jsonl` holds each synthetic prompt once) -> rm (a reward model on them) -> rm_human (its accuracy on the human HH
   test pairs, which it never saw) -> rmsp (Reward-Model-guided Self-Play: n samples per synthetic
   prompt, the reward model's best, as a Ray Data job) -> sft (on those demonstrations) -> rl (GRPO
   or PPO from the SFT model against the synthetic reward model) -> compare (held-out HH prompts:
@@ -63,7 +63,8 @@ def plan(config: AlmostStudy) -> list[Stage]:
                      f"output_dir={rm}", "rm.export_delta=null"], rm / "config.json"),
         train("rm_human", human_argv, root / "rm_human.json"),
         train("rmsp", ["generate", "best-of-n", "--config", config.rmsp.recipe, *config.rmsp.overrides,
-                       f"model={config.model}", f"data.path={comparisons}", "data.split=all", "data.limit=null",
+                       f"model={config.model}", f"data.path={root / 'comparisons_responses.jsonl'}", "data.split=all",
+                       "data.limit=null", "data.format=generic",
                        f"sampling.num_samples={config.rmsp_n}", f"reward.model={rm}", "generator=rmsp",
                        f"output={root / 'rmsp.json'}"], root / "rmsp.json"),
         train("sft", ["train", "sft", "--config", config.sft.recipe, *config.sft.overrides, f"model={config.model}",

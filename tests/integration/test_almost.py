@@ -36,33 +36,39 @@ def test_raw_prompt_mode_feeds_the_text_verbatim(ray_cluster, tiny_model_dir):
 
 
 @pytest.mark.slow
-def test_almost_pipeline_writes_preference_rows(ray_cluster, tiny_model_dir, tmp_path):
+def test_almost_pipeline_writes_preference_rows_from_two_models_and_reruns_from_its_cache(
+        ray_cluster, tiny_model_dir, tmp_path):
     from raylign.data.adapters import load_rows
     from raylign.models.chat import load_tokenizer
+    from raylign.models.cli import shrink_model
     from raylign.scoring.text import encode_scored_pair
 
+    small = tmp_path / "small"  # the "smaller generator": the tiny model's bottom block
+    shrink_model(tiny_model_dir, 1, small)
     config = AlmostConfig(  # the shipped seeds and demonstrations (../shared/data's ALMoST files)
         model=str(tiny_model_dir),
         prompts={"num_prompts": 3, "shots": 4, "per_round": 6, "max_rounds": 4, "min_words": 2},
         responses=[ResponseConfig(name="faithful_1", shots=1, demonstrations="faithful"),
                    ResponseConfig(name="hhh_1", shots=1, demonstrations="hhh"),
-                   ResponseConfig(name="hhh_0", shots=0, demonstrations="hhh")],
+                   ResponseConfig(name="small_hhh_1", model=str(small), size=0.5, shots=1, demonstrations="hhh")],
+        cache_dir=str(tmp_path / "cache"),
         sampling=SamplingConfig(backend="hf", num_samples=1, max_new_tokens=24, temperature=1.0, dtype="float32",
                                 max_prompt_tokens=1000, num_samplers=2),
         min_response_words=2,
         output=str(tmp_path / "almost.jsonl"),
     )
     summary = run(config)
-    assert summary["ranking"] == ["faithful_1", "hhh_1", "hhh_0"]
+    assert summary["ranking"] == ["faithful_1", "hhh_1", "small_hhh_1"]
+    assert summary["responses"] == {"generated": 3 * summary["prompts"], "cached": 0}
     seeds = (ASSETS / "seed_prompts.txt").read_text().splitlines()[1:]
     responses = [json.loads(line) for line in open(summary["responses_file"])]
     assert 1 <= len(responses) == summary["prompts"] <= 3
     for r in responses:
         assert not is_near_duplicate(r["prompt"], seeds)
-        assert set(r["responses"]) == {"faithful_1", "hhh_1", "hhh_0"}
+        assert set(r["responses"]) == {"faithful_1", "hhh_1", "small_hhh_1"}
     rows = [json.loads(line) for line in open(summary["output"])]
     assert len(rows) == summary["pairs"] > 0
-    order = {"faithful_1": 0, "hhh_1": 1, "hhh_0": 2}
+    order = {"faithful_1": 0, "hhh_1": 1, "small_hhh_1": 2}
     for row in rows:
         assert set(row) == {"prompt", "chosen", "rejected", "meta"}
         assert order[row["meta"]["chosen_config"]] < order[row["meta"]["rejected_config"]]
@@ -75,6 +81,11 @@ def test_almost_pipeline_writes_preference_rows(ray_cluster, tiny_model_dir, tmp
     for pair in pairs:
         assert encode_scored_pair(tokenizer, pair, pair["chosen"], 256, "truncate")
         assert encode_scored_pair(tokenizer, pair, pair["rejected"], 256, "truncate")
+    # A rerun generates nothing: prompts and responses come from the cache, the rows are the same.
+    first = open(summary["output"]).read()
+    again = run(config)
+    assert again["responses"] == {"generated": 0, "cached": 3 * summary["prompts"]}
+    assert open(again["output"]).read() == first
 
 
 def test_response_prompt_shape():

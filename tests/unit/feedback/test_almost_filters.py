@@ -120,3 +120,17 @@ def test_raw_prompt_encoding(tiny_model_dir):
     assert encode_raw_prompt(tokenizer, text, 3) == ids[-3:]
     with pytest.raises(PromptTooLongError):
         encode_raw_prompt(tokenizer, text, 3, "reject")
+
+
+def test_rubric_as_configuration_axes_and_priority():
+    from raylign.feedback.almost import RubricConfig
+
+    big_hhh, small_faithful = ConfigRank("big_hhh", 7.0, 3, 1.0), ConfigRank("small_faithful", 1.0, 3, 2.0)
+    assert not dominates(big_hhh, small_faithful) and not dominates(small_faithful, big_hhh)  # no order
+    size_first = RubricConfig(rule="priority", axes=["size", "quality", "shots"])
+    assert dominates(big_hhh, small_faithful, size_first) and not dominates(small_faithful, big_hhh, size_first)
+    quality_first = RubricConfig(rule="priority", axes=["quality", "size"])
+    assert dominates(small_faithful, big_hhh, quality_first)
+    only_size = RubricConfig(axes=["size"])  # dominance over one axis: size alone decides
+    assert dominates(big_hhh, small_faithful, only_size)
+    assert [c.name for c in rank_configs([small_faithful, big_hhh], size_first)] == ["big_hhh", "small_faithful"]
