@@ -29,7 +29,7 @@ from raylign.data.bundled import BUNDLED_HH
 from raylign.data.hack_forms import TRAINABLE_FAMILIES, pick_families, training_pairs
 from raylign.models.chat import PROMPT_FORMATS
 from raylign.models.trainable import head_names
-from raylign.scoring.ensemble import EnsembleSettings
+from raylign.scoring.base import EnsembleSettings
 from raylign.scoring.losses import pairwise_correct
 
 

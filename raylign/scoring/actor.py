@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import ray
 
-from raylign.scoring.ensemble import EnsembleConfig, EnsembleSettings, load_scorer
+from raylign.scoring.base import EnsembleConfig, EnsembleSettings
+from raylign.scoring.ensemble import load_scorer
 
 
 class RewardModelWorker:

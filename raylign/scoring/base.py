@@ -12,8 +12,22 @@ from typing import Literal
 from pydantic import Field
 
 from raylign.config import StrictModel
-from raylign.scoring.ensemble import EnsembleConfig
 from raylign.scoring.verifiers import VerifierConfig
+
+Aggregate = Literal["mean", "min", "mean_minus_std"]
+
+
+class EnsembleSettings(StrictModel):
+    """How members' scores become one score."""
+
+    aggregate: Aggregate = "mean_minus_std"
+    std_weight: float = Field(1.0, ge=0.0)  # lambda of mean_minus_std
+
+
+class EnsembleConfig(EnsembleSettings):
+    """`reward.ensemble`: any reward models (paths or shipped names) as one reward."""
+
+    models: list[str] = Field(default_factory=list)
 
 
 class RewardConfig(StrictModel):

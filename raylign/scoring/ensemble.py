@@ -16,30 +16,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Sequence
+from typing import TYPE_CHECKING, Sequence
 
-from pydantic import Field
-
-from raylign.config import StrictModel
 from raylign.models.registry import ENSEMBLE_MANIFEST as MANIFEST
+from raylign.scoring.base import Aggregate, EnsembleConfig, EnsembleSettings
+from raylign.scoring.reward_model import PairScoring
 
 if TYPE_CHECKING:  # torch loads only where scores are computed, not where recipes are parsed
     import torch
 
-Aggregate = Literal["mean", "min", "mean_minus_std"]
-
-
-class EnsembleSettings(StrictModel):
-    """How members' scores become one score."""
-
-    aggregate: Aggregate = "mean_minus_std"
-    std_weight: float = Field(1.0, ge=0.0)  # lambda of mean_minus_std
-
-
-class EnsembleConfig(EnsembleSettings):
-    """`reward.ensemble`: any reward models (paths or shipped names) as one reward."""
-
-    models: list[str] = Field(default_factory=list)
 
 
 def aggregate_scores(member_scores: "torch.Tensor", aggregate: Aggregate = "mean",
@@ -79,7 +64,7 @@ def write_manifest(out_dir: Path, members: list[str], settings: EnsembleSettings
     (out_dir / MANIFEST).write_text(json.dumps({"members": members, **settings.model_dump(), **info}, indent=1))
 
 
-class EnsembleScorer:
+class EnsembleScorer(PairScoring):
     """The `RewardScorer` interface over k members: each encodes the pair its own way (members
     may differ in tokenizer or text form) and the scores are aggregated."""
 
@@ -100,14 +85,6 @@ class EnsembleScorer:
             return []
         scores = self.member_scores_ids(sequences)
         return aggregate_scores(scores, self.settings.aggregate, self.settings.std_weight).tolist()
-
-    def score(self, prompts: Sequence, responses: Sequence[str]) -> list[float]:
-        if len(prompts) != len(responses):
-            raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
-        return self.score_ids([self.encode(p, r) for p, r in zip(prompts, responses)])
-
-    def score_rows(self, rows: list[dict]) -> list[float]:
-        return self.score(rows, [row["response"] for row in rows])
 
 
 def load_scorer(model, max_length: int | None = None, batch_size: int = 16, dtype: str = "float32",

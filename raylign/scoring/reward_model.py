@@ -157,7 +157,28 @@ def trained_prompt_format(model_dir: str | Path) -> str:
         raise ValueError(f"{Path(model_dir) / 'raylign_rm.json'}: {err}") from None
 
 
-class RewardScorer:
+class PairScoring:
+    """What every scorer offers on top of its `encode` and `score_ids` (a reward model's, an
+    ensemble's): pairs and rollout rows in, one score each out."""
+
+    def encode(self, prompt, response: str):
+        raise NotImplementedError
+
+    def score_ids(self, sequences: list) -> list[float]:
+        raise NotImplementedError
+
+    def score(self, prompts: Sequence, responses: Sequence[str]) -> list[float]:
+        """prompts: strings, message lists or row dicts; raises PairTooLongError under over_long='drop'."""
+        if len(prompts) != len(responses):
+            raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+        return self.score_ids([self.encode(p, r) for p, r in zip(prompts, responses)])
+
+    def score_rows(self, rows: list[dict]) -> list[float]:
+        """Rollout rows carrying `messages` (or `prompt`) and `response`."""
+        return self.score(rows, [row["response"] for row in rows])
+
+
+class RewardScorer(PairScoring):
     """Scores (prompt, response) pairs with a loaded reward model, in batches, without grad."""
 
     def __init__(
@@ -210,15 +231,6 @@ class RewardScorer:
         scores = [by_index[i] for i in range(len(sequences))]
         return scores
 
-    def score(self, prompts: Sequence, responses: Sequence[str]) -> list[float]:
-        """prompts: strings, message lists or row dicts; raises PairTooLongError under over_long='drop'."""
-        if len(prompts) != len(responses):
-            raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
-        return self.score_ids([self.encode(p, r) for p, r in zip(prompts, responses)])
-
-    def score_rows(self, rows: list[dict]) -> list[float]:
-        """Rollout rows carrying `messages` (or `prompt`) and `response`."""
-        return self.score(rows, [row["response"] for row in rows])
 
 
 __all__ = [

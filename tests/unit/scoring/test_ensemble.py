@@ -8,10 +8,9 @@ import pytest
 import torch
 
 from raylign.algorithms.reward_model import ensemble_bradley_terry_sum, member_mask
+from raylign.scoring.base import EnsembleConfig, EnsembleSettings
 from raylign.scoring.ensemble import (
-    EnsembleConfig,
     EnsembleScorer,
-    EnsembleSettings,
     aggregate_scores,
     load_scorer,
     read_manifest,
