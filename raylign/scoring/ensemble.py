@@ -61,7 +61,8 @@ def read_manifest(path: str | Path) -> tuple[list[str], EnsembleSettings]:
 
 
 def write_manifest(out_dir: Path, members: list[str], settings: EnsembleSettings, info: dict) -> None:
-    (out_dir / MANIFEST).write_text(json.dumps({"members": members, **settings.model_dump(), **info}, indent=1))
+    manifest = {**info, "members": members, "aggregate": settings.aggregate, "std_weight": settings.std_weight}
+    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=1))
 
 
 class EnsembleScorer(PairScoring):
