@@ -40,8 +40,9 @@ def test_scores_in_process():
 @pytest.mark.parametrize("check,bad", [("explode", "boom 7"), ("hang", "slow 7")])
 def test_a_failing_check_scores_zero_and_the_rest_still_count(check, bad):
     started = time.perf_counter()
-    assert source(check, timeout_s=0.3).score(rows("7", bad, "6")) == [2.0, 0.0, 1.0]
-    assert time.perf_counter() - started < 5
+    # a limit well above a real check's time, so a busy machine does not time out the good rows
+    assert source(check, timeout_s=2.0).score(rows("7", bad, "6")) == [2.0, 0.0, 1.0]
+    assert time.perf_counter() - started < 15
 
 
 @pytest.mark.parametrize("check,bad,message", [
@@ -60,8 +61,8 @@ def test_a_prompt_without_an_answer_is_a_clear_error():
 
 def test_in_ray_tasks_a_hang_or_raise_scores_zero(ray_cluster):
     many = rows(*(["7", "boom", "slow 7", "5"] * 3))
-    assert source("explode", timeout_s=0.5, rows_per_task=4).score(many) == [2.0, 0.0, 2.0, 1.0] * 3
-    hung = source("hang", timeout_s=0.5, rows_per_task=5).score(many)
+    assert source("explode", timeout_s=2.0, rows_per_task=4).score(many) == [2.0, 0.0, 2.0, 1.0] * 3
+    hung = source("hang", timeout_s=2.0, rows_per_task=5).score(many)
     assert hung == [2.0, 1.0, 0.0, 1.0] * 3
 
 
