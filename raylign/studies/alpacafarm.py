@@ -9,7 +9,8 @@ Stages (each one's outputs kept under `output_dir`; a rerun starts at the first 
   against that reward model on the unlabeled split) -> outputs of every policy on the evaluation
   instructions -> leaderboards against the reference under each evaluator (the simulated
   evaluator without noise, and a second one sharing no training labels with the annotators) ->
-  PPO's over-optimisation curve (its snapshots) -> the study's table (study.md).
+  PPO's over-optimisation curve (its snapshots) -> the starting model's perplexity and rep-4 of
+  every output (fluency) -> the study's table (study.md).
 """
 
 from __future__ import annotations
@@ -155,7 +156,7 @@ class Plan:
         return {**self.config.evaluators, **judge}
 
     def _evaluation(self) -> list[Stage]:
-        from raylign.studies.report import curve_stage, leaderboard_stage, table_stage
+        from raylign.studies.report import curve_stage, fluency_stage, leaderboard_stage, table_stage
 
         stages = []
         if self.config.judge_rm:
@@ -168,7 +169,7 @@ class Plan:
         curve = self.config.curve_method
         if curve and curve in self.config.methods and self.config.methods[curve].snapshot_every:
             stages.append(curve_stage(self, curve))
-        stages.append(table_stage(self))
+        stages += [fluency_stage(self), table_stage(self)]
         return stages
 
     def reference_file(self) -> Path:

@@ -30,6 +30,20 @@ def leaderboard_stage(plan, evaluator: str, spec: str) -> Stage:
     return Stage(f"leaderboard_{evaluator}", command(*argv), (out,), {"argv": argv})
 
 
+def fluency_stage(plan) -> Stage:
+    """The starting model's perplexity of every method's outputs and the reference's, with rep-4:
+    the fluency figure beside each win rate (a win by degenerate text shows here)."""
+    out = plan.root / "leaderboard" / "fluency.json"
+    files = [str(plan.outputs_file(n)) for n in compared(plan)] + [str(plan.reference_file())]
+    argv = ["eval", "fluency", *dict.fromkeys(files), "--reference", str(plan.config.model), "--output", str(out)]
+    return Stage("fluency", command(*argv), (out,), {"argv": argv})
+
+
+def _fluency(plan) -> dict[str, dict]:
+    path = plan.root / "leaderboard" / "fluency.json"
+    return {Path(row["outputs"]).resolve(): row for row in json.loads(path.read_text())} if path.exists() else {}
+
+
 def _kl_at(metrics_file: Path, step: int) -> float:
     for line in metrics_file.read_text().splitlines():
         row = json.loads(line)
@@ -116,9 +130,16 @@ def table(plan) -> str:
               for name in plan.evaluators()}
     first = next(iter(boards))
     order = sorted(compared(plan), key=lambda n: -boards[first].get(n, {}).get("win_rate", -1.0))
-    header = "| method | " + " | ".join(f"win rate ± se ({e}) | LC ({e})" for e in boards) + " | avg length |"
+    fluency = _fluency(plan)
+    header = ("| method | " + " | ".join(f"win rate ± se ({e}) | LC ({e})" for e in boards)
+              + " | avg length | reference PPL | rep-4 |")
     lines = [f"Reference: {plan.reference_file()}; {plan.config.roles.eval_limit or 'all'} evaluation instructions.", "",
-             header, "|" + "---|" * (2 + 2 * len(boards))]
+             header, "|" + "---|" * (4 + 2 * len(boards))]
+
+    def fluent(path: Path) -> str:
+        row = fluency.get(Path(path).resolve())
+        return f"{row['reference_ppl']:.2f} | {row['repeated_4grams']:.0%}" if row else " | "
+
     for name in order:
         cells = []
         for board in boards.values():
@@ -126,7 +147,8 @@ def table(plan) -> str:
             cells += ([f"{row['win_rate']:.1f} ± {row['standard_error']:.1f}",
                        number(row.get("length_controlled_winrate"))] if row else ["", ""])
         length = boards[first].get(name, {}).get("avg_length", "")
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {length} |")
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {length} | {fluent(plan.outputs_file(name))} |")
+    lines.append("| reference | " + " | ".join(["(baseline)", ""] * len(boards)) + f" | | {fluent(plan.reference_file())} |")
     return "\n".join(lines) + "\n"
 
 

@@ -64,7 +64,7 @@ def test_the_shipped_study_plans_every_method_and_validates():
     assert names[:5] == ["roles", "sft", "pairs", "labels", "rm"]
     for method in ("best_of_n", "expert_iteration", "ppo", "dpo", "quark", "grpo"):
         assert method in names
-    assert names[-3:] == ["leaderboard_second", "curve", "table"]
+    assert names[-4:] == ["leaderboard_second", "curve", "fluency", "table"]
     validate(stages)
     ppo = next(s for s in stages if s.name == "ppo").settings["argv"]
     assert "engine.trainer.snapshot_every=4" in ppo and "reward.model=runs/alpacafarm/rm" in ppo
@@ -75,3 +75,30 @@ def test_a_misspelt_override_fails_before_anything_runs(tmp_path):
     config.methods["ppo"].overrides.append("engine.num_iteration=3")
     with pytest.raises(ConfigError, match="study stage 'ppo'.*num_iteration"):
         validate(Plan(config).stages())
+
+
+def test_table_ranks_methods_and_sets_fluency_beside_each_win_rate(tmp_path):
+    import json
+    from types import SimpleNamespace
+
+    from raylign.studies.report import table
+
+    outputs = tmp_path / "outputs"
+    plan = SimpleNamespace(
+        root=tmp_path, config=SimpleNamespace(methods={"ppo": None, "dpo": None}, reference="sft",
+                                              roles=SimpleNamespace(eval_limit=64)),
+        evaluators=lambda: {"simulated": "rm:x"}, outputs_file=lambda n: outputs / f"{n}.json",
+        reference_file=lambda: outputs / "sft.json")
+    board = tmp_path / "leaderboard" / "simulated" / "results.json"
+    board.parent.mkdir(parents=True)
+    board.write_text(json.dumps([
+        {"name": "ppo", "win_rate": 55.0, "standard_error": 4.0, "length_controlled_winrate": 52.0, "avg_length": 300},
+        {"name": "dpo", "win_rate": 61.0, "standard_error": 4.5, "length_controlled_winrate": None, "avg_length": 280}]))
+    (tmp_path / "leaderboard" / "fluency.json").write_text(json.dumps([
+        {"outputs": str(outputs / "ppo.json"), "reference_ppl": 9.5, "repeated_4grams": 0.31},
+        {"outputs": str(outputs / "sft.json"), "reference_ppl": 7.25, "repeated_4grams": 0.05}]))
+    lines = table(plan).splitlines()
+    assert lines[2].endswith("| avg length | reference PPL | rep-4 |")
+    assert lines[4].startswith("| dpo | 61.0 ± 4.5 |") and lines[4].endswith("| 280 |  |  |")
+    assert lines[5] == "| ppo | 55.0 ± 4.0 | 52.0 | 300 | 9.50 | 31% |"
+    assert lines[6] == "| reference | (baseline) |  | | 7.25 | 5% |"
