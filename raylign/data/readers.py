@@ -155,3 +155,27 @@ def iter_records(path: str | Path, limit: int | None = None) -> Iterator[Record]
         if limit is not None and count >= limit:
             return
         yield record
+
+
+def read_outputs(path: str | Path, limit: int | None = None, lists: bool = True) -> list[dict]:
+    """AlpacaEval outputs rows: {instruction, input, output, generator, source}, one per output.
+
+    The one reader of outputs files (AlpacaEval's JSON list, JSONL, parquet, ...) for ranking,
+    judging and leaderboards. With `lists`, a row whose `output` is a list (AlpacaFarm's
+    multi-sample files) gives one row per output; without, `output` must be a string.
+    `generator` falls back to the file's stem.
+    """
+    rows = []
+    for rec in iter_records(path, limit):
+        instruction = rec.field("instruction")
+        input_text = rec.field("input", optional=True) or ""
+        outputs = rec.field("output", (str, list) if lists else str)
+        generator = str(rec.data.get("generator") or Path(path).stem)
+        for output in outputs if isinstance(outputs, list) else [outputs]:
+            if not isinstance(output, str):
+                raise DataError(f"{rec.source}: field 'output' should hold strings, got {type(output).__name__}")
+            rows.append({"instruction": instruction, "input": input_text, "output": output,
+                         "generator": generator, "source": rec.source})
+    if not rows:
+        raise DataError(f"{path}: no outputs")
+    return rows

@@ -18,7 +18,7 @@ import json
 import math
 from pathlib import Path
 
-from raylign.data.readers import DataError, iter_records
+from raylign.data.readers import DataError, read_outputs
 from raylign.evaluation.leaderboard import (
     COLUMNS,
     format_table,
@@ -31,24 +31,6 @@ from raylign.preflight import check_args
 # AlpacaEval ranks instruction following: the helpfulness RM (GPT-4 judgments, 82% held-out agreement),
 # not the harmlessness one
 DEFAULT_ANNOTATOR = "rm:alpaca-rm-smollm2"
-
-
-def read_outputs(path) -> list[dict]:
-    """AlpacaEval outputs: `instruction`, `output`, `generator` (and an optional `input`)."""
-    rows = []
-    for rec in iter_records(path):
-        rows.append(
-            {
-                "instruction": rec.field("instruction"),
-                "input": rec.field("input", optional=True) or "",
-                "output": rec.field("output"),
-                "generator": rec.field("generator", optional=True) or Path(path).stem,
-                "source": rec.source,
-            }
-        )
-    if not rows:
-        raise DataError(f"{path}: no outputs")
-    return rows
 
 
 def pair_outputs(model_rows: list[dict], reference_rows: list[dict], reference_path) -> list[dict]:
@@ -158,8 +140,8 @@ def run(args: argparse.Namespace) -> list[dict]:
     else:
         if not args.reference_outputs:
             raise DataError("--model-outputs needs --reference-outputs (the baseline's AlpacaEval outputs)")
-        reference = read_outputs(args.reference_outputs)
-        pairs = [p for path in args.model_outputs for p in pair_outputs(read_outputs(path), reference, args.reference_outputs)]
+        reference = read_outputs(args.reference_outputs, lists=False)
+        pairs = [p for path in args.model_outputs for p in pair_outputs(read_outputs(path, lists=False), reference, args.reference_outputs)]
         annotations = annotate_pairs(pairs, args.annotator or [DEFAULT_ANNOTATOR], args.preference)
         output.parent.mkdir(parents=True, exist_ok=True)
         path = output.with_name(output.stem + "_annotations.json")

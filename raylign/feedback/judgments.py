@@ -150,25 +150,6 @@ class HttpJudgmentWriter(OnEndpoint, JudgmentWriter):
 
 
 
-def read_outputs(path: str | Path, limit: int | None = None) -> list[dict]:
-    """{instruction, input, output} rows from an outputs file (AlpacaEval outputs JSON, JSONL, ...); a
-    row whose `output` is a list (AlpacaFarm multi-sample lists) gives one row per output."""
-    from raylign.data.readers import DataError, iter_records
-
-    rows = []
-    for rec in iter_records(path, limit):
-        instruction = rec.field("instruction")
-        input_text = rec.field("input", optional=True) or ""
-        outputs = rec.field("output", (str, list))
-        for output in outputs if isinstance(outputs, list) else [outputs]:
-            if not isinstance(output, str):
-                raise DataError(f"{rec.source}: field 'output' should hold strings, got {type(output).__name__}")
-            rows.append({"instruction": instruction, "input": input_text, "output": output})
-    if not rows:
-        raise DataError(f"{path}: no rows")
-    return rows
-
-
 class _JudgeBatch:
     """The Ray Data stage: a batch of outputs in, the same rows with their judgments out."""
 
@@ -233,6 +214,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     from raylign.config import apply_overrides, build_config
+    from raylign.data.readers import read_outputs
     from raylign.feedback.config import (
         JudgmentsConfig,
         build_judgment_writer,
@@ -249,7 +231,8 @@ def main(argv: list[str]) -> int:
     config = build_config(JudgmentsConfig, apply_overrides(tree, args.overrides), "command line")
     check_config(config)
     check_judgment_writer(config.judge)
-    rows = read_outputs(config.data, config.limit)
+    rows = [{key: row[key] for key in ("instruction", "input", "output")}
+            for row in read_outputs(config.data, config.limit)]
     started = time.time()
     init_ray(config.ray_address, quiet=True)
     quiet_ray_data()

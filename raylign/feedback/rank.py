@@ -25,11 +25,10 @@ import json
 import math
 import time
 from collections import Counter
-from pathlib import Path
 
 from raylign.config import ConfigError, InputPath, OutputFile, RayAddress, StrictModel
 from raylign.data.prompt_list import PromptListConfig
-from raylign.data.readers import DataError, iter_records
+from raylign.data.readers import DataError, read_outputs
 from raylign.feedback.config import AnnotatorConfig, check_annotators, parse_spec
 
 
@@ -50,18 +49,8 @@ def _key(instruction: str, text_input: str | None) -> tuple[str, str]:
 def read_candidates(path: str) -> dict[tuple[str, str], list[tuple[str, str]]]:
     """(instruction, input) -> [(response, source)] from a multi-sample or an outputs file."""
     found: dict[tuple[str, str], list[tuple[str, str]]] = {}
-    for index, rec in enumerate(iter_records(path)):
-        row = rec.data
-        if not isinstance(row.get("instruction"), str):
-            raise DataError(f"{rec.source}: field 'instruction' must be a string")
-        outputs = row.get("output")
-        outputs = [outputs] if isinstance(outputs, str) else outputs
-        if not isinstance(outputs, list) or not all(isinstance(o, str) for o in outputs):
-            raise DataError(f"{rec.source}: field 'output' must be a string or a list of strings")
-        source = str(row.get("generator") or Path(path).stem)
-        found.setdefault(_key(row["instruction"], row.get("input")), []).extend((o, source) for o in outputs)
-    if not found:
-        raise DataError(f"{path}: no rows")
+    for row in read_outputs(path):
+        found.setdefault(_key(row["instruction"], row["input"]), []).append((row["output"], row["generator"]))
     return found
 
 

@@ -87,7 +87,7 @@ def test_rank_errors_name_the_file(tmp_path, sources):
         gather(_config(other, tmp_path, [LENGTH]))
     broken = tmp_path / "broken.json"
     broken.write_text(json.dumps([{"instruction": "x", "output": [1, 2]}]))
-    with pytest.raises(DataError, match="broken.json.*'output' must be a string or a list of strings"):
+    with pytest.raises(DataError, match=r"broken.json\[0\]: field 'output' should hold strings"):
         from raylign.feedback.rank import read_candidates
 
         read_candidates(str(broken))

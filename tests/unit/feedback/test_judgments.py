@@ -10,9 +10,9 @@ import pytest
 
 from raylign.config import ConfigError
 from raylign.data.adapters import load_rows
-from raylign.data.readers import DataError
+from raylign.data.readers import DataError, read_outputs
 from raylign.feedback.config import parse_judgment_spec, parse_spec
-from raylign.feedback.judgments import JudgmentWriter, judge_rows, read_outputs, write_judgments
+from raylign.feedback.judgments import JudgmentWriter, judge_rows, write_judgments
 from raylign.feedback.templates import (
     ACCEPTABLE_REPLY,
     JUDGMENT_TEMPLATES,
@@ -156,10 +156,18 @@ def test_read_outputs_from_alpaca_eval_json_and_jsonl(tmp_path):
                {"instruction": "b", "input": "in", "output": ["y1", "y2"]}]
     (tmp_path / "o.json").write_text(json.dumps(outputs))
     (tmp_path / "o.jsonl").write_text("".join(json.dumps(o) + "\n" for o in outputs))
-    expected = [{"instruction": "a", "input": "", "output": "x"}, {"instruction": "b", "input": "in", "output": "y1"},
-                {"instruction": "b", "input": "in", "output": "y2"}]
-    assert read_outputs(tmp_path / "o.json") == expected == read_outputs(tmp_path / "o.jsonl")
-    assert read_outputs(tmp_path / "o.json", limit=1) == expected[:1]
+    expected = [{"instruction": "a", "input": "", "output": "x", "generator": "g"},
+                {"instruction": "b", "input": "in", "output": "y1", "generator": "o"},
+                {"instruction": "b", "input": "in", "output": "y2", "generator": "o"}]
+
+    def read(path, **kw):
+        return [{k: v for k, v in row.items() if k != "source"} for row in read_outputs(path, **kw)]
+
+    assert read(tmp_path / "o.json") == expected == read(tmp_path / "o.jsonl")
+    assert read(tmp_path / "o.json", limit=1) == expected[:1]
+    assert read_outputs(tmp_path / "o.jsonl")[2]["source"].endswith("o.jsonl:2")
+    with pytest.raises(DataError, match=r"o.json\[1\]: field 'output' should be str, got list"):
+        read_outputs(tmp_path / "o.json", lists=False)
     (tmp_path / "bad.jsonl").write_text(json.dumps({"instruction": "a"}) + "\n")
     with pytest.raises(DataError, match="bad.jsonl:1: missing field 'output'"):
         read_outputs(tmp_path / "bad.jsonl")
