@@ -247,6 +247,19 @@ def prepare_datasets(config, objective: OfflineObjective, model_path: str) -> tu
     return datasets, counts
 
 
+def run_name(objective_name: str, recipe_text: str, data_path: str | None) -> str:
+    """The Ray Train run's name: the same recipe on the same data file gives the same name, so a
+    rerun after an interruption finds that run's checkpoints in storage and resumes from them;
+    a changed recipe or data file starts a fresh run."""
+    import hashlib
+
+    digest = hashlib.sha256(recipe_text.encode())
+    if data_path and Path(data_path).is_file():
+        stat = Path(data_path).stat()
+        digest.update(f"{Path(data_path).resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return f"{objective_name}-{digest.hexdigest()[:12]}"
+
+
 def run_offline(config, objective: OfflineObjective) -> dict:
     """Train `objective` as `config` says; returns the summary written to train_summary.json."""
     import ray.data
@@ -276,6 +289,10 @@ def run_offline(config, objective: OfflineObjective) -> dict:
     datasets, counts = prepare_datasets(config, objective, model_path)
     print(f"[{objective.name}] {objective.unit}: {json.dumps(counts)}", flush=True)
     storage = output_dir / ".ray_train"
+    name = run_name(objective.name, dump_config(config), config.data.path)
+    if (storage / name / "checkpoint_manager_snapshot.json").exists():
+        print(f"[{objective.name}] resuming the interrupted run in {storage / name} "
+              "(delete that folder to start over)", flush=True)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"objective": objective, "model_path": model_path, "output_dir": str(output_dir),
@@ -284,7 +301,7 @@ def run_offline(config, objective: OfflineObjective) -> dict:
         scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu,
                                      resources_per_worker={"CPU": config.cpus_per_worker,
                                                            **({"GPU": 1} if config.use_gpu else {})}),
-        run_config=RunConfig(name=f"{objective.name}-{int(started)}", storage_path=str(storage),
+        run_config=RunConfig(name=name, storage_path=str(storage),
                              failure_config=FailureConfig(max_failures=config.max_failures),
                              # the newest resumable checkpoint and the final model
                              checkpoint_config=CheckpointConfig(num_to_keep=2)),

@@ -100,3 +100,31 @@ def test_sft_two_workers_learn_and_resume_after_a_killed_worker(ray_cluster, tin
     losses = _train_losses(tmp_path / "sft")
     assert losses[-1] < 0.7 * losses[0]
     assert _changed(_weights(tiny_model_dir), _weights(tmp_path / "sft")) > 0
+
+
+@pytest.mark.slow
+def test_a_failed_run_resumes_from_its_checkpoint_when_rerun(ray_cluster, tiny_model_dir, tmp_path):
+    """The driver-level case: the run fails outright (no retries left); the same command again
+    finds the run's checkpoint by its recipe-derived name and continues from it."""
+    from raylign.algorithms.sft import SFTObjective
+    from raylign.training.trainer import run_offline
+
+    data = tmp_path / "demos.jsonl"
+    data.write_text("".join(json.dumps({"instruction": f"Say {i}.", "input": "", "output": f"{i}."}) + "\n"
+                            for i in range(8)))
+    config = method_recipe("sft", {
+        **COMMON, "num_workers": 1, "model": str(tiny_model_dir), "output_dir": str(tmp_path / "sft"), "epochs": 2,
+        "save_every": 2, "max_failures": 0,
+        "data": {"path": str(data), "format": "alpaca", "max_length": 32, "test_fraction": 0.0,
+                 "validation_fraction": 0.0},
+    })
+    marker = tmp_path / "died"
+    # 8 rows, 4 per step, 2 epochs: 4 steps; the 3rd loss call kills the worker after the step-2 checkpoint
+    with pytest.raises(Exception):
+        run_offline(config, _dying_objective(marker, die_at_call=3)(config))
+    assert marker.exists() and not (tmp_path / "sft" / "config.json").exists()
+    summary = run_offline(config, SFTObjective(config))
+    assert summary["step"] == 4 and summary["resumed_from"] == 2
+    steps = [json.loads(line)["step"] for line in (tmp_path / "sft" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+    assert not (tmp_path / "sft" / ".ray_train").exists()
