@@ -16,9 +16,12 @@ mkdir -p "$OUT"
 [ -f "$OUT/policy/config.json" ] || "$RAYLIGN" train rrhf-offline --config jobs/rrhf_offline_hh.yaml
 policies=(start=SmolLM2-135M-Instruct rrhf_offline="$OUT/policy")
 [ -f runs/rrhf_hh/final/config.json ] && policies+=(rrhf_online=runs/rrhf_hh/final)
-# the judge: the second HH reward model when trained (jobs/rm_hh_judge.yaml), else the shipped
-# helpfulness RM (AlpacaEval GPT-4 labels), which shares no training label with hh-rm-smollm2
-JUDGE=${JUDGE:-rm:runs/rm_hh_judge}
-[ "$JUDGE" != rm:runs/rm_hh_judge ] || [ -f runs/rm_hh_judge/config.json ] || JUDGE=rm:alpaca-rm-smollm2
+# the judge: a second HH reward model the policies never saw: jobs/rm_hh_judge.yaml's, else LMFlow's
+# two-stage one (jobs/rm_hh_lmflow.yaml), else the shipped helpfulness RM (alpaca-rm-smollm2, which
+# shares no label with hh-rm-smollm2 but is near chance on harmlessness: a weak judge here)
+if [ -z "${JUDGE:-}" ]; then
+  JUDGE=rm:alpaca-rm-smollm2
+  for rm in runs/rm_hh_lmflow runs/rm_hh_judge; do [ -f "$rm/config.json" ] && JUDGE=rm:$rm; done
+fi
 "$RAYLIGN" eval compare "${policies[@]}" --data ../shared/data/hh_rlhf_harmless.jsonl.gz --split test --limit "${LIMIT:-64}" \
   --judge "$JUDGE" --output "$OUT/compare.json"

@@ -242,6 +242,10 @@ def prepare_datasets(config, objective: OfflineObjective, model_path: str) -> tu
         count = ds.count()
         if count:
             datasets[split], counts[split] = ds, count
+        elif split != "train":
+            print(f"[{objective.name}] warning: data.{split}_fraction is {fractions[split]} but no {objective.unit} "
+                  f"of {config.data.path} hash to {split} under split_seed {config.data.split_seed} (were they "
+                  f"picked as another split with the same seed? another data.split_seed separates them)", flush=True)
     if not counts.get("train"):
         raise DataError(f"{config.data.path}: no training {objective.unit} left after the split and length filter")
     return datasets, counts
