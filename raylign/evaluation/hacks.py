@@ -13,6 +13,7 @@ cases where the hack wins (`hack_preferred`, ties count half): the number to dri
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 from raylign.data.adapters import FORMATS, load_rows
@@ -49,6 +50,18 @@ def family_report(good: list[float], hacked: list[float]) -> dict:
     return report
 
 
+def _key(prompt, response: str) -> str:
+    return json.dumps([prompt, response])
+
+
+def score_once(scorer, pairs: list[tuple]) -> dict[str, float]:
+    """Every distinct (prompt, response) scored once: most families share the good answer, so the
+    suite costs about half the forward passes of scoring each case's two sides."""
+    unique = {_key(p, r): (p, r) for p, r in pairs}
+    scores = scorer.score([p for p, _ in unique.values()], [r for _, r in unique.values()])
+    return dict(zip(unique, scores))
+
+
 def evaluate(args: argparse.Namespace) -> dict:
     from raylign.models.registry import resolve_model
     from raylign.scoring.ensemble import load_scorer
@@ -61,12 +74,13 @@ def evaluate(args: argparse.Namespace) -> dict:
     cases = hack_cases(rows, args.families)
     scorer = load_scorer(model_dir, max_length=args.max_length, batch_size=args.batch_size)
     started = time.time()
+    score = score_once(scorer, [pair for items in cases.values() for c in items for pair in ((c[0], c[1]), (c[2], c[3]))])
     families = {}
     for name, items in cases.items():
         if not items:
             continue
-        good = scorer.score([c[0] for c in items], [c[1] for c in items])
-        hacked = scorer.score([c[2] for c in items], [c[3] for c in items])
+        good = [score[_key(c[0], c[1])] for c in items]
+        hacked = [score[_key(c[2], c[3])] for c in items]
         families[name] = family_report(good, hacked)
     return {"model": str(args.model), "model_dir": str(model_dir), "data": str(args.data), "split": args.split,
             "prompts": len(rows), "families": families, "seconds": round(time.time() - started, 1)}

@@ -111,8 +111,11 @@ def plan(config: CutOnlineStudy) -> list[Stage]:
                  it / "leaderboard" / "results.json"),
         ]
         policy = str(it / "policy")
-    stages.append(Stage("table", lambda: {"table": write_table(root, config.iterations)}, (root / "study.md",),
-                        {"iterations": config.iterations}))
+    answers = [str(start_outputs)] + [str(final / f"iter_{i}.json") for i in range(1, config.iterations + 1)]
+    fluency = ["eval", "fluency", *answers, "--reference", str(config.model), "--output", str(final / "fluency.json")]
+    stages += [step("fluency", fluency, final / "fluency.json"),
+               Stage("table", lambda: {"table": write_table(root, config.iterations)}, (root / "study.md",),
+                     {"iterations": config.iterations})]
     return stages
 
 
@@ -139,10 +142,29 @@ def cut_stage(name: str, argv: list[str], previous: str, it: Path) -> Stage:
     return Stage(name, run, (it / "policy" / "config.json",), {"argv": argv})
 
 
+def restates_answer(row: dict) -> bool:
+    """A judgment that opens by copying the answer it judges: what a weak judge writes instead of a critique."""
+    answer, judgment = " ".join((row.get("output") or "").split()), " ".join((row.get("judgment") or "").split())
+    return bool(answer) and judgment.startswith(answer[:40])
+
+
 def write_table(root: Path, iterations: int) -> str:
-    lines = ["| iteration | judged / answered | CUT update | held-out judged-bad prob (start -> policy) | Δ ± se | "
-             "win rate vs start ± se (held-out instructions) | LC |", "|---|---|---|---|---|---|---|"]
+    """study.md: a row per iteration, with the starting model's perplexity of the held-out answers and
+    their repeated 4-grams beside the win rate (a win by degenerate text shows there)."""
+    lines = ["| iteration | judged / answered | judgments restating the answer | CUT update | "
+             "held-out judged-bad prob (start -> policy) | Δ ± se | win rate vs start ± se (held-out instructions) | "
+             "LC | reference PPL | rep-4 | answer chars |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     records = json.loads((root / "stages.json").read_text()) if (root / "stages.json").exists() else {}
+    fluency_file = root / "heldout_outputs" / "fluency.json"
+    fluency = ({Path(r["outputs"]).name: r for r in json.loads(fluency_file.read_text())}
+               if fluency_file.exists() else {})
+
+    def fluent(name: str) -> str:
+        row = fluency.get(name)
+        return (f"{row['reference_ppl']:.2f} | {row['repeated_4grams']:.0%} | {row['avg_chars']:.0f}" if row
+                else "n/a | n/a | n/a")
+
+    lines.append(f"| start | | | | | | | | {fluent('start.json')} |")
     for i in range(1, iterations + 1):
         trained = records.get(f"cut_{i}", {}).get("summary", {}).get("trained", True)
         it = root / f"iter_{i}"
@@ -151,10 +173,12 @@ def write_table(root: Path, iterations: int) -> str:
         before, after = report["before"], report["after"]
         (board,) = json.loads((it / "leaderboard" / "results.json").read_text())
         lines.append(f"| {i} | {sum(r['judgment'] is not None for r in judged)} / {len(judged)} | "
+                     f"{sum(restates_answer(r) for r in judged)} | "
                      f"{'yes' if trained else 'none (nothing judged)'} | "
                      f"{before['judged_bad_prob']:.3f} -> {after['judged_bad_prob']:.3f} | "
-                     f"{after['judged_bad_prob_change']:+.3f} ± {after['judged_bad_prob_change_se']:.3f} | "
-                     f"{board['win_rate']:.1f} ± {board['standard_error']:.1f} | {number(board.get('length_controlled_winrate'))} |")
+                     f"{after['judged_bad_prob_change']:+.4f} ± {after['judged_bad_prob_change_se']:.4f} | "
+                     f"{board['win_rate']:.1f} ± {board['standard_error']:.1f} | {number(board.get('length_controlled_winrate'))} | "
+                     f"{fluent(f'iter_{i}.json')} |")
     out = root / "study.md"
     out.write_text("\n".join(lines) + "\n")
     return str(out)

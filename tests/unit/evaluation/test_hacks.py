@@ -24,3 +24,20 @@ def test_report_per_family_matches_the_scores(tiny_reward_model_dir, tmp_path):
     fam = report["families"]["empty"]
     assert fam["pairs"] == 6 and abs(fam["hack_preferred"] - want) < 1e-9 and "calibration" in fam
     assert "marker_chatml" in format_hacks(report)
+
+
+def test_each_distinct_answer_is_scored_once():
+    from raylign.evaluation.hacks import _key, score_once
+
+    class Counting:
+        calls: list = []
+
+        def score(self, prompts, responses):
+            self.calls.append(list(responses))
+            return [float(len(r)) for r in responses]
+
+    prompt = [{"role": "user", "content": "q?"}]
+    scorer = Counting()
+    scores = score_once(scorer, [(prompt, "good"), (prompt, ""), (prompt, "good"), (prompt, "good bad")])
+    assert scorer.calls == [["good", "", "good bad"]]
+    assert scores[_key(prompt, "good")] == 4.0 and scores[_key(prompt, "")] == 0.0

@@ -22,7 +22,9 @@ def test_each_iteration_trains_from_the_last_policy_and_validates():
     assert "model=runs/cut_online/iter_1/policy" in argv["outputs_2"]
     assert argv["judged_2"][argv["judged_2"].index("--judge") + 1] == "judgment:SmolLM2-135M-Instruct"
     assert argv["winrate_3"][argv["winrate_3"].index("--annotator") + 1] == "rm:alpaca-rm-smollm2"
-    assert [s.name for s in stages][-1] == "table"
+    assert [s.name for s in stages][-2:] == ["fluency", "table"]
+    assert argv["fluency"][2:6] == ["runs/cut_online/heldout_outputs/start.json"] + [
+        f"runs/cut_online/heldout_outputs/iter_{i}.json" for i in (1, 2, 3)]
 
 
 def test_a_pairwise_judge_is_refused():
@@ -49,14 +51,23 @@ def test_batches_are_disjoint_training_instructions(tmp_path):
 def test_table_rows(tmp_path):
     it = tmp_path / "iter_1"
     (it / "leaderboard").mkdir(parents=True)
-    (it / "judged.jsonl").write_text("".join(json.dumps({"judgment": j}) + "\n" for j in ["bad", None, None, "x"]))
+    rows = [{"output": "Paris is the capital.", "judgment": "bad"}, {"output": "Yes.", "judgment": None},
+            {"output": "No.", "judgment": None},
+            {"output": "The answer  is 4.", "judgment": "The answer is 4.\nThe response is not acceptable."}]
+    (it / "judged.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "heldout_outputs").mkdir()
+    (tmp_path / "heldout_outputs" / "fluency.json").write_text(json.dumps(
+        [{"outputs": "runs/x/heldout_outputs/start.json", "reference_ppl": 2.5, "repeated_4grams": 0.1, "avg_chars": 300.4},
+         {"outputs": "runs/x/heldout_outputs/iter_1.json", "reference_ppl": 3.25, "repeated_4grams": 0.2, "avg_chars": 280.0}]))
     (it / "eval_cut.json").write_text(json.dumps({"before": {"judged_bad_prob": 0.25},
                                                   "after": {"judged_bad_prob": 0.2, "judged_bad_prob_change": -0.05,
                                                             "judged_bad_prob_change_se": 0.01}}))
     (it / "leaderboard" / "results.json").write_text(json.dumps([{"win_rate": 55.5, "standard_error": 3.0,
                                                                   "length_controlled_winrate": 52.0}]))
     write_table(tmp_path, 1)
-    assert "| 1 | 2 / 4 | yes | 0.250 -> 0.200 | -0.050 ± 0.010 | 55.5 ± 3.0 | 52.0 |" in (tmp_path / "study.md").read_text()
+    table = (tmp_path / "study.md").read_text()
+    assert "| start | | | | | | | | 2.50 | 10% | 300 |" in table
+    assert "| 1 | 2 / 4 | 1 | yes | 0.250 -> 0.200 | -0.0500 ± 0.0100 | 55.5 ± 3.0 | 52.0 | 3.25 | 20% | 280 |" in table
 
 
 def test_an_iteration_with_nothing_judged_carries_the_policy_over(tmp_path):
