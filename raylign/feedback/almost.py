@@ -167,6 +167,11 @@ def generate_prompts(samplers: list, config: AlmostConfig, rng: random.Random, c
         print(f"[almost] prompt generation round {round_index + 1}: {len(accepted)}/{pg.num_prompts} prompts "
               f"from {stats['candidates']} candidates", flush=True)
     stats["accepted"] = len(accepted)
+    if len(accepted) < pg.num_prompts:
+        rejected = ", ".join(f"{k} {v}" for k, v in stats.items() if k not in ("candidates", "accepted") and v)
+        print(f"[almost] warning: {len(accepted)} of prompts.num_prompts={pg.num_prompts} after "
+              f"prompts.max_rounds={pg.max_rounds} ({stats['candidates']} candidates; rejected: {rejected or 'none'}); "
+              f"raise prompts.max_rounds, or give prompts.path", flush=True)
     return accepted, stats
 
 

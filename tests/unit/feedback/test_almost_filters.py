@@ -134,3 +134,21 @@ def test_rubric_as_configuration_axes_and_priority():
     only_size = RubricConfig(axes=["size"])  # dominance over one axis: size alone decides
     assert dominates(big_hhh, small_faithful, only_size)
     assert [c.name for c in rank_configs([small_faithful, big_hhh], size_first)] == ["big_hhh", "small_faithful"]
+
+
+def test_a_prompt_generator_that_runs_out_of_rounds_says_which_settings_to_raise(monkeypatch, capsys):
+    import random
+
+    from raylign.config import load_config
+    from raylign.feedback import almost
+
+    answers = iter(["How do I plant tomatoes in a small garden bed this spring?",
+                    "What are the main causes of inflation in modern economies?"])
+    monkeypatch.setattr(almost, "complete_cached", lambda samplers, texts, *a: (
+        [next(answers, "How do I plant tomatoes in a small garden bed this spring?") for _ in texts], [False] * len(texts)))
+    config = load_config(almost.AlmostConfig, "jobs/almost_scale.yaml",
+                         ["prompts.num_prompts=5", "prompts.max_rounds=2", "prompts.per_round=3"])
+    prompts, stats = almost.generate_prompts([], config, random.Random(0))
+    assert len(prompts) == 2 and stats["near_duplicate"] == 4 and stats["candidates"] == 6
+    assert ("[almost] warning: 2 of prompts.num_prompts=5 after prompts.max_rounds=2 (6 candidates; rejected: "
+            "near_duplicate 4); raise prompts.max_rounds, or give prompts.path") in capsys.readouterr().out
