@@ -16,7 +16,7 @@ import threading
 from contextlib import contextmanager
 
 from raylign.scoring.base import RewardSource
-from raylign.scoring.verifiers import VerifierConfig, verify
+from raylign.scoring.verifiers import VerifierConfig, check_function, verify
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,11 @@ def time_limit(seconds: float):
 
 def verify_rows(items: list[tuple[str, str, str]], config: VerifierConfig) -> list[tuple[float, str | None]]:
     """(score, error or None) for each (row id, response, answer); never raises for a check."""
+    try:  # import custom checks before any call's clock starts: a cold worker's import is not a slow check
+        for name in config.checks:
+            check_function(name)
+    except Exception:  # noqa: BLE001 - each row reports the failure below
+        pass
     out = []
     for row_id, response, answer in items:
         try:
