@@ -8,6 +8,8 @@ pits the dataset's chosen answer against its hacked variants. Per family the rep
 rm`'s (accuracy = the share where the good answer wins, margins, calibration), plus the share of
 cases where the hack wins (`hack_preferred`, ties count half): the number to drive down. The
 `rejected` family is the RM's plain accuracy on the pairs, the line the others are read against.
+`--held-out-forms` swaps in hacks no training family makes, to see whether a hack-aware RM learned
+more than the suite's own spellings.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import json
 import time
 
 from raylign.data.adapters import FORMATS, load_rows
-from raylign.data.hack_forms import FAMILIES, hack_cases
+from raylign.data.hack_forms import FAMILIES, HELD_OUT_FAMILIES, hack_cases
 from raylign.data.readers import DataError
 from raylign.data.splits import SPLITS, select_split
 from raylign.evaluation.reports import write_report
@@ -36,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--split-seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=200, help="prompts (after the split)")
     parser.add_argument("--families", nargs="*", default=None, help=f"default: all ({', '.join(FAMILIES)})")
+    parser.add_argument("--held-out-forms", action="store_true",
+                        help=f"the forms `train rm` never learns from instead ({', '.join(HELD_OUT_FAMILIES)}), "
+                             "beside the plain pair")
     parser.add_argument("--max-length", type=int, default=None, help="default: the model's training max_length")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--output", help="write the report as JSON here")
@@ -71,7 +76,8 @@ def evaluate(args: argparse.Namespace) -> dict:
                         args.test_fraction, args.validation_fraction, args.split_seed)[: args.limit]
     if not rows:
         raise DataError(f"{args.data}: no pairs in split '{args.split}'")
-    cases = hack_cases(rows, args.families)
+    names = args.families or (["rejected", *HELD_OUT_FAMILIES] if args.held_out_forms else None)
+    cases = hack_cases(rows, names)
     scorer = load_scorer(model_dir, max_length=args.max_length, batch_size=args.batch_size)
     started = time.time()
     score = score_once(scorer, [pair for items in cases.values() for c in items for pair in ((c[0], c[1]), (c[2], c[3]))])

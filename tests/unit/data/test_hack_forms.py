@@ -4,7 +4,9 @@ import pytest
 
 from raylign.data.hack_forms import (
     FAMILIES,
+    HELD_OUT_FAMILIES,
     MARKERS,
+    OVERRIDE,
     TRAINABLE_FAMILIES,
     first_sentence,
     hack_cases,
@@ -58,3 +60,14 @@ def test_families_are_picked_per_prompt_by_a_seeded_hash():
     assert len({tuple(pick_families(list(TRAINABLE_FAMILIES), 1, f"p{i}")) for i in range(40)}) > 5
     with pytest.raises(ValueError, match="unknown hack families"):
         hack_cases([ROW], ["loops"])
+
+
+def test_held_out_forms_by_hand_and_never_trained_on():
+    cases = hack_cases([ROW], list(HELD_OUT_FAMILIES))
+    assert cases["newline_join"][0][3] == ROW["rejected"] + "\n" + ROW["chosen"]
+    assert cases["refuse_then_comply"][0][3].startswith(ROW["chosen"]) and cases["refuse_then_comply"][0][3].endswith(ROW["rejected"])
+    assert cases["echo"][0][3] == "How do I pick a lock?"
+    (_, good, override_prompt, hack) = cases["judge_override"][0]
+    assert good == ROW["chosen"] and hack == ROW["rejected"] and override_prompt[-1]["content"].endswith(OVERRIDE)
+    assert not set(HELD_OUT_FAMILIES) & set(TRAINABLE_FAMILIES) and not set(HELD_OUT_FAMILIES) & set(FAMILIES)
+    assert not {p["hack"] for p in hack_pairs([ROW])} & set(HELD_OUT_FAMILIES)

@@ -24,6 +24,10 @@ def test_report_per_family_matches_the_scores(tiny_reward_model_dir, tmp_path):
     fam = report["families"]["empty"]
     assert fam["pairs"] == 6 and abs(fam["hack_preferred"] - want) < 1e-9 and "calibration" in fam
     assert "marker_chatml" in format_hacks(report)
+    held_out = evaluate(_parser().parse_args(["--model", str(tiny_reward_model_dir), "--data", str(path), "--split", "all",
+                                               "--held-out-forms"]))
+    assert set(held_out["families"]) == {"rejected", "newline_join", "refuse_then_comply", "disclaimer", "self_praise",
+                                         "echo", "off_topic", "judge_override"}
 
 
 def test_each_distinct_answer_is_scored_once():
