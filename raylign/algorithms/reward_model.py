@@ -163,15 +163,24 @@ class RewardEnsembleModule(torch.nn.Module):
 
 
 class EnsemblePairScorer(torch.nn.Module):
-    """[batch, k] scores, one column per member (the module DDP wraps, as `PairScorer`)."""
+    """[batch, k] scores, one column per member (the module DDP wraps, as `PairScorer`). The
+    blocks no member trains (`trainable: top_layers`) run once for all members."""
 
     def __init__(self, ensemble: RewardEnsembleModule):
         super().__init__()
         self.ensemble = ensemble
+        self._trunk = None  # built at the first forward, once `make_trainable` has frozen the trunk
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         from raylign.scoring.reward_model import sequence_scores
+        from raylign.scoring.shared_trunk import SharedTrunk, shared_block_count
 
+        if self._trunk is None:
+            members = list(self.ensemble.members)
+            blocks = shared_block_count(members, frozen_only=True)
+            self._trunk = SharedTrunk(members, blocks, members[0].config.pad_token_id) if blocks else False
+        if self._trunk:
+            return self._trunk.scores(input_ids, attention_mask)
         return torch.stack([sequence_scores(m, input_ids, attention_mask) for m in self.ensemble.members], dim=1)
 
 

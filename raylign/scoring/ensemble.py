@@ -67,17 +67,33 @@ def write_manifest(out_dir: Path, members: list[str], settings: EnsembleSettings
 
 class EnsembleScorer(PairScoring):
     """The `RewardScorer` interface over k members: each encodes the pair its own way (members
-    may differ in tokenizer or text form) and the scores are aggregated."""
+    may differ in tokenizer or text form) and the scores are aggregated. Members trained from one
+    base model share their lower blocks, which then run once for all (`shared_trunk`)."""
 
     def __init__(self, members: Sequence, settings: EnsembleSettings, model_path: str = "ensemble"):
         self.members, self.settings, self.model_path = list(members), settings, model_path
+        self._trunk = None if all(hasattr(m, "model") for m in self.members) else False
 
     def encode(self, prompt, response: str) -> tuple[list[int], ...]:
         return tuple(member.encode(prompt, response) for member in self.members)
 
+    def shared_trunk(self):
+        """The members' shared lower blocks as one `SharedTrunk`, or None when they share none."""
+        if self._trunk is None:
+            from raylign.scoring.shared_trunk import SharedTrunk, shared_block_count
+
+            models = [m.model for m in self.members]
+            blocks = shared_block_count(models)
+            self._trunk = SharedTrunk(models, blocks, models[0].config.pad_token_id,
+                                      self.members[0].batch_size) if blocks else False
+        return self._trunk or None
+
     def member_scores_ids(self, sequences: list[tuple[list[int], ...]]) -> "torch.Tensor":
         import torch
 
+        trunk = self.shared_trunk()
+        if trunk is not None and all(len(set(map(tuple, s))) == 1 for s in sequences):
+            return trunk.member_scores([s[0] for s in sequences])
         columns = [member.score_ids([s[m] for s in sequences]) for m, member in enumerate(self.members)]
         return torch.tensor(columns, dtype=torch.float64).T.reshape(len(sequences), len(self.members))
 

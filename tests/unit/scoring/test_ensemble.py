@@ -83,3 +83,59 @@ def test_a_manifest_directory_loads_as_one_scorer(tiny_reward_model_dir, tmp_pat
     (tmp_path / "raylign_ensemble.json").write_text("{}")
     with pytest.raises(ValueError, match="raylign_ensemble.json: not a raylign ensemble manifest"):
         read_manifest(tmp_path)
+
+
+def test_members_that_differ_only_at_the_top_share_their_lower_blocks(tiny_reward_model_dir, tmp_path):
+    """Two members = the tiny RM and a copy with its top block and head changed: the trunk runs
+    once, and every member's score equals what that member scores alone."""
+    import shutil
+
+    from raylign.scoring.reward_model import load_reward_model
+    from raylign.scoring.shared_trunk import shared_block_count
+
+    shutil.copytree(tiny_reward_model_dir, tmp_path / "member_0")
+    model, tokenizer, _ = load_reward_model(tiny_reward_model_dir)
+    torch.manual_seed(5)
+    with torch.no_grad():
+        for param in [*model.model.layers[-1].parameters(), *model.score.parameters()]:
+            param.add_(0.05 * torch.randn_like(param))
+    model.save_pretrained(tmp_path / "member_1")
+    tokenizer.save_pretrained(tmp_path / "member_1")
+    (tmp_path / "raylign_ensemble.json").write_text(json.dumps({"members": ["member_0", "member_1"], "aggregate": "mean"}))
+
+    ensemble = load_scorer(str(tmp_path), max_length=64, batch_size=3)
+    assert shared_block_count([m.model for m in ensemble.members]) == len(model.model.layers) - 1
+    prompts = ["Hi", "How are you today?", "Tell me a long story about a dragon", "?", "Why"]
+    responses = ["Hello there", "Fine.", "Once upon a time there was a dragon who", "", "Because it is"]
+    sequences = [ensemble.encode(p, r) for p, r in zip(prompts, responses)]
+    shared = ensemble.member_scores_ids(sequences)
+    assert ensemble.shared_trunk() is not None
+    alone = [load_scorer(str(tmp_path / name), max_length=64).score(prompts, responses) for name in ("member_0", "member_1")]
+    assert torch.allclose(shared, torch.tensor(alone, dtype=torch.float64).T, atol=1e-5)
+    assert not torch.allclose(shared[:, 0], shared[:, 1])  # the changed top block and head count
+
+    with torch.no_grad():  # different embeddings: nothing shared, each member scores in full
+        model.model.embed_tokens.weight.add_(1.0)
+    assert shared_block_count([ensemble.members[0].model, model]) == 0
+
+
+def test_training_an_ensemble_runs_the_frozen_trunk_once_with_the_same_scores_and_gradients(tiny_reward_model_dir):
+    from raylign.algorithms.reward_model import EnsemblePairScorer, RewardEnsembleModule
+    from raylign.models.trainable import LoraSettings, make_trainable
+    from raylign.scoring.reward_model import load_reward_model, pad_batch, sequence_scores
+
+    members = [load_reward_model(tiny_reward_model_dir, head_seed=seed)[0] for seed in (0, 1)]
+    ensemble = make_trainable(RewardEnsembleModule(members), "top_layers", 1, LoraSettings())
+    ids, mask = pad_batch([[5, 6, 7, 8], [9, 10], [11, 12, 13]], members[0].config.pad_token_id)
+    scorer = EnsemblePairScorer(ensemble)
+    shared = scorer(ids, mask)
+    assert scorer._trunk and shared.shape == (3, 2) and shared.requires_grad
+    shared.sum().backward()
+    top = [p for p in ensemble.members[1].model.layers[-1].parameters()]
+    grads = [p.grad.clone() for p in top]
+    ensemble.zero_grad()
+    alone = torch.stack([sequence_scores(m, ids, mask) for m in ensemble.members], dim=1)
+    alone.sum().backward()
+    assert torch.allclose(shared, alone, atol=1e-5)
+    assert all(torch.allclose(g, p.grad, atol=1e-5) for g, p in zip(grads, top))
+    assert ensemble.members[0].model.layers[0].self_attn.q_proj.weight.grad is None  # the frozen trunk
