@@ -101,8 +101,10 @@ def test_train_an_ensemble_in_one_job_and_score_it_as_one_model(ray_cluster, tin
     prompts, responses = ["What is the capital of France?", "Hi"], ["Paris.", "Hello, how can I help?"]
     members = [RewardScorer(out / f"member_{m}", max_length=96).score(prompts, responses) for m in range(2)]
     assert members[0] != pytest.approx(members[1])  # two models, not one saved twice
-    together = load_scorer(str(out)).score(prompts, responses)
+    ensemble = load_scorer(str(out))
+    together = ensemble.score(prompts, responses)
     assert together == pytest.approx([(a + b) / 2 for a, b in zip(*members)], abs=1e-5)
+    assert ensemble.shared_trunk() is not None  # the frozen lower block ran once for both members
     from raylign.models.chat import load_tokenizer
     from raylign.scoring.text import render_scored_text
 
