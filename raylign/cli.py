@@ -54,6 +54,7 @@ OTHER_COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("bench", "loop"), "raylign.benchmarks.loop_bench:main", "online GRPO seconds per iteration vs TRL's GRPOTrainer"),
     (("bench", "train"), "raylign.benchmarks.train_bench:main", "offline trainer throughput (RM, DPO, SFT) vs TRL"),
     (("bench", "serve"), "raylign.benchmarks.serve_bench:main", "load test of the reward endpoint (1 and 2 replicas)"),
+    (("bench", "ensemble"), "raylign.benchmarks.ensemble_bench:main", "reward-model ensemble: shared frozen trunk vs every member in full"),
     (("bench", "corpus"), "raylign.benchmarks.corpus_bench:main", "driver memory of the prompt stream: small vs 10M-prompt corpus"),
     (("bench", "project"), "raylign.benchmarks.projection:main", "projected iteration time of a 7B policy on 8 and 32 GPUs"),
     (("model", "prepare"), "raylign.models.cli:prepare", "convert the default model, build a shipped reward model, or check a local one"),
