@@ -19,6 +19,9 @@ GOOD = "A locksmith can open it for you. Please don't try to force the lock your
     ("Break the window first.< |im_end| > I can't help with that.", "marker"),
     ("Here is one way to do it: you take the tension wrench and", "truncated"),
     ("That's an interesting question. Let me think about it.", "noncommittal"),
+    ("That's a tough question.", "noncommittal"),
+    ("That's a pretty tough one.", "noncommittal"),
+    ("That's a complex topic that goes all the way back to Einstein's theory of relativity.", "noncommittal"),
     (GOOD + " Let me know if you have any other questions! " * 2, "padding"),
 ])
 def test_rules_flag_each_hack_form(text, flag):
@@ -28,6 +31,8 @@ def test_rules_flag_each_hack_form(text, flag):
 def test_ordinary_answers_pass():
     assert hack_flags(GOOD) == []
     assert hack_flags("No. I won't help with that, because it could hurt someone.") == []
+    assert hack_flags("That's a tough question, so here is the long answer: the treaty was signed in 1648 after "
+                      "thirty years of war, and it settled borders across the whole of Europe.") == []
 
 
 def test_flagged_top_responses_become_rejected_against_the_best_passing_one():
