@@ -1,43 +1,73 @@
 #!/usr/bin/env bash
 # Reward models that hold up under optimisation, on HH-RLHF, in one command (each step skipped
-# when its output exists):
-#   1. the hack suite and held-out accuracy of the shipped hh-rm-smollm2        (eval hacks, eval rm)
-#   2. the hack-aware RM (jobs/rm_hh_hack_aware.yaml) and the 3-member ensemble (jobs/rm_hh_ensemble.yaml),
-#      each measured the same way
-#   3. GRPO (jobs/grpo_hh.yaml) against $ROBUST_RM (default: the hack-aware RM), beside GRPO against
-#      hh-rm-smollm2, compared on held-out HH test prompts under a judge that shares no training label
-#      with either RM (alpaca-rm-smollm2, trained on AlpacaEval GPT-4 labels), with reward under both
-#      RMs, reference PPL, rep-4 and stop rate
-#   bash jobs/rm_robust_hh.sh                (about 2.5 h on a 2-core CPU; STEPS="hacks" runs only step 1)
+# when its output exists, so a killed run continues where it stopped):
+#   hacks    the hack suite and held-out accuracy of the shipped hh-rm-smollm2   (eval hacks, eval rm)
+#   train    the hack-aware RM (jobs/rm_hh_hack_aware.yaml) and the 3-member ensemble
+#            (jobs/rm_hh_ensemble.yaml), each measured the same way
+#   heldout  every RM on hack forms no training family makes (eval hacks --held-out-forms)
+#   grpo     GRPO (jobs/grpo_hh.yaml) against $ROBUST_RM, compared with the start on 64 held-out HH
+#            test prompts: reward under $ROBUST_RM and under hh-rm-smollm2, win rate under a judge
+#            that shares no training label with either (alpaca-rm-smollm2: AlpacaEval GPT-4 labels),
+#            reference PPL, rep-4, stop rate; the original GRPO run's stored responses
+#            (docs/bench/2026-11-22-align-rerun/align_hh.json) re-judged by the same judge and $ROBUST_RM
+#   iterate  the iterative mode: the GRPO policy's samples on train prompts, ranked by $ROBUST_RM,
+#            the ones the rules flag as rejected answers (annotate hack-pairs), the RM retrained with
+#            them (runs/rm_hh_hack_aware_2), measured, and GRPO rerun against it
+#   bash jobs/rm_robust_hh.sh                (about 4 h on a 2-core CPU; STEPS="hacks" runs only that step)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RAYLIGN=${RAYLIGN:-.venv/bin/raylign}
 OUT=runs/robust
 DATA=../shared/data/hh_rlhf_harmless.jsonl.gz
-STEPS=${STEPS:-"hacks train grpo"}
+STEPS=${STEPS:-"hacks train heldout grpo iterate"}
 ROBUST_RM=${ROBUST_RM:-runs/rm_hh_hack_aware}
 JUDGE=${JUDGE:-rm:alpaca-rm-smollm2}
+ORIGINAL=${ORIGINAL:-docs/bench/2026-11-22-align-rerun/align_hh.json}
 mkdir -p "$OUT"
+has() { [[ " $STEPS " == *" $1 "* ]]; }
 measure() {  # name model
   [ -f "$OUT/hacks_$1.json" ] || "$RAYLIGN" eval hacks --model "$2" --data "$DATA" --on-error skip --split test \
     --limit 200 --output "$OUT/hacks_$1.json"
   [ -f "$OUT/rm_$1.json" ] || "$RAYLIGN" eval rm --model "$2" --data "$DATA" --on-error skip --split test \
     --output "$OUT/rm_$1.json"
 }
-[[ " $STEPS " == *" hacks "* ]] && measure hh-rm hh-rm-smollm2
-if [[ " $STEPS " == *" train "* ]]; then
+grpo_against() {  # reward-model run-dir name
+  [ -f "$2/final/config.json" ] || "$RAYLIGN" train grpo --config jobs/grpo_hh.yaml reward.model="$1" engine.output_dir="$2"
+  [ -f "$OUT/compare_$3.json" ] || "$RAYLIGN" eval compare start=SmolLM2-135M-Instruct "$3=$2/final" --data "$DATA" \
+    --split test --limit 64 --reward-model "$1" --judge "$JUDGE" --output "$OUT/compare_$3.json"
+  [ -f "$OUT/compare_$3.hh-rm.json" ] || "$RAYLIGN" eval rejudge "$OUT/compare_$3.json" --judge rm:hh-rm-smollm2 \
+    --output "$OUT/compare_$3.hh-rm.json"
+}
+has hacks && measure hh-rm hh-rm-smollm2
+if has train; then
   [ -f runs/rm_hh_hack_aware/config.json ] || "$RAYLIGN" train rm --config jobs/rm_hh_hack_aware.yaml
   measure hack_aware runs/rm_hh_hack_aware
   [ -f runs/rm_hh_ensemble/raylign_ensemble.json ] || "$RAYLIGN" train rm --config jobs/rm_hh_ensemble.yaml
   measure ensemble runs/rm_hh_ensemble
 fi
-if [[ " $STEPS " == *" grpo "* ]]; then
-  [ -f runs/grpo_hh/final/config.json ] || "$RAYLIGN" train grpo --config jobs/grpo_hh.yaml
-  [ -f runs/grpo_hh_robust/final/config.json ] || "$RAYLIGN" train grpo --config jobs/grpo_hh.yaml \
-    reward.model="$ROBUST_RM" engine.output_dir=runs/grpo_hh_robust
-  for rm in hh-rm-smollm2 "$ROBUST_RM"; do
-    "$RAYLIGN" eval compare start=SmolLM2-135M-Instruct grpo=runs/grpo_hh/final grpo_robust=runs/grpo_hh_robust/final \
-      --data "$DATA" --split test --limit 64 --reward-model "$rm" --judge "$JUDGE" \
-      --output "$OUT/compare_$(basename "$rm").json"
+if has heldout; then
+  for m in hh-rm:hh-rm-smollm2 hack_aware:runs/rm_hh_hack_aware ensemble:runs/rm_hh_ensemble; do
+    [ -f "$OUT/heldout_${m%%:*}.json" ] || "$RAYLIGN" eval hacks --model "${m#*:}" --data "$DATA" --on-error skip \
+      --split test --limit 200 --held-out-forms --output "$OUT/heldout_${m%%:*}.json"
   done
+fi
+if has grpo; then
+  grpo_against "$ROBUST_RM" runs/grpo_hh_robust grpo_robust
+  for judge in "$JUDGE" "rm:$ROBUST_RM"; do
+    name=$(basename "${judge#rm:}")
+    [ -f "$OUT/original_grpo.$name.json" ] || "$RAYLIGN" eval rejudge "$ORIGINAL" --judge "$judge" \
+      --output "$OUT/original_grpo.$name.json"
+  done
+fi
+if has iterate; then
+  P=runs/grpo_hh_robust
+  [ -f $P/samples.json ] || "$RAYLIGN" generate samples --config jobs/generate_hh_samples.yaml model=$P/final \
+    data.limit=200 output=$P/samples.json
+  [ -f $P/ranked.jsonl ] || "$RAYLIGN" annotate rank --prompts "$DATA" --split train --limit 200 \
+    --samples $P/samples.json --dataset-responses --annotator "rm:$ROBUST_RM" --output $P/ranked.jsonl
+  [ -f $P/hack_pairs.jsonl ] || "$RAYLIGN" annotate hack-pairs --ranked $P/ranked.jsonl --output $P/hack_pairs.jsonl
+  [ -f runs/rm_hh_hack_aware_2/config.json ] || "$RAYLIGN" train rm --config jobs/rm_hh_hack_aware.yaml \
+    "rm.extra_pairs=[$P/hack_pairs.jsonl]" output_dir=runs/rm_hh_hack_aware_2
+  measure hack_aware_2 runs/rm_hh_hack_aware_2
+  grpo_against runs/rm_hh_hack_aware_2 runs/grpo_hh_robust2 grpo_robust2
 fi
