@@ -42,13 +42,10 @@ def _ensemble(args):
     return EnsembleScorer(members, EnsembleSettings(aggregate="mean"), f"{args.model} x{args.members}")
 
 
-def _timed(fn, repeats: int) -> tuple[list[float], object]:
-    seconds, result = [], None
-    for _ in range(repeats):
-        started = time.perf_counter()
-        result = fn()
-        seconds.append(time.perf_counter() - started)
-    return seconds, result
+def _timed(fn) -> tuple[float, object]:
+    started = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - started, result
 
 
 def main(argv: list[str]) -> int:
@@ -85,8 +82,8 @@ def main(argv: list[str]) -> int:
     results = {"shared": [], "full": []}
     for _ in range(args.repeats):
         for name, fn in (("shared", shared_once), ("full", member_by_member)):
-            seconds, scores = _timed(fn, 1)
-            results[name] += seconds
+            seconds, scores = _timed(fn)
+            results[name].append(seconds)
             results[f"{name}_scores"] = scores
     max_diff = float((results["shared_scores"] - results["full_scores"]).abs().max())
 
@@ -105,8 +102,8 @@ def main(argv: list[str]) -> int:
     full_module._trunk = False  # every member in full, as before the shared trunk
     train = {"shared": [], "full": []}
     for _ in range(args.repeats):
-        train["shared"] += _timed(lambda: train_steps(shared_module), 1)[0]
-        train["full"] += _timed(lambda: train_steps(full_module), 1)[0]
+        train["shared"].append(_timed(lambda: train_steps(shared_module))[0])
+        train["full"].append(_timed(lambda: train_steps(full_module))[0])
     assert shared_module._trunk, "the training module did not find the frozen trunk"
 
     machine = describe_machine()

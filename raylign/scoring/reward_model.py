@@ -45,6 +45,13 @@ def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int, side: PaddingSide
     return ids, mask
 
 
+def length_sorted_chunks(sequences: Sequence[Sequence[int]], batch_size: int) -> list[list[int]]:
+    """Indices of `sequences` in batches of similar length (less compute spent on padding); the
+    caller puts results back by index."""
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
 def to_right_padding(input_ids: torch.Tensor, attention_mask: torch.Tensor):
     """Move left padding to the right (rows rotated), for heads that pool a fixed position."""
     leading = (attention_mask.cumsum(-1) == 0).sum(-1, keepdim=True)
@@ -217,19 +224,14 @@ class RewardScorer(PairScoring):
                                   self.prompt_format)
 
     def score_ids(self, sequences: list[list[int]]) -> list[float]:
-        scores: list[float] = []
         pad_id = self.model.config.pad_token_id
-        # Similar lengths together waste less compute on padding; results go back in order.
-        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
         by_index: dict[int, float] = {}
         with torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
-                chunk = order[start : start + self.batch_size]
+            for chunk in length_sorted_chunks(sequences, self.batch_size):
                 ids, mask = pad_batch([sequences[i] for i in chunk], pad_id)
                 for i, value in zip(chunk, sequence_scores(self.model, ids, mask).tolist()):
                     by_index[i] = value
-        scores = [by_index[i] for i in range(len(sequences))]
-        return scores
+        return [by_index[i] for i in range(len(sequences))]
 
 
 
@@ -238,6 +240,7 @@ __all__ = [
     "PairTooLongError",
     "RewardScorer",
     "last_token_index",
+    "length_sorted_chunks",
     "load_reward_model",
     "pad_batch",
     "sequence_scores",

@@ -19,7 +19,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from raylign.scoring.reward_model import _parts, last_token_index, pad_batch
+from raylign.scoring.reward_model import _parts, last_token_index, length_sorted_chunks, pad_batch
 
 
 def _backbone_view(backbone: nn.Module, layers: Sequence[nn.Module], norm: nn.Module) -> nn.Module:
@@ -98,10 +98,8 @@ class SharedTrunk:
         return torch.stack(columns, dim=1)
 
     def member_scores(self, sequences: list[list[int]]) -> torch.Tensor:
-        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
         out = torch.empty(len(sequences), len(self.tops), dtype=torch.float64)
         with torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
-                chunk = order[start : start + self.batch_size]
+            for chunk in length_sorted_chunks(sequences, self.batch_size):
                 out[chunk] = self.scores(*pad_batch([sequences[i] for i in chunk], self.pad_id)).double()
         return out
