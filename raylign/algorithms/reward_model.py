@@ -59,6 +59,9 @@ class RewardModelConfig(StrictModel):
     # the iterative mode: `raylign annotate hack-pairs` files (a finished policy run's high-scored
     # samples the rules flag, as rejected answers) added to the train split
     extra_pairs: list[str] = Field(default_factory=list)
+    # each extra pair this many times: a policy run flags tens of samples beside thousands of
+    # dataset pairs, and seen once they barely move the model
+    extra_pairs_repeat: int = Field(1, ge=1, le=100)
     # members > 1: an ensemble of reward models trained in this one Ray Train job, each from its
     # own head seed on its own seeded share of the pairs; saved as member_*/ + raylign_ensemble.json
     ensemble: EnsembleTraining = EnsembleTraining()
@@ -233,9 +236,11 @@ class RewardModelObjective(OfflineObjective):
             return rows.map_batches(AddHackPairs(rm.hack_families, per_row), batch_format="pyarrow", batch_size=64)
 
         extra = [hack_pairs(read_whole(path, "preference", on_error=self.config.data.on_error), 0)
-                 for path in rm.extra_pairs]
+                 for path in rm.extra_pairs for _ in range(rm.extra_pairs_repeat)]
         train = hack_pairs(ds, rm.hack_pairs_per_row)
-        return train.union(*extra) if extra else train
+        # seeded shuffle: appended at the end, the extra pairs would come last in the epoch (after an
+        # early stop, never) and in batches of their own
+        return train.union(*extra).random_shuffle(seed=self.config.seed) if extra else train
 
     def prepare_dataset(self, ds, model_path: str):
         data = self.config.data

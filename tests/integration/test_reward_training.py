@@ -83,11 +83,11 @@ def test_train_lora_with_hack_pairs_merges_into_a_plain_checkpoint(ray_cluster, 
                              for i in range(3)))
     out = tmp_path / "rm_lora"
     summary = _train(tiny_model_dir, out, trainable="lora", lora={"r": 4, "alpha": 8}, max_steps=2, bf16=True, grad_accum=2,
-                     rm={"hack_pairs_per_row": 1, "extra_pairs": [str(extra)]})
+                     rm={"hack_pairs_per_row": 1, "extra_pairs": [str(extra)], "extra_pairs_repeat": 2})
     assert (out / "adapter").is_dir()
     _check_reload(out, summary)
-    # every training pair, one hack pair of each, and the extra file; the held-out splits as read
-    assert summary["counts"]["train"]["pairs"] == 2 * _plain_train_pairs() + 3
+    # every training pair, one hack pair of each, and the extra file twice; the held-out splits as read
+    assert summary["counts"]["train"]["pairs"] == 2 * _plain_train_pairs() + 2 * 3
 
 
 def test_train_an_ensemble_in_one_job_and_score_it_as_one_model(ray_cluster, tiny_model_dir, tmp_path):
