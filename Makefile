@@ -17,7 +17,7 @@ smoke: setup
 	$(BIN)/raylign smoke
 
 test: setup
-	$(BIN)/python -m pytest tests -v --durations=15
+	$(BIN)/python -m pytest tests -v --durations=40
 
 test-fast: setup
 	$(BIN)/python -m pytest tests -m "not slow and not integration"
