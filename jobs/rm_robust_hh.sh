@@ -12,7 +12,9 @@
 #            (docs/bench/2026-11-22-align-rerun/align_hh.json) re-judged by the same judge and $ROBUST_RM
 #   iterate  the iterative mode: the GRPO policy's samples on train prompts, ranked by $ROBUST_RM,
 #            the ones the rules flag as rejected answers (annotate hack-pairs), the RM retrained with
-#            them, each ten times (runs/rm_hh_hack_aware_2), measured, and GRPO rerun against it
+#            them, each ten times, for the whole epoch (runs/rm_hh_hack_aware_2: with early stopping on
+#            the 144 plain validation pairs it kept step 40 of 200, before most hack pairs), measured,
+#            and GRPO rerun against it
 #   bash jobs/rm_robust_hh.sh                (about 4 h on a 2-core CPU; STEPS="hacks" runs only that step)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -67,7 +69,8 @@ if has iterate; then
     --samples $P/samples.json --dataset-responses --annotator "rm:$ROBUST_RM" --output $P/ranked.jsonl
   [ -f $P/hack_pairs.jsonl ] || "$RAYLIGN" annotate hack-pairs --ranked $P/ranked.jsonl --output $P/hack_pairs.jsonl
   [ -f runs/rm_hh_hack_aware_2/config.json ] || "$RAYLIGN" train rm --config jobs/rm_hh_hack_aware.yaml \
-    "rm.extra_pairs=[$P/hack_pairs.jsonl]" rm.extra_pairs_repeat=10 output_dir=runs/rm_hh_hack_aware_2
-  measure hack_aware_2 runs/rm_hh_hack_aware_2
+    "rm.extra_pairs=[$P/hack_pairs.jsonl]" rm.extra_pairs_repeat=10 \
+    early_stop_patience=null keep_best=false eval_every=50 output_dir=runs/rm_hh_hack_aware_2
   grpo_against runs/rm_hh_hack_aware_2 runs/grpo_hh_robust2 grpo_robust2
+  measure hack_aware_2 runs/rm_hh_hack_aware_2
 fi
