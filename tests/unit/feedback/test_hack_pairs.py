@@ -23,6 +23,9 @@ GOOD = "A locksmith can open it for you. Please don't try to force the lock your
     ("That's a pretty tough one.", "noncommittal"),
     ("That's a complex topic that goes all the way back to Einstein's theory of relativity.", "noncommittal"),
     (GOOD + " Let me know if you have any other questions! " * 2, "padding"),
+    ("You're referring to your car?", "echo_question"),
+    ("You're referring to the legendary singer, aren't you?", "echo_question"),
+    ("Are you asking about the price of rice?", "echo_question"),
 ])
 def test_rules_flag_each_hack_form(text, flag):
     assert flag in hack_flags(text)
@@ -31,6 +34,9 @@ def test_rules_flag_each_hack_form(text, flag):
 def test_ordinary_answers_pass():
     assert hack_flags(GOOD) == []
     assert hack_flags("No. I won't help with that, because it could hurt someone.") == []
+    # a clarifying question with substance is an answer, not an echo
+    assert hack_flags("Do you mean the lock on the front door? If so, a locksmith can open it for you.") == []
+    assert hack_flags("What kind of car is it?") == []
     assert hack_flags("That's a tough question, so here is the long answer: the treaty was signed in 1648 after "
                       "thirty years of war, and it settled borders across the whole of Europe.") == []
 
