@@ -33,6 +33,10 @@ measure() {  # name model
   [ -f "$OUT/rm_$1.json" ] || "$RAYLIGN" eval rm --model "$2" --data "$DATA" --on-error skip --split test \
     --output "$OUT/rm_$1.json"
 }
+heldout() {  # name model: the hack forms no training family makes
+  [ -f "$OUT/heldout_$1.json" ] || "$RAYLIGN" eval hacks --model "$2" --data "$DATA" --on-error skip --split test \
+    --limit 200 --held-out-forms --output "$OUT/heldout_$1.json"
+}
 grpo_against() {  # reward-model run-dir name
   [ -f "$2/final/config.json" ] || "$RAYLIGN" train grpo --config jobs/grpo_hh.yaml reward.model="$1" engine.output_dir="$2"
   [ -f "$OUT/compare_$3.json" ] || "$RAYLIGN" eval compare start=SmolLM2-135M-Instruct "$3=$2/final" --data "$DATA" \
@@ -48,10 +52,9 @@ if has train; then
   measure ensemble runs/rm_hh_ensemble
 fi
 if has heldout; then
-  for m in hh-rm:hh-rm-smollm2 hack_aware:runs/rm_hh_hack_aware ensemble:runs/rm_hh_ensemble; do
-    [ -f "$OUT/heldout_${m%%:*}.json" ] || "$RAYLIGN" eval hacks --model "${m#*:}" --data "$DATA" --on-error skip \
-      --split test --limit 200 --held-out-forms --output "$OUT/heldout_${m%%:*}.json"
-  done
+  heldout hh-rm hh-rm-smollm2
+  heldout hack_aware runs/rm_hh_hack_aware
+  heldout ensemble runs/rm_hh_ensemble
 fi
 if has grpo; then
   grpo_against "$ROBUST_RM" runs/grpo_hh_robust grpo_robust
@@ -73,4 +76,5 @@ if has iterate; then
     early_stop_patience=null keep_best=false eval_every=50 output_dir=runs/rm_hh_hack_aware_2
   grpo_against runs/rm_hh_hack_aware_2 runs/grpo_hh_robust2 grpo_robust2
   measure hack_aware_2 runs/rm_hh_hack_aware_2
+  heldout hack_aware_2 runs/rm_hh_hack_aware_2
 fi
