@@ -15,13 +15,16 @@
 #            them, each ten times, for the whole epoch (runs/rm_hh_hack_aware_2: with early stopping on
 #            the 144 plain validation pairs it kept step 40 of 200, before most hack pairs), measured,
 #            and GRPO rerun against it
+#   budget   GRPO against the round-2 RM inside a KL budget: the k3 coefficient steered each step
+#            towards $KL_TARGET nats per response token (grpo.adaptive_kl), compared as above
 #   bash jobs/rm_robust_hh.sh                (about 4 h on a 2-core CPU; STEPS="hacks" runs only that step)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RAYLIGN=${RAYLIGN:-.venv/bin/raylign}
 OUT=runs/robust
 DATA=../shared/data/hh_rlhf_harmless.jsonl.gz
-STEPS=${STEPS:-"hacks train heldout grpo iterate"}
+STEPS=${STEPS:-"hacks train heldout grpo iterate budget"}
+KL_TARGET=${KL_TARGET:-0.02}
 ROBUST_RM=${ROBUST_RM:-runs/rm_hh_hack_aware}
 JUDGE=${JUDGE:-rm:alpaca-rm-smollm2}
 ORIGINAL=${ORIGINAL:-docs/bench/2026-11-22-align-rerun/align_hh.json}
@@ -37,8 +40,9 @@ heldout() {  # name model: the hack forms no training family makes
   [ -f "$OUT/heldout_$1.json" ] || "$RAYLIGN" eval hacks --model "$2" --data "$DATA" --on-error skip --split test \
     --limit 200 --held-out-forms --output "$OUT/heldout_$1.json"
 }
-grpo_against() {  # reward-model run-dir name
-  [ -f "$2/final/config.json" ] || "$RAYLIGN" train grpo --config jobs/grpo_hh.yaml reward.model="$1" engine.output_dir="$2"
+grpo_against() {  # reward-model run-dir name [more train grpo overrides]
+  [ -f "$2/final/config.json" ] || "$RAYLIGN" train grpo --config jobs/grpo_hh.yaml reward.model="$1" engine.output_dir="$2" \
+    "${@:4}"
   [ -f "$OUT/compare_$3.json" ] || "$RAYLIGN" eval compare start=SmolLM2-135M-Instruct "$3=$2/final" --data "$DATA" \
     --split test --limit 64 --reward-model "$1" --judge "$JUDGE" --output "$OUT/compare_$3.json"
   [ -f "$OUT/compare_$3.hh-rm.json" ] || "$RAYLIGN" eval rejudge "$OUT/compare_$3.json" --judge rm:hh-rm-smollm2 \
@@ -77,4 +81,8 @@ if has iterate; then
   grpo_against runs/rm_hh_hack_aware_2 runs/grpo_hh_robust2 grpo_robust2
   measure hack_aware_2 runs/rm_hh_hack_aware_2
   heldout hack_aware_2 runs/rm_hh_hack_aware_2
+fi
+if has budget; then
+  grpo_against runs/rm_hh_hack_aware_2 "runs/grpo_hh_budget_$KL_TARGET" "grpo_budget_$KL_TARGET" \
+    grpo.adaptive_kl=true grpo.kl_coef=0.3 grpo.kl_target="$KL_TARGET" grpo.kl_horizon=32
 fi

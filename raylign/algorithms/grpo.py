@@ -30,13 +30,15 @@ from raylign.algorithms.base import (
 from raylign.algorithms.core import aggregate, check_same_shape, k3, safe_mean
 from raylign.algorithms.dynamic_sampling import GroupPool
 from raylign.algorithms.estimators import EstimatorName, group_advantages
+from raylign.algorithms.kl import KLControl, make_kl_controller
 from raylign.algorithms.policy_losses import PolicyLossName, get_policy_loss, policy_loss_metrics
-from raylign.config import Retired, StrictModel
+from raylign.collectives import all_reduce
+from raylign.config import Retired
 
 LossAgg = Literal["token", "sequence"]
 
 
-class GRPOConfig(StrictModel):
+class GRPOConfig(KLControl):
     # a registered advantage estimator: grpo, rloo, dr_grpo, reinforce_pp, reinforce_pp_baseline
     estimator: EstimatorName = "grpo"
     policy_loss: PolicyLossName = "ppo_clip"  # a registered policy loss: ppo_clip, gspo
@@ -44,7 +46,9 @@ class GRPOConfig(StrictModel):
     # DAPO's clip-higher: the upper clip of the ratio, 1 + cliprange_high (DAPO: 0.28 with 0.2
     # below), so low-probability tokens can still rise; None clips symmetrically
     cliprange_high: float | None = Field(None, gt=0.0)
-    kl_coef: float = Field(0.0, ge=0.0)  # > 0 adds k3 KL to the frozen reference (starts the reference actor)
+    # > 0 adds k3 KL to the frozen reference (starts the reference actor); with `adaptive_kl`
+    # the coefficient then moves each step towards `kl_target` (raylign.algorithms.kl.KLControl)
+    kl_coef: float = Field(0.0, ge=0.0)
     loss_agg: LossAgg = "token"  # token: DAPO's token-level loss (long responses weigh by their tokens)
     eps: float = 1e-6
     # DAPO's dynamic sampling (raylign.algorithms.dynamic_sampling): train only on groups whose
@@ -69,8 +73,10 @@ def truncated_importance_weights(old_logprobs: Tensor, sampler_logprobs: Tensor,
 
 def grpo_loss(logprobs: Tensor, old_logprobs: Tensor | None, ref_logprobs: Tensor | None,
               advantages: Tensor, mask: Tensor, config: GRPOConfig,
-              sampler_logprobs: Tensor | None = None) -> tuple[Tensor, float, dict[str, float]]:
-    """The policy loss with sequence advantages [N] broadcast over tokens, + kl_coef * k3.
+              sampler_logprobs: Tensor | None = None,
+              kl_coef: float | None = None) -> tuple[Tensor, float, dict[str, float]]:
+    """The policy loss with sequence advantages [N] broadcast over tokens, + kl_coef * k3
+    (`kl_coef`: the adaptive controller's value this step; None: `config.kl_coef`).
 
     old_logprobs None means on-policy (one optimizer step on the batch): the ratio is 1 in
     value but still carries the gradient. loss_agg "token": sum over all response tokens,
@@ -84,7 +90,8 @@ def grpo_loss(logprobs: Tensor, old_logprobs: Tensor | None, ref_logprobs: Tenso
     check_same_shape(logprobs=logprobs, old_logprobs=old_logprobs, ref_logprobs=ref_logprobs, mask=mask)
     if advantages.shape != (logprobs.shape[0],):
         raise ValueError(f"advantages must be [N] = [{logprobs.shape[0]}], got {tuple(advantages.shape)}")
-    if config.kl_coef != 0.0 and ref_logprobs is None:
+    kl_coef = config.kl_coef if kl_coef is None else kl_coef
+    if kl_coef != 0.0 and ref_logprobs is None:
         raise ValueError("kl_coef > 0 needs ref_logprobs")
     m = mask.to(logprobs.device).bool()
     adv = advantages.to(logprobs).detach().unsqueeze(1).expand_as(logprobs)
@@ -97,7 +104,7 @@ def grpo_loss(logprobs: Tensor, old_logprobs: Tensor | None, ref_logprobs: Tenso
         tis = truncated_importance_weights(old_logprobs, sampler_logprobs, m, config.tis_cap)
         policy_term = policy_term * tis
     kl = k3(logprobs, ref_logprobs, m) if ref_logprobs is not None else torch.zeros_like(out.per_token)
-    total = policy_term + config.kl_coef * kl if config.kl_coef != 0.0 else policy_term
+    total = policy_term + kl_coef * kl if kl_coef != 0.0 else policy_term
     loss_sum, weight = aggregate(total, m, config.loss_agg)
     num_tokens = float(m.sum())
     metrics = {"loss": safe_mean(loss_sum.detach(), weight), **policy_loss_metrics(out, m)}
@@ -106,6 +113,7 @@ def grpo_loss(logprobs: Tensor, old_logprobs: Tensor | None, ref_logprobs: Tenso
         metrics["tis_capped_fraction"] = safe_mean((m & (tis >= config.tis_cap)).sum(), num_tokens)
     if ref_logprobs is not None:
         metrics["kl"] = safe_mean(kl.detach().sum(), num_tokens)
+        metrics["kl_coef"] = float(kl_coef)
     return loss_sum, weight, metrics
 
 
@@ -122,6 +130,7 @@ class GRPOAlgorithm(Algorithm):
     def __init__(self, config: GRPOConfig, max_length: int = 768):
         super().__init__(config, max_length)
         self.needs_reference = config.kl_coef > 0
+        self.kl = make_kl_controller(config)
         self.pool = GroupPool(config.train_groups, config.dynamic_sampling_patience) if config.dynamic_sampling else None
 
     def has_driver_state(self) -> bool:
@@ -157,14 +166,15 @@ class GRPOAlgorithm(Algorithm):
     def prepare(self, module, units: list[dict], context: TrainContext):
         """Old log-probs only when the trainer's plan reuses the batch (several epochs or
         minibatches); a single on-policy step uses ratio 1 with the same gradient."""
+        counted = {"grpo_rollouts": float(context.num_real_units)}  # the adaptive KL controller's step size
         if not context.reuses_batch or not units:
-            return {}
+            return counted
         for start in range(0, len(units), 8):
             chunk = units[start : start + 8]
             logprobs, batch = rows_logprobs(module, chunk, context)
             for row, values, mask in zip(chunk, logprobs, batch["response_mask"]):
                 row["old_logprobs"] = masked_list(values, mask)
-        return {}
+        return counted
 
     def loss(self, module, units: list[dict], context: TrainContext):
         logprobs, batch = rows_logprobs(module, units, context)
@@ -173,7 +183,21 @@ class GRPOAlgorithm(Algorithm):
         ref = scatter_response_values([u["ref_logprobs"] for u in units], mask) if self.config.kl_coef > 0 else None
         advantages = torch.tensor([u["advantage"] for u in units], dtype=torch.float32)
         sampled = sampler_values(units, mask) if self.config.tis_cap is not None else None
-        return grpo_loss(logprobs, old, ref, advantages, mask, self.config, sampled)
+        return grpo_loss(logprobs, old, ref, advantages, mask, self.config, sampled, self.kl.value)
+
+    def after_update(self, metrics: dict[str, float]) -> None:
+        """Every rank moves its coefficient by the same all-reduced KL and rollout count."""
+        if not self.config.adaptive_kl:
+            return
+        kl_sum, ranks, rollouts = all_reduce([metrics.get("kl", 0.0), 1.0, metrics.get("grpo_rollouts", 0.0)])
+        self.kl.update(kl_sum / ranks, int(rollouts))
+
+    def update_state_dict(self) -> dict:
+        return {"kl_coef": self.kl.value} if self.config.adaptive_kl else {}
+
+    def load_update_state_dict(self, state: dict) -> None:
+        if "kl_coef" in state:
+            self.kl.value = float(state["kl_coef"])
 
 
 def sampler_values(units: list[dict], mask: Tensor) -> Tensor:

@@ -38,14 +38,14 @@ from raylign.algorithms.core import (
     safe_mean,
     whiten_with,
 )
-from raylign.algorithms.kl import make_kl_controller
+from raylign.algorithms.kl import KLControl, make_kl_controller
 from raylign.algorithms.policy_losses import PolicyLossName, get_policy_loss, policy_loss_metrics
 from raylign.collectives import all_reduce
-from raylign.config import Retired, StrictModel
+from raylign.config import Retired
 from raylign.models.sequences import logits_to_token_logprobs, model_device, pack_prompt_responses, position_ids_of
 
 
-class PPOConfig(StrictModel):
+class PPOConfig(KLControl):
     """AlpacaFarm defaults (simulated feedback: kl_coef 0.0067; human feedback used 0.02)."""
 
     kl_coef: float = 0.0067
@@ -57,9 +57,6 @@ class PPOConfig(StrictModel):
     cliprange_value: float = 0.2
     vf_coef: float = 0.1
     whiten_advantages: bool = True
-    adaptive_kl: bool = False
-    kl_target: float = 6.0
-    kl_horizon: int = 10000
     value_model: Literal["head", "separate"] = "head"
 
 

@@ -109,3 +109,34 @@ def test_grpo_config():
         build_config(GRPOConfig, {"estimator": "ppo"})
     with pytest.raises(ConfigError, match="klcoef"):
         build_config(GRPOConfig, {"klcoef": 0.1})
+
+
+def test_grpo_loss_takes_the_controllers_coefficient():
+    lp, old, ref, adv, mask = _case()
+    loss_sum, _, m = grpo_loss(lp, old, ref, adv, mask, cfg(kl_coef=0.1), kl_coef=0.5)
+    assert loss_sum.item() == pytest.approx(T00 + T01 + T10 + 0.5 * (K00 + K10), rel=1e-6)
+    assert m["kl_coef"] == 0.5
+
+
+def test_adaptive_kl_moves_the_coefficient_and_survives_a_restart():
+    from raylign.algorithms.grpo import GRPOAlgorithm
+
+    config = cfg(kl_coef=0.2, adaptive_kl=True, kl_target=0.05, kl_horizon=64)
+    trained = GRPOAlgorithm(config, max_length=64)
+    trained.after_update({"kl": 0.5, "grpo_rollouts": 32.0})  # 10x the target: error clipped to +0.2
+    assert trained.kl.value == pytest.approx(0.2 * (1 + 0.2 * 32 / 64))
+    trained.after_update({"kl": 0.045, "grpo_rollouts": 32.0})  # error -0.1
+    assert trained.kl.value == pytest.approx(0.2 * 1.1 * (1 - 0.1 * 32 / 64))
+    restarted = GRPOAlgorithm(config, max_length=64)
+    restarted.load_update_state_dict(trained.update_state_dict())
+    assert restarted.kl.value == trained.kl.value
+    fixed = GRPOAlgorithm(cfg(kl_coef=0.2), max_length=64)
+    fixed.after_update({"kl": 0.5, "grpo_rollouts": 32.0})
+    assert fixed.kl.value == 0.2 and fixed.update_state_dict() == {}
+
+
+def test_adaptive_kl_needs_a_starting_coefficient():
+    with pytest.raises(ConfigError, match="kl_coef > 0"):
+        build_config(GRPOConfig, {"adaptive_kl": True})
+    with pytest.raises(ConfigError, match="kl_target"):
+        build_config(GRPOConfig, {"kl_coef": 0.1, "adaptive_kl": True, "kl_target": 0})

@@ -116,7 +116,7 @@ def test_ppo_config_defaults_and_strictness():
     assert (cfg.kl_coef, cfg.kl_clamp, cfg.gamma, cfg.lam, cfg.cliprange, cfg.cliprange_value) == (
         0.0067, True, 1.0, 1.0, 0.2, 0.2)
     assert (cfg.vf_coef, cfg.whiten_advantages, cfg.adaptive_kl, cfg.policy_loss) == (0.1, True, False, "ppo_clip")
-    assert (cfg.kl_target, cfg.kl_horizon, cfg.value_model) == (6.0, 10000, "head")
+    assert (cfg.kl_target, cfg.kl_horizon, cfg.value_model) == (0.1, 10000, "head")  # kl_target: per token
     with pytest.raises(ConfigError, match="cliprnge"):
         build_config(PPOConfig, {"cliprnge": 0.1})
     with pytest.raises(ConfigError):
