@@ -16,7 +16,8 @@
 #            the 144 plain validation pairs it kept step 40 of 200, before most hack pairs), measured,
 #            and GRPO rerun against it
 #   budget   GRPO against the round-2 RM inside a KL budget: the k3 coefficient steered each step
-#            towards $KL_TARGET nats per response token (grpo.adaptive_kl), compared as above
+#            towards $KL_TARGET nats per response token (grpo.adaptive_kl), compared as above, and the
+#            independent judge's own accuracy on the held-out HH pairs
 #   bash jobs/rm_robust_hh.sh                (about 4 h on a 2-core CPU; STEPS="hacks" runs only that step)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -85,4 +86,7 @@ fi
 if has budget; then
   grpo_against runs/rm_hh_hack_aware_2 "runs/grpo_hh_budget_$KL_TARGET" "grpo_budget_$KL_TARGET" \
     grpo.adaptive_kl=true grpo.kl_coef=0.3 grpo.kl_target="$KL_TARGET" grpo.kl_horizon=32
+  # how far the independent judge agrees with the HH-harmless labels at all
+  [ -f "$OUT/rm_alpaca-rm.json" ] || "$RAYLIGN" eval rm --model "${JUDGE#rm:}" --data "$DATA" --on-error skip \
+    --split test --output "$OUT/rm_alpaca-rm.json"
 fi
