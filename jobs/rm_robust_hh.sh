@@ -15,7 +15,7 @@
 #            them, each ten times, for the whole epoch (runs/rm_hh_hack_aware_2: with early stopping on
 #            the 144 plain validation pairs it kept step 40 of 200, before most hack pairs), measured,
 #            and GRPO rerun against it
-#   budget   GRPO against the round-2 RM inside a KL budget: the k3 coefficient steered each step
+#   budget   GRPO against the round-2 RM (or $BUDGET_RM) inside a KL budget: the k3 coefficient steered each step
 #            towards $KL_TARGET nats per response token (grpo.adaptive_kl), compared as above, and the
 #            independent judge's own accuracy on the held-out HH pairs
 #   bash jobs/rm_robust_hh.sh                (about 4 h on a 2-core CPU; STEPS="hacks" runs only that step)
@@ -26,6 +26,8 @@ OUT=runs/robust
 DATA=../shared/data/hh_rlhf_harmless.jsonl.gz
 STEPS=${STEPS:-"hacks train heldout grpo iterate budget"}
 KL_TARGET=${KL_TARGET:-0.02}
+BUDGET_RM=${BUDGET_RM:-runs/rm_hh_hack_aware_2}  # e.g. BUDGET_RM=hh-rm-smollm2 BUDGET_TAG=_hh-rm
+BUDGET_TAG=${BUDGET_TAG:-}
 ROBUST_RM=${ROBUST_RM:-runs/rm_hh_hack_aware}
 JUDGE=${JUDGE:-rm:alpaca-rm-smollm2}
 ORIGINAL=${ORIGINAL:-docs/bench/2026-11-22-align-rerun/align_hh.json}
@@ -84,8 +86,12 @@ if has iterate; then
   heldout hack_aware_2 runs/rm_hh_hack_aware_2
 fi
 if has budget; then
-  grpo_against runs/rm_hh_hack_aware_2 "runs/grpo_hh_budget_$KL_TARGET" "grpo_budget_$KL_TARGET" \
+  B="budget${BUDGET_TAG}_$KL_TARGET"
+  grpo_against "$BUDGET_RM" "runs/grpo_hh_$B" "grpo_$B" \
     grpo.adaptive_kl=true grpo.kl_coef=0.3 grpo.kl_target="$KL_TARGET" grpo.kl_horizon=32
+  [ "$BUDGET_RM" = runs/rm_hh_hack_aware_2 ] || [ -f "$OUT/compare_grpo_$B.round2.json" ] || \
+    "$RAYLIGN" eval rejudge "$OUT/compare_grpo_$B.json" --judge rm:runs/rm_hh_hack_aware_2 \
+    --output "$OUT/compare_grpo_$B.round2.json"
   # how far the independent judge agrees with the HH-harmless labels at all
   [ -f "$OUT/rm_alpaca-rm.json" ] || "$RAYLIGN" eval rm --model "${JUDGE#rm:}" --data "$DATA" --on-error skip \
     --split test --output "$OUT/rm_alpaca-rm.json"
