@@ -139,6 +139,10 @@ def _describe(error: ValidationError) -> str:
             lines.append(f"unknown key '{key}'")
         elif err["type"] == "missing":
             lines.append(f"missing required key '{key}'")
+        elif isinstance(err.get("input"), dict):
+            # a check across a section's settings: its message names them; the section's every
+            # value echoed after it would bury that
+            lines.append(f"key '{key}': {err['msg']}" if key else err["msg"])
         else:
             lines.append(f"key '{key}': {err['msg']} (got {err.get('input')!r})")
     return "; ".join(lines)

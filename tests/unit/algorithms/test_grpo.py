@@ -140,3 +140,10 @@ def test_adaptive_kl_needs_a_starting_coefficient():
         build_config(GRPOConfig, {"adaptive_kl": True})
     with pytest.raises(ConfigError, match="kl_target"):
         build_config(GRPOConfig, {"kl_coef": 0.1, "adaptive_kl": True, "kl_target": 0})
+
+
+def test_a_check_across_settings_is_one_short_line():
+    with pytest.raises(ConfigError) as err:
+        build_config(GRPOConfig, {"adaptive_kl": True}, "jobs/x.yaml")
+    assert str(err.value) == ("jobs/x.yaml: Value error, adaptive_kl steers kl_coef multiplicatively: "
+                              "set kl_coef > 0 as its start")
